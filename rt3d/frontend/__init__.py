@@ -1,0 +1,1 @@
+"""Frontends: ONNX import, and (separately) the pruning stage."""

@@ -1,0 +1,231 @@
+"""The numpy reference interpreter: walks the graph node by node. It is the reference for every numeric test.
+
+Errors are re-raised with the node that failed (as torch.fx's interpreter does).
+"""
+from __future__ import annotations
+
+import itertools
+from typing import Callable
+
+import numpy as np
+
+from ..errors import InputError, IRError
+from .graph import Graph, Node
+from .ops import Epilogue, epilogue_inputs
+
+KERNELS: dict[str, Callable] = {}
+
+
+def kernel(*names):
+    def wrap(fn):
+        for n in names:
+            KERNELS[n] = fn
+        return fn
+    return wrap
+
+
+def activation(y: np.ndarray, act: str, params: tuple[float, ...]) -> np.ndarray:
+    if act == "relu":
+        return np.maximum(y, 0)
+    if act == "clip":
+        return np.clip(y, params[0], params[1]).astype(y.dtype)
+    if act == "leaky_relu":
+        return np.where(y >= 0, y, y * np.asarray(params[0], y.dtype))
+    if act == "sigmoid":
+        return (1 / (1 + np.exp(-y.astype(np.float64)))).astype(y.dtype)
+    return y
+
+
+def _epilogue(y: np.ndarray, a: Epilogue, args: list[np.ndarray], bias_shape) -> np.ndarray:
+    has_bias, has_res = epilogue_inputs(a, len(args))
+    if has_bias:
+        y = y + args[2].reshape(bias_shape)
+    if has_res:
+        y = y + args[-1]
+    return activation(y, a.act, a.act_params)
+
+
+@kernel("conv3d")
+def _conv(node: Node, args):
+    x, w = args[0], args[1]
+    a = node.attrs
+    r = x.ndim - 2
+    xp = np.pad(x, [(0, 0), (0, 0)] + [(a.pad[i], a.pad[r + i]) for i in range(r)])
+    out_shape = node.output.type.shape
+    g = a.groups
+    cin, cout = x.shape[1] // g, w.shape[0] // g
+    y = np.zeros(out_shape, dtype=np.float64)
+    for k in itertools.product(*[range(s) for s in w.shape[2:]]):
+        sl = tuple(slice(k[i] * a.dilation[i], k[i] * a.dilation[i] + (out_shape[2 + i] - 1) * a.stride[i] + 1,
+                         a.stride[i]) for i in range(r))
+        patch = xp[(slice(None), slice(None)) + sl]  # N, C, *O
+        for gi in range(g):
+            wk = w[(slice(gi * cout, (gi + 1) * cout), slice(None)) + k]  # cout, cin
+            xs = patch[:, gi * cin:(gi + 1) * cin]
+            y[:, gi * cout:(gi + 1) * cout] += np.einsum("mc,nc...->nm...", wk.astype(np.float64), xs)
+    return _epilogue(y, a, args, (1, -1) + (1,) * r).astype(x.dtype)
+
+
+@kernel("dense")
+def _dense(node, args):
+    y = args[0].astype(np.float64) @ args[1].T.astype(np.float64)
+    return _epilogue(y, node.attrs, args, (1, -1)).astype(args[0].dtype)
+
+
+@kernel("matmul")
+def _matmul(node, args):
+    return np.matmul(args[0].astype(np.float64), args[1]).astype(args[0].dtype)
+
+
+@kernel("batch_norm")
+def _bn(node, args):
+    x, s, b, m, v = args
+    shape = (1, -1) + (1,) * (x.ndim - 2)
+    inv = s.astype(np.float64) / np.sqrt(v.astype(np.float64) + node.attrs.epsilon)
+    return ((x - m.reshape(shape)) * inv.reshape(shape) + b.reshape(shape)).astype(x.dtype)
+
+
+@kernel("relu")
+def _relu(node, args):
+    return activation(args[0], "relu", ())
+
+
+@kernel("sigmoid")
+def _sigmoid(node, args):
+    return activation(args[0], "sigmoid", ())
+
+
+@kernel("clip")
+def _clip(node, args):
+    return activation(args[0], "clip", (node.attrs.min, node.attrs.max))
+
+
+@kernel("leaky_relu")
+def _leaky(node, args):
+    return activation(args[0], "leaky_relu", (node.attrs.alpha,))
+
+
+_BINARY = {"add": np.add, "sub": np.subtract, "mul": np.multiply, "div": np.divide}
+
+
+@kernel(*_BINARY)
+def _binary(node, args):
+    return _BINARY[node.op](args[0], args[1]).astype(args[0].dtype)
+
+
+def _pool(node: Node, x: np.ndarray, reduce: str) -> np.ndarray:
+    a = node.attrs
+    r = x.ndim - 2
+    out_shape = node.output.type.shape
+    # pad enough at the end for ceil_mode windows that run past the explicit padding
+    extra = [max(0, (out_shape[2 + i] - 1) * a.stride[i] + (a.kernel[i] - 1) * a.dilation[i] + 1
+                 - (x.shape[2 + i] + a.pad[i] + a.pad[r + i])) for i in range(r)]
+    widths = [(0, 0), (0, 0)] + [(a.pad[i], a.pad[r + i] + extra[i]) for i in range(r)]
+    fill = -np.inf if reduce == "max" else 0.0
+    xp = np.pad(x.astype(np.float64), widths, constant_values=fill)
+    # which padded positions count in the average: real input, plus explicit pads if count_include_pad
+    inside = np.pad(np.ones(x.shape[2:]), [(a.pad[i], a.pad[r + i] + extra[i]) for i in range(r)],
+                    constant_values=0.0)
+    if a.count_include_pad:
+        inside = np.pad(np.ones([x.shape[2 + i] + a.pad[i] + a.pad[r + i] for i in range(r)]),
+                        [(0, e) for e in extra], constant_values=0.0)
+    acc = np.full(out_shape, fill, dtype=np.float64)
+    cnt = np.zeros(out_shape[2:], dtype=np.float64)
+    for k in itertools.product(*[range(s) for s in a.kernel]):
+        sl = tuple(slice(k[i] * a.dilation[i], k[i] * a.dilation[i] + (out_shape[2 + i] - 1) * a.stride[i] + 1,
+                         a.stride[i]) for i in range(r))
+        patch = xp[(slice(None), slice(None)) + sl]
+        if reduce == "max":
+            acc = np.maximum(acc, patch)
+        else:
+            acc = acc + patch
+            cnt = cnt + inside[sl]
+    if reduce == "avg":
+        acc = acc / np.maximum(cnt, 1)
+    return acc.astype(x.dtype)
+
+
+@kernel("max_pool3d")
+def _maxpool(node, args):
+    return _pool(node, args[0], "max")
+
+
+@kernel("avg_pool3d")
+def _avgpool(node, args):
+    return _pool(node, args[0], "avg")
+
+
+@kernel("global_avg_pool")
+def _gap(node, args):
+    x = args[0]
+    return x.astype(np.float64).mean(axis=tuple(range(2, x.ndim)), keepdims=True).astype(x.dtype)
+
+
+@kernel("reduce_mean")
+def _reduce_mean(node, args):
+    x, a = args[0], node.attrs
+    axes = tuple(ax % x.ndim for ax in a.axes) if a.axes else None
+    return x.astype(np.float64).mean(axis=axes, keepdims=a.keepdims).astype(x.dtype)
+
+
+@kernel("concat")
+def _concat(node, args):
+    return np.concatenate(args, axis=node.attrs.axis)
+
+
+@kernel("reshape")
+def _reshape(node, args):
+    return args[0].reshape(node.attrs.shape)
+
+
+@kernel("transpose")
+def _transpose(node, args):
+    return np.ascontiguousarray(args[0].transpose(node.attrs.perm))
+
+
+@kernel("softmax")
+def _softmax(node, args):
+    x = args[0].astype(np.float64)
+    e = np.exp(x - x.max(axis=node.attrs.axis, keepdims=True))
+    return (e / e.sum(axis=node.attrs.axis, keepdims=True)).astype(args[0].dtype)
+
+
+@kernel("pad")
+def _pad(node, args):
+    x, a = args[0], node.attrs
+    r = x.ndim
+    widths = [(a.pads[i], a.pads[r + i]) for i in range(r)]
+    if a.mode == "constant":
+        return np.pad(x, widths, constant_values=a.value)
+    return np.pad(x, widths, mode={"reflect": "reflect", "edge": "edge"}[a.mode])
+
+
+def evaluate_node(node: Node, args: list[np.ndarray]) -> np.ndarray:
+    if node.op not in KERNELS:
+        raise IRError(f"reference interpreter has no kernel for op '{node.op}' (node: {node})")
+    try:
+        return np.asarray(KERNELS[node.op](node, args))
+    except IRError:
+        raise
+    except Exception as e:  # re-raise with the node that failed
+        raise IRError(f"reference interpreter failed at node: {node}\n  {type(e).__name__}: {e}") from e
+
+
+def run_graph(graph: Graph, *inputs: np.ndarray) -> list[np.ndarray]:
+    """Run ``graph`` on numpy inputs (in graph-input order) and return its outputs as a list."""
+    if len(inputs) != len(graph.inputs):
+        raise InputError(f"graph '{graph.name}' takes {len(graph.inputs)} inputs, got {len(inputs)}")
+    env = {}
+    for v, x in zip(graph.inputs, inputs):
+        x = np.asarray(x)
+        if tuple(x.shape) != v.type.shape:
+            raise InputError(f"graph '{graph.name}': input %{v.name} must have shape {list(v.type.shape)}, "
+                             f"got {list(x.shape)}")
+        env[v] = x.astype(v.type.dtype, copy=False)
+    for c in graph.consts.values():
+        if c.data is None:
+            raise IRError(f"graph '{graph.name}': constant @{c.name} has no data (parsed without params)")
+        env[c] = c.data
+    for node in graph.nodes:
+        env[node.output] = evaluate_node(node, [env[v] for v in node.inputs])
+    return [env[v] for v in graph.outputs]

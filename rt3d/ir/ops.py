@@ -1,0 +1,340 @@
+"""The op table: one entry per IR op, with its typed attributes, arity and shape inference.
+
+Spatial ops (conv3d, pools) are rank-generic: a 4-D NCHW tensor is the D=1 case of NCDHW, and their tuple
+attributes have one entry per spatial dim. Convolution and dense carry a fused epilogue
+``act(op(x) + bias + residual)`` that the fusion pass fills in.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+from typing import Callable
+
+import numpy as np
+
+from .types import TensorType
+
+ACTIVATIONS = ("none", "relu", "clip", "leaky_relu", "sigmoid")
+
+
+class ShapeError(ValueError):
+    """Shape inference failed; the caller adds which node."""
+
+
+@dataclass(frozen=True)
+class NoAttrs:
+    pass
+
+
+@dataclass(frozen=True)
+class Epilogue:
+    """Mixin fields of ops with a fused epilogue: act(y + bias + residual)."""
+
+    act: str = "none"
+    act_params: tuple[float, ...] = ()
+    residual: bool = False
+
+
+@dataclass(frozen=True)
+class ConvAttrs(Epilogue):
+    stride: tuple[int, ...] = (1, 1, 1)
+    pad: tuple[int, ...] = (0, 0, 0, 0, 0, 0)  # all begins, then all ends (ONNX order)
+    dilation: tuple[int, ...] = (1, 1, 1)
+    groups: int = 1
+
+
+@dataclass(frozen=True)
+class DenseAttrs(Epilogue):
+    pass
+
+
+@dataclass(frozen=True)
+class BatchNormAttrs:
+    epsilon: float = 1e-5
+
+
+@dataclass(frozen=True)
+class ClipAttrs:
+    min: float = float("-inf")
+    max: float = float("inf")
+
+
+@dataclass(frozen=True)
+class LeakyReluAttrs:
+    alpha: float = 0.01
+
+
+@dataclass(frozen=True)
+class PoolAttrs:
+    kernel: tuple[int, ...] = (1, 1, 1)
+    stride: tuple[int, ...] = (1, 1, 1)
+    pad: tuple[int, ...] = (0, 0, 0, 0, 0, 0)
+    dilation: tuple[int, ...] = (1, 1, 1)
+    ceil_mode: bool = False
+    count_include_pad: bool = False
+
+
+@dataclass(frozen=True)
+class AxisAttrs:
+    axis: int = 1
+
+
+@dataclass(frozen=True)
+class ReduceAttrs:
+    axes: tuple[int, ...] = ()
+    keepdims: bool = True
+
+
+@dataclass(frozen=True)
+class ReshapeAttrs:
+    shape: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True)
+class TransposeAttrs:
+    perm: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True)
+class PadAttrs:
+    pads: tuple[int, ...] = ()
+    mode: str = "constant"
+    value: float = 0.0
+
+
+@dataclass(frozen=True)
+class OpDef:
+    """One IR op: name, attribute class, allowed input counts and a shape function."""
+
+    name: str
+    attrs: type
+    arity: Callable[[object], int]  # expected number of inputs given the attrs
+    infer: Callable[[list[TensorType], object], TensorType]
+    elementwise: bool = False
+    doc: str = ""
+
+
+OPS: dict[str, OpDef] = {}
+
+
+def register(name: str, attrs: type = NoAttrs, arity: int | Callable = 1, elementwise: bool = False, doc: str = ""):
+    def wrap(infer):
+        ar = arity if callable(arity) else (lambda _a, n=arity: n)
+        OPS[name] = OpDef(name, attrs, ar, infer, elementwise, doc)
+        return infer
+    return wrap
+
+
+def get_op(name: str) -> OpDef:
+    if name not in OPS:
+        raise KeyError(f"unknown IR op '{name}'; known: {', '.join(sorted(OPS))}")
+    return OPS[name]
+
+
+def attr_fields(attrs) -> list[str]:
+    return [f.name for f in fields(attrs)]
+
+
+# ---- helpers -------------------------------------------------------------------------------------------------
+
+def _check(cond: bool, msg: str) -> None:
+    if not cond:
+        raise ShapeError(msg)
+
+
+def _window_out(size: int, k: int, s: int, pb: int, pe: int, d: int, ceil: bool) -> int:
+    span = size + pb + pe - d * (k - 1) - 1
+    _check(span >= 0, f"window {k} (dilation {d}) larger than padded input {size + pb + pe}")
+    out = (-(-span // s) if ceil else span // s) + 1
+    if ceil and (out - 1) * s >= size + pb:  # last window must start inside the input or left pad
+        out -= 1
+    return out
+
+
+def _spatial_attrs(a, rank: int, names: tuple[str, ...]) -> None:
+    for n in names:
+        v = getattr(a, n)
+        want = 2 * rank if n in ("pad",) else rank
+        _check(len(v) == want, f"attribute '{n}' has {len(v)} entries, expected {want} for {rank} spatial dims")
+
+
+def broadcast(a: tuple[int, ...], b: tuple[int, ...]) -> tuple[int, ...]:
+    try:
+        return tuple(np.broadcast_shapes(a, b))
+    except ValueError:
+        raise ShapeError(f"shapes {list(a)} and {list(b)} do not broadcast") from None
+
+
+def _epilogue_check(a: Epilogue) -> None:
+    _check(a.act in ACTIVATIONS, f"unknown activation '{a.act}'")
+    want = {"none": 0, "relu": 0, "sigmoid": 0, "clip": 2, "leaky_relu": 1}[a.act]
+    _check(len(a.act_params) == want, f"activation '{a.act}' takes {want} parameters, got {len(a.act_params)}")
+
+
+def epilogue_inputs(a: Epilogue, n_inputs: int) -> tuple[bool, bool]:
+    """(has_bias, has_residual) of a conv3d/dense node with n_inputs inputs."""
+    return n_inputs - 2 - int(a.residual) == 1, a.residual
+
+
+# ---- ops -----------------------------------------------------------------------------------------------------
+
+def _conv_arity(a: ConvAttrs) -> tuple[int, ...]:
+    return (2 + a.residual, 3 + a.residual)
+
+
+@register("conv3d", ConvAttrs, arity=_conv_arity, doc="conv3d(x, w, bias?, residual?): N-D convolution, NC(D)HW")
+def _conv(ts: list[TensorType], a: ConvAttrs) -> TensorType:
+    x, w = ts[0], ts[1]
+    _check(x.rank in (3, 4, 5), f"input must be 3-D to 5-D, got {x}")
+    _check(w.rank == x.rank, f"weight rank {w.rank} differs from input rank {x.rank}")
+    r = x.rank - 2
+    _spatial_attrs(a, r, ("stride", "pad", "dilation"))
+    _check(a.groups >= 1 and x.shape[1] % a.groups == 0 and w.shape[0] % a.groups == 0,
+           f"groups={a.groups} does not divide channels {x.shape[1]} and filters {w.shape[0]}")
+    _check(w.shape[1] * a.groups == x.shape[1],
+           f"weight {w} expects {w.shape[1] * a.groups} input channels, input has {x.shape[1]}")
+    _epilogue_check(a)
+    out = [x.shape[0], w.shape[0]] + [
+        _window_out(x.shape[2 + i], w.shape[2 + i], a.stride[i], a.pad[i], a.pad[r + i], a.dilation[i], False)
+        for i in range(r)]
+    has_bias, has_res = epilogue_inputs(a, len(ts))
+    if has_bias:
+        _check(ts[2].shape == (w.shape[0],), f"bias {ts[2]} must be [{w.shape[0]}]")
+    if has_res:
+        _check(broadcast(tuple(out), ts[-1].shape) == tuple(out), f"residual {ts[-1]} does not match output {out}")
+    return TensorType(tuple(out), x.dtype)
+
+
+@register("dense", DenseAttrs, arity=lambda a: (2 + a.residual, 3 + a.residual),
+          doc="dense(x[M,K], w[N,K], bias?, residual?) = x @ w.T + bias")
+def _dense(ts, a):
+    x, w = ts[0], ts[1]
+    _check(x.rank == 2 and w.rank == 2, f"dense needs 2-D input and weight, got {x} and {w}")
+    _check(x.shape[1] == w.shape[1], f"input {x} and weight {w} disagree on K")
+    _epilogue_check(a)
+    out = (x.shape[0], w.shape[0])
+    has_bias, has_res = epilogue_inputs(a, len(ts))
+    if has_bias:
+        _check(ts[2].shape == (w.shape[0],), f"bias {ts[2]} must be [{w.shape[0]}]")
+    if has_res:
+        _check(broadcast(out, ts[-1].shape) == out, f"residual {ts[-1]} does not match output {list(out)}")
+    return TensorType(out, x.dtype)
+
+
+@register("matmul", arity=2, doc="numpy-style (batched) matrix product")
+def _matmul(ts, a):
+    x, y = ts
+    _check(x.rank >= 1 and y.rank >= 1, "matmul of scalars")
+    xs, ys = x.shape if x.rank > 1 else (1,) + x.shape, y.shape if y.rank > 1 else y.shape + (1,)
+    _check(xs[-1] == ys[-2], f"matmul inner dims differ: {x} @ {y}")
+    out = broadcast(xs[:-2], ys[:-2]) + (xs[-2], ys[-1])
+    if x.rank == 1:
+        out = out[:-2] + out[-1:]
+    if y.rank == 1:
+        out = out[:-1]
+    return TensorType(out, x.dtype)
+
+
+@register("batch_norm", BatchNormAttrs, arity=5, doc="batch_norm(x, scale, bias, mean, var), inference mode")
+def _bn(ts, a):
+    x = ts[0]
+    _check(x.rank >= 2, f"batch_norm input must have a channel axis, got {x}")
+    for t, n in zip(ts[1:], ("scale", "bias", "mean", "var")):
+        _check(t.shape == (x.shape[1],), f"{n} {t} must be [{x.shape[1]}]")
+    return x
+
+
+def _same(ts, a):
+    return ts[0]
+
+
+for _name, _attrs in (("relu", NoAttrs), ("sigmoid", NoAttrs), ("clip", ClipAttrs), ("leaky_relu", LeakyReluAttrs)):
+    register(_name, _attrs, arity=1, elementwise=True, doc=f"elementwise {_name}")(_same)
+
+
+def _binary(ts, a):
+    _check(ts[0].dtype == ts[1].dtype, f"dtypes differ: {ts[0]} and {ts[1]}")
+    return TensorType(broadcast(ts[0].shape, ts[1].shape), ts[0].dtype)
+
+
+for _name in ("add", "sub", "mul", "div"):
+    register(_name, arity=2, elementwise=True, doc=f"elementwise {_name} with numpy broadcasting")(_binary)
+
+
+def _pool(ts, a: PoolAttrs):
+    x = ts[0]
+    _check(x.rank in (3, 4, 5), f"pool input must be 3-D to 5-D, got {x}")
+    r = x.rank - 2
+    _spatial_attrs(a, r, ("kernel", "stride", "pad", "dilation"))
+    out = x.shape[:2] + tuple(
+        _window_out(x.shape[2 + i], a.kernel[i], a.stride[i], a.pad[i], a.pad[r + i], a.dilation[i], a.ceil_mode)
+        for i in range(r))
+    return TensorType(out, x.dtype)
+
+
+register("max_pool3d", PoolAttrs, arity=1, doc="max pooling over spatial dims")(_pool)
+register("avg_pool3d", PoolAttrs, arity=1, doc="average pooling over spatial dims")(_pool)
+
+
+@register("global_avg_pool", arity=1, doc="mean over all spatial dims, kept as size 1")
+def _gap(ts, a):
+    x = ts[0]
+    _check(x.rank >= 3, f"global_avg_pool needs spatial dims, got {x}")
+    return TensorType(x.shape[:2] + (1,) * (x.rank - 2), x.dtype)
+
+
+def _norm_axes(axes, rank):
+    out = []
+    for ax in axes:
+        _check(-rank <= ax < rank, f"axis {ax} out of range for rank {rank}")
+        out.append(ax % rank)
+    return out
+
+
+@register("reduce_mean", ReduceAttrs, arity=1, doc="mean over axes")
+def _reduce(ts, a):
+    x = ts[0]
+    axes = _norm_axes(a.axes, x.rank) if a.axes else list(range(x.rank))
+    shape = [1 if i in axes else d for i, d in enumerate(x.shape)] if a.keepdims else \
+        [d for i, d in enumerate(x.shape) if i not in axes]
+    return TensorType(tuple(shape), x.dtype)
+
+
+@register("concat", AxisAttrs, arity=lambda a: -1, doc="concatenate along axis (any number of inputs)")
+def _concat(ts, a):
+    _check(len(ts) >= 1, "concat needs inputs")
+    r = ts[0].rank
+    ax = _norm_axes([a.axis], r)[0]
+    for t in ts[1:]:
+        _check(t.rank == r and all(t.shape[i] == ts[0].shape[i] for i in range(r) if i != ax),
+               f"concat inputs {ts[0]} and {t} differ off axis {a.axis}")
+    shape = list(ts[0].shape)
+    shape[ax] = sum(t.shape[ax] for t in ts)
+    return TensorType(tuple(shape), ts[0].dtype)
+
+
+@register("reshape", ReshapeAttrs, arity=1, doc="reshape to a static shape")
+def _reshape(ts, a):
+    _check(int(np.prod(a.shape, dtype=np.int64)) == ts[0].size, f"cannot reshape {ts[0]} to {list(a.shape)}")
+    return TensorType(a.shape, ts[0].dtype)
+
+
+@register("transpose", TransposeAttrs, arity=1, doc="permute axes")
+def _transpose(ts, a):
+    _check(sorted(a.perm) == list(range(ts[0].rank)), f"perm {list(a.perm)} is not a permutation of {ts[0].rank} axes")
+    return TensorType(tuple(ts[0].shape[p] for p in a.perm), ts[0].dtype)
+
+
+@register("softmax", AxisAttrs, arity=1, doc="softmax along axis")
+def _softmax(ts, a):
+    _norm_axes([a.axis], ts[0].rank)
+    return ts[0]
+
+
+@register("pad", PadAttrs, arity=1, doc="pad with pads = all begins then all ends")
+def _pad(ts, a):
+    x = ts[0]
+    _check(len(a.pads) == 2 * x.rank, f"pads has {len(a.pads)} entries, expected {2 * x.rank}")
+    _check(a.mode in ("constant", "reflect", "edge"), f"unknown pad mode '{a.mode}'")
+    shape = tuple(x.shape[i] + a.pads[i] + a.pads[x.rank + i] for i in range(x.rank))
+    _check(all(d >= 0 for d in shape), f"negative padded shape {list(shape)}")
+    return TensorType(shape, x.dtype)
