@@ -47,6 +47,12 @@ def get_model(name: str, seed: int = 0, randomize_bn: bool = True) -> tuple[nn.M
         raise KeyError(f"unknown model '{name}'; the zoo has: {', '.join(ZOO)}")
     torch.manual_seed(seed)
     model = ZOO[name].build().eval()
+    with torch.no_grad():  # variance-preserving init, so activations stay alive through deep ReLU stacks
+        for m in model.modules():
+            if isinstance(m, (nn.Conv3d, nn.Linear)):
+                nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
+                if m.bias is not None:
+                    nn.init.uniform_(m.bias, -0.1, 0.1)
     if randomize_bn:
         g = torch.Generator().manual_seed(seed + 1)
         for m in model.modules():

@@ -1,0 +1,7 @@
+"""Passes, one per file, and the pass manager. ``PASSES`` maps each pass name to its class."""
+from . import dce, fold_batchnorm, fold_constants, fuse  # noqa: F401  (register the built-in passes)
+from .base import PASSES, Pass, PassReport, register_pass
+from .manager import DEFAULT_PIPELINE, PassManager, parse_pipeline, run_pipeline
+
+__all__ = ["Pass", "PassReport", "PASSES", "register_pass", "PassManager", "parse_pipeline", "run_pipeline",
+           "DEFAULT_PIPELINE"]

@@ -1,0 +1,44 @@
+"""SIMD CPU targets: the same schedules serve ARM NEON (4 lanes) and the host (16 lanes with AVX-512)."""
+from __future__ import annotations
+
+import os
+
+from .. import register_target
+from ..base import Target
+from .conv3d import lower_conv3d
+from .dense import lower_dense, lower_matmul
+from .injective import (lower_activation, lower_batch_norm, lower_binary, lower_concat, lower_pad, lower_reshape,
+                        lower_transpose)
+from .pool import lower_global_avg_pool, lower_pool, lower_reduce_mean, lower_softmax
+
+LOWERINGS = {
+    "conv3d": lower_conv3d, "dense": lower_dense, "matmul": lower_matmul,
+    "batch_norm": lower_batch_norm, "relu": lower_activation, "clip": lower_activation,
+    "leaky_relu": lower_activation, "sigmoid": lower_activation,
+    "add": lower_binary, "sub": lower_binary, "mul": lower_binary, "div": lower_binary,
+    "max_pool3d": lower_pool, "avg_pool3d": lower_pool, "global_avg_pool": lower_global_avg_pool,
+    "reduce_mean": lower_reduce_mean, "softmax": lower_softmax,
+    "reshape": lower_reshape, "transpose": lower_transpose, "concat": lower_concat, "pad": lower_pad,
+}
+
+
+def host_lanes() -> int:
+    """fp32 lanes of the widest SIMD unit of this machine's CPU (from its feature flags)."""
+    try:
+        flags = open("/proc/cpuinfo").read()
+    except OSError:
+        flags = ""
+    if " avx512f" in flags:
+        return 16
+    if " avx2" in flags or " avx " in flags:
+        return 8
+    return 4
+
+
+@register_target("host")
+def host() -> Target:
+    import tvm
+    cpu = tvm.get_global_func("target.llvm_get_system_cpu")()
+    cores = os.cpu_count() or 1
+    return Target("host", {"kind": "llvm", "mcpu": cpu, "num-cores": cores}, host_lanes(), cores,
+                  runs_here=True, lowerings=dict(LOWERINGS), doc=f"this machine's CPU ({cpu}, LLVM)")

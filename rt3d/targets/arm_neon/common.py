@@ -1,0 +1,142 @@
+"""TE helpers shared by the CPU lowerings, and the default schedule for simple (injective/reduction) kernels."""
+from __future__ import annotations
+
+import numpy as np
+import tvm
+from tvm import te, tirx
+
+from ...ir import Value
+from ...ir.ops import ACTIVATIONS
+
+
+def placeholder(v: Value | np.ndarray, name: str) -> te.Tensor:
+    shape = v.type.shape if isinstance(v, Value) else v.shape
+    dtype = v.type.dtype if isinstance(v, Value) else str(v.dtype)
+    return te.placeholder(tuple(int(d) for d in shape), dtype, name=name)
+
+
+def dtype_of(e) -> str:
+    if hasattr(e, "tensor"):  # a TensorSlice (tensor element access)
+        return str(e.tensor.dtype)
+    return str(e.ty)
+
+
+def activation(e, act: str, params: tuple[float, ...]):
+    assert act in ACTIVATIONS  # verified IR never gets here otherwise
+    dt = dtype_of(e)
+    if act == "relu":
+        return tirx.max(e, tirx.const(0, dt))
+    if act == "clip":
+        lo, hi = params
+        if np.isfinite(lo):
+            e = tirx.max(e, tirx.const(lo, dt))
+        if np.isfinite(hi):
+            e = tirx.min(e, tirx.const(hi, dt))
+        return e
+    if act == "leaky_relu":
+        return tirx.Select(e >= tirx.const(0, dt), e, e * tirx.const(params[0], dt))
+    if act == "sigmoid":
+        return tirx.sigmoid(e)
+    return e
+
+
+def broadcast_index(t: te.Tensor, out_idx) -> list:
+    """Indices into ``t`` for an output index under numpy broadcasting (t's rank <= output rank)."""
+    r = len(t.shape)
+    tail = list(out_idx)[len(out_idx) - r:] if r else []
+    return [tirx.const(0, "int32") if int(t.shape[i]) == 1 else tail[i] for i in range(r)]
+
+
+def padded(x: te.Tensor, begins: list[int], ends: list[int], value: float, name: str = "pad") -> te.Tensor:
+    """x padded with a constant; returns x itself when there is nothing to pad."""
+    if not any(begins) and not any(ends):
+        return x
+    shape = [int(d) + b + e for d, b, e in zip(x.shape, begins, ends)]
+
+    def f(*idx):
+        conds = []
+        src = []
+        for i, b in zip(idx, begins):
+            src.append(i - b)
+        for i, (d, b) in enumerate(zip(x.shape, begins)):
+            if b or ends[i]:
+                conds.append(tirx.all(idx[i] >= b, idx[i] < b + int(d)))
+        cond = tirx.all(*conds) if len(conds) > 1 else conds[0]
+        return tirx.if_then_else(cond, x[tuple(src)], tirx.const(value, x.dtype))
+    return te.compute(shape, f, name=name)
+
+
+def is_reduction(sch, block) -> bool:
+    return any(iv.iter_type == 2 for iv in sch.get(block).iter_vars)
+
+
+def schedule_default(sch, lanes: int, root_name: str = "root") -> None:
+    """Inline non-output injective stages; parallelize outer loops; vectorize an innermost spatial loop.
+
+    Good enough for pooling, elementwise and layout ops, so that the end-to-end time stays conv-bound.
+    """
+    root = sch.get_sblock(root_name)
+    blocks = sch.get_child_blocks(root)
+    outputs = {sch.get(b).name_hint for b in sch.get_output_blocks(root)}
+    for b in blocks:
+        if sch.get(b).name_hint not in outputs and not is_reduction(sch, b):
+            try:
+                sch.compute_inline(b)
+            except tvm.TVMError:
+                pass  # a stage that cannot be inlined stays materialized; it is scheduled below
+    for b in sch.get_child_blocks(root):
+        _schedule_block(sch, b, lanes)
+
+
+def _schedule_block(sch, block, lanes: int) -> None:
+    iters = sch.get(block).iter_vars
+    loops = sch.get_loops(block)
+    n_spatial = 0
+    for iv in iters:
+        if iv.iter_type != 0:
+            break
+        n_spatial += 1
+    spatial = loops[:n_spatial]
+    if not spatial:
+        return
+    extents = [int(sch.get(lp).extent) for lp in spatial]
+    reduction = n_spatial < len(loops)
+    if reduction:
+        # parallel over the spatial part; the reduction runs serially inside
+        if len(spatial) > 1:
+            fused = sch.fuse(*spatial)
+        else:
+            fused = spatial[0]
+        sch.parallel(fused)
+        return
+    inner = extents[-1]
+    if len(spatial) > 1:
+        outer = sch.fuse(*spatial[:-1])
+        sch.parallel(outer)
+        if inner % lanes == 0:
+            _, vi = sch.split(spatial[-1], [None, lanes])
+            sch.vectorize(vi)
+        elif inner <= 4 * lanes:
+            sch.vectorize(spatial[-1]) if inner in (2, 4, 8, 16) else None
+    else:
+        if inner % lanes == 0 and inner > lanes:
+            o, vi = sch.split(spatial[0], [None, lanes])
+            sch.parallel(o)
+            sch.vectorize(vi)
+        else:
+            sch.parallel(spatial[0])
+
+
+def to_5d(shape) -> tuple[int, ...]:
+    """NC + spatial dims padded with leading ones to NCDHW."""
+    shape = tuple(int(d) for d in shape)
+    return shape[:2] + (1,) * (5 - len(shape)) + shape[2:]
+
+
+def spatial_5d(vals, fill, rank_spatial: int) -> tuple:
+    """A per-spatial-dim attribute extended to 3 dims (D, H, W) with ``fill`` in front."""
+    return (fill,) * (3 - rank_spatial) + tuple(vals)
+
+
+def make_func(tensors: list[te.Tensor], name: str):
+    return te.create_prim_func(tensors).with_attr("global_symbol", name)

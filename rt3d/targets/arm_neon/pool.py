@@ -1,0 +1,123 @@
+"""Pooling and reductions: max/avg pooling (ceil_mode, count_include_pad, dilation), global pool, mean, softmax."""
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import tvm
+from tvm import te, tirx
+
+from ...ir import Node
+from ..base import Kernel
+from .common import make_func, placeholder, schedule_default
+
+
+def _pool_geometry(node: Node):
+    a = node.attrs
+    x = node.inputs[0].type.shape
+    out = node.output.type.shape
+    r = len(x) - 2
+    # extra end padding so that ceil_mode windows stay inside the padded buffer
+    extra = [max(0, (out[2 + i] - 1) * a.stride[i] + (a.kernel[i] - 1) * a.dilation[i] + 1
+                 - (x[2 + i] + a.pad[i] + a.pad[r + i])) for i in range(r)]
+    return a, x, out, r, extra
+
+
+def avg_counts(node: Node) -> np.ndarray:
+    """Per output position, how many window elements count in the average (same rule as the interpreter)."""
+    a, x, out, r, extra = _pool_geometry(node)
+    if a.count_include_pad:
+        inside = np.pad(np.ones([x[2 + i] + a.pad[i] + a.pad[r + i] for i in range(r)], np.float32),
+                        [(0, e) for e in extra])
+    else:
+        inside = np.pad(np.ones(x[2:], np.float32), [(a.pad[i], a.pad[r + i] + extra[i]) for i in range(r)])
+    cnt = np.zeros(out[2:], np.float32)
+    for k in itertools.product(*[range(s) for s in a.kernel]):
+        sl = tuple(slice(k[i] * a.dilation[i], k[i] * a.dilation[i] + (out[2 + i] - 1) * a.stride[i] + 1,
+                         a.stride[i]) for i in range(r))
+        cnt += inside[sl]
+    return np.maximum(cnt, 1).astype(np.float32)
+
+
+def lower_pool(node: Node, target) -> Kernel:
+    a, x, out, r, extra = _pool_geometry(node)
+    is_max = node.op == "max_pool3d"
+    X = placeholder(node.inputs[0], "x")
+    fill = tirx.min_value(X.dtype) if is_max else tirx.const(0, X.dtype)
+    begins = [0, 0] + [a.pad[i] for i in range(r)]
+    pshape = list(x[:2]) + [x[2 + i] + a.pad[i] + a.pad[r + i] + extra[i] for i in range(r)]
+
+    def pad_f(*idx):
+        conds = [tirx.all(idx[2 + i] >= begins[2 + i], idx[2 + i] < begins[2 + i] + x[2 + i]) for i in range(r)]
+        src = [i - b for i, b in zip(idx, begins)]
+        return tirx.if_then_else(tirx.all(*conds), X[tuple(src)], fill)
+    xp = te.compute(pshape, pad_f, name="pad")
+    rk = [te.reduce_axis((0, k), name=f"k{i}") for i, k in enumerate(a.kernel)]
+
+    def window(*idx):
+        sp = [idx[2 + i] * a.stride[i] + rk[i] * a.dilation[i] for i in range(r)]
+        return xp[tuple(idx[:2]) + tuple(sp)]
+    if is_max:
+        Y = te.compute(out, lambda *idx: te.max(window(*idx), axis=rk), name="pool")
+        tensors, args = [X, Y], [node.inputs[0]]
+    else:
+        cnt = avg_counts(node)
+        Cnt = te.placeholder(cnt.shape, "float32", name="count")
+        S = te.compute(out, lambda *idx: te.sum(window(*idx), axis=rk), name="pool")
+        Y = te.compute(out, lambda *idx: S[idx] / Cnt[idx[2:]], name="out")
+        tensors, args = [X, Cnt, Y], [node.inputs[0], cnt]
+    sch = tvm.s_tir.Schedule(make_func(tensors, "main"))
+    schedule_default(sch, target.vector_lanes)
+    return Kernel(sch.mod["main"], args, f"{node.op}.direct")
+
+
+def _mean(node: Node, target, axes: list[int], keepdims: bool) -> Kernel:
+    X = placeholder(node.inputs[0], "x")
+    shape = node.inputs[0].type.shape
+    red = [te.reduce_axis((0, shape[a]), name=f"r{a}") for a in axes]
+    count = float(np.prod([shape[a] for a in axes]))
+
+    def f(*idx):
+        src, j, it = [], 0, iter(red)
+        for i in range(len(shape)):
+            if i in axes:
+                src.append(next(it))
+                j += keepdims
+            else:
+                src.append(idx[j])
+                j += 1
+        return te.sum(X[tuple(src)], axis=red)
+    S = te.compute(node.output.type.shape, f, name="sum")
+    Y = te.compute(node.output.type.shape, lambda *i: S[i] * tirx.const(1.0 / count, X.dtype), name="out")
+    sch = tvm.s_tir.Schedule(make_func([X, Y], "main"))
+    schedule_default(sch, target.vector_lanes)
+    return Kernel(sch.mod["main"], [node.inputs[0]], f"{node.op}.direct")
+
+
+def lower_global_avg_pool(node: Node, target) -> Kernel:
+    return _mean(node, target, list(range(2, node.inputs[0].type.rank)), True)
+
+
+def lower_reduce_mean(node: Node, target) -> Kernel:
+    r = node.inputs[0].type.rank
+    axes = sorted(a % r for a in node.attrs.axes) if node.attrs.axes else list(range(r))
+    return _mean(node, target, axes, node.attrs.keepdims)
+
+
+def lower_softmax(node: Node, target) -> Kernel:
+    X = placeholder(node.inputs[0], "x")
+    shape = node.inputs[0].type.shape
+    ax = node.attrs.axis % len(shape)
+    k1 = te.reduce_axis((0, shape[ax]), name="k1")
+    k2 = te.reduce_axis((0, shape[ax]), name="k2")
+    red_shape = shape[:ax] + shape[ax + 1:]
+
+    def at(idx, k):
+        return tuple(idx[:ax]) + (k,) + tuple(idx[ax:])
+    mx = te.compute(red_shape, lambda *i: te.max(X[at(i, k1)], axis=k1), name="max")
+    ex = te.compute(shape, lambda *i: tirx.exp(X[i] - mx[i[:ax] + i[ax + 1:]]), name="exp")
+    sm = te.compute(red_shape, lambda *i: te.sum(ex[at(i, k2)], axis=k2), name="sum")
+    Y = te.compute(shape, lambda *i: ex[i] / sm[i[:ax] + i[ax + 1:]], name="out")
+    sch = tvm.s_tir.Schedule(make_func([X, Y], "main"))
+    schedule_default(sch, target.vector_lanes)
+    return Kernel(sch.mod["main"], [node.inputs[0]], "softmax.direct")

@@ -1,0 +1,49 @@
+"""A Target: a name, a TVM target, its capabilities and a lowering table (IR op -> TE builder + schedule)."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+
+from ..ir import Node, Value
+
+
+@dataclass
+class Kernel:
+    """One IR node lowered: a scheduled PrimFunc and where its arguments come from.
+
+    ``args`` lists, in the PrimFunc's parameter order (output last, not listed), either an IR Value (computed at
+    run time) or a numpy array prepared at build time (packed weights, bias, averaging counts...).
+    """
+
+    func: object  # tvm.tirx.PrimFunc
+    args: list[Value | np.ndarray]
+    impl: str  # which kernel implementation ran, e.g. "conv3d.direct_blocked(vl=16, tile=2x8)"
+
+
+Lowering = Callable[[Node, "Target"], Kernel]
+
+
+@dataclass
+class Target:
+    """A compilation target. ``lowerings`` maps IR op names to functions building a scheduled Kernel."""
+
+    name: str
+    tvm_target: dict
+    vector_lanes: int  # fp32 lanes of one SIMD register
+    num_cores: int
+    runs_here: bool
+    lowerings: dict[str, Lowering] = field(default_factory=dict)
+    doc: str = ""
+
+    def tvm(self):
+        import tvm
+        return tvm.target.Target(self.tvm_target)
+
+    def lower(self, node: Node) -> Kernel:
+        if node.op not in self.lowerings:
+            from ..errors import BuildError
+            raise BuildError(f"target '{self.name}' cannot lower op '{node.op}' (node: {node}); it lowers: "
+                             f"{', '.join(sorted(self.lowerings))}")
+        return self.lowerings[node.op](node, self)
