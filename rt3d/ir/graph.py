@@ -105,7 +105,7 @@ class Graph:
     def add_const(self, name: str, data: np.ndarray | None, type: TensorType | None = None,
                   digest_: str | None = None) -> Value:
         if data is not None:
-            data = np.ascontiguousarray(data)
+            data = np.require(data, requirements="C")  # keeps 0-d arrays 0-d
             type = TensorType.of(data)
         v = Value(self._claim(self.fresh_name(name)), type, data=data, digest_=digest_)
         self.consts[v.name] = v

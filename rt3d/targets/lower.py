@@ -78,7 +78,7 @@ def lower_graph(graph: Graph, target: Target) -> Lowered:
             key = id(arr)
             if key not in param_ids:
                 param_ids[key] = len(params)
-                params.append(np.ascontiguousarray(arr, dtype=arr.dtype))
+                params.append(np.require(arr, requirements="C"))
             refs.append(("param", param_ids[key]))
         sym = _symbol(i, node)
         env[node.output] = ("value", i)

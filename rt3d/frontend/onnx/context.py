@@ -80,7 +80,7 @@ class Context:
         return self._const_values[name]
 
     def const(self, hint: str, data: np.ndarray) -> Value:
-        return self.graph.add_const(self.graph.fresh_name(sanitize(hint)), np.ascontiguousarray(data))
+        return self.graph.add_const(self.graph.fresh_name(sanitize(hint)), data)
 
     def all_static(self) -> bool:
         return all(self.static(i) is not None for i in range(len(self.node.input)) if self.has_input(i))

@@ -111,13 +111,14 @@ def import_model(model, input_shapes: dict[str, tuple[int, ...]] | None = None, 
     for init in proto.graph.initializer:
         ctx.env[init.name] = numpy_helper.to_array(init)
     shapes = dict(input_shapes or {})
+    names = [v.name for v in proto.graph.input if v.name not in inits]
+    if set(shapes) - set(names):
+        raise ModelLoadError(f"model '{label}': input_shapes names unknown inputs {sorted(set(shapes) - set(names))}; "
+                             f"inputs are {names}")
     for vi in proto.graph.input:
         if vi.name in inits:
             continue
-        ctx.env[vi.name] = g.add_input(sanitize(vi.name), _input_type(vi, label, shapes.pop(vi.name, None)))
-    if shapes:
-        raise ModelLoadError(f"model '{label}': input_shapes names unknown inputs {sorted(shapes)}; "
-                             f"inputs are {[v.name for v in proto.graph.input if v.name not in inits]}")
+        ctx.env[vi.name] = g.add_input(sanitize(vi.name), _input_type(vi, label, shapes.get(vi.name)))
     for i, node in enumerate(proto.graph.node):
         if not node.name:
             node.name = f"{node.op_type}_{i}"
@@ -130,7 +131,7 @@ def import_model(model, input_shapes: dict[str, tuple[int, ...]] | None = None, 
             raise ctx.fail(f"{type(e).__name__}: {e}") from e
         for oname, val in zip(node.output, outs):
             if oname:
-                ctx.env[oname] = val
+                ctx.env[oname] = np.asarray(val) if isinstance(val, np.generic) else val
     ctx.node = None
     for vi in proto.graph.output:
         v = ctx.env.get(vi.name)

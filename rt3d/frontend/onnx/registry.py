@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Callable
 
-SUPPORTED_OPSETS = range(7, 22)  # ai.onnx opsets the converters are written against (tested: 11 to 21)
+SUPPORTED_OPSETS = range(6, 22)  # ai.onnx opsets the converters are written against (tested: 6, 11 to 21)
 
 # op_type -> sorted list of (since_version, converter)
 CONVERTERS: dict[str, list[tuple[int, Callable]]] = {}

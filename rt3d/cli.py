@@ -1,0 +1,228 @@
+"""The ``rt3d`` command line. ``rt3d --help`` lists the commands; each has its own ``--help``."""
+from __future__ import annotations
+
+import argparse
+import importlib
+import importlib.util
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ZOO_PREFIX = "zoo:"
+
+
+def _load_plugins(paths: list[str]) -> None:
+    """Import user modules (files or module names) so that their passes register themselves."""
+    for p in paths or []:
+        if p.endswith(".py") or Path(p).is_file():
+            spec = importlib.util.spec_from_file_location(Path(p).stem, p)
+            if spec is None or spec.loader is None:
+                raise SystemExit(f"rt3d: cannot load plugin file '{p}'")
+            mod = importlib.util.module_from_spec(spec)
+            sys.modules[spec.name] = mod
+            spec.loader.exec_module(mod)
+        else:
+            importlib.import_module(p)
+
+
+def _model_bytes(spec: str):
+    """A model argument: an ONNX path, or zoo:NAME for a built-in model (exported on the fly)."""
+    if spec.startswith(ZOO_PREFIX):
+        from .models import export_onnx, get_model
+        model, shape = get_model(spec[len(ZOO_PREFIX):])
+        return export_onnx(model, shape)
+    return spec
+
+
+def _shapes(items: list[str] | None) -> dict | None:
+    if not items:
+        return None
+    out = {}
+    for it in items:
+        name, eq, dims = it.partition("=")
+        if not eq:
+            raise SystemExit(f"rt3d: --input-shape must be NAME=1x3x16x112x112, got '{it}'")
+        out[name] = tuple(int(d) for d in dims.lower().split("x"))
+    return out
+
+
+def cmd_compile(args) -> int:
+    import rt3d
+    _load_plugins(args.plugin)
+    t0 = time.perf_counter()
+    mod = rt3d.build(_model_bytes(args.model), target=args.target, passes=args.passes,
+                     input_shapes=_shapes(args.input_shape))
+    out = mod.export(args.output)
+    print(f"compiled {args.model} for {args.target} in {time.perf_counter() - t0:.1f} s -> {out}/")
+    ins = ", ".join(f"{i['name']} {i['shape']}" for i in mod.inputs)
+    print(f"  inputs: {ins}; "
+          f"{2 * mod.macs / 1e9:.2f} GFLOP; {len(mod.layers)} kernels")
+    return 0
+
+
+def _module(spec: str, target: str, passes: str, plugins):
+    import rt3d
+    if Path(spec).is_dir():
+        return rt3d.load(spec)
+    _load_plugins(plugins)
+    return rt3d.build(_model_bytes(spec), target=target, passes=passes)
+
+
+def _input(mod, path: str | None, seed: int) -> np.ndarray:
+    spec = mod.inputs[0]
+    if path:
+        if path.endswith(".npy"):
+            return np.load(path)
+        raise SystemExit(f"rt3d: cannot read input '{path}' (expected a .npy array of shape {spec['shape']})")
+    from .data import moving_shapes_clip
+    shape = tuple(spec["shape"])
+    if len(shape) == 5 and shape[1] == 3:
+        return moving_shapes_clip(shape, seed)
+    return np.random.default_rng(seed).standard_normal(shape).astype(np.float32)
+
+
+def _print_top(y: np.ndarray, k: int) -> None:
+    logits = y.reshape(y.shape[0], -1)[0]
+    p = np.exp(logits - logits.max())
+    p /= p.sum()
+    top = np.argsort(-p)[:k]
+    print("top classes: " + ", ".join(f"#{int(i)} ({p[i]:.3f})" for i in top))
+
+
+def cmd_run(args) -> int:
+    mod = _module(args.model, args.target, args.passes, args.plugin)
+    x = _input(mod, args.input, args.seed)
+    y = mod.run(x)
+    ys = y if isinstance(y, list) else [y]
+    for o, arr in zip(mod.outputs, ys):
+        print(f"output {o['name']}: shape {list(arr.shape)}")
+    _print_top(ys[0], args.top)
+    if args.output:
+        np.save(args.output, ys[0])
+    if args.benchmark:
+        report = mod.benchmark(x, repeat=args.repeat, per_layer=args.per_layer)
+        print(report)
+        if args.json:
+            Path(args.json).write_text(json.dumps(report.to_json(), indent=1))
+    return 0
+
+
+def cmd_inspect(args) -> int:
+    import rt3d
+    from .ir.flops import graph_macs
+    from .passes import PassManager
+    _load_plugins(args.plugin)
+    g = rt3d.import_onnx(_model_bytes(args.model), input_shapes=_shapes(args.input_shape))
+    if args.print_after_all or not args.passes:
+        print("// ---- imported ----")
+        print(g)
+    pm = PassManager(args.passes or [], print_after_all=args.print_after_all)
+    g = pm.run(g)
+    if not args.print_after_all and args.passes:
+        print(g)
+    print(f"// {len(g.nodes)} nodes, {graph_macs(g) / 1e9:.3f} GMACs")
+    if args.timing:
+        print(pm.timing_table())
+    return 0
+
+
+def cmd_demo(args) -> int:
+    import rt3d
+    from .data import moving_shapes_clip
+    from .models import export_onnx, get_model
+    from .models.zoo import ZOO
+    print(f"rt3d demo: {args.model} ({ZOO[args.model].doc}), random weights (no model downloads here)")
+    model, shape = get_model(args.model)
+    t0 = time.perf_counter()
+    onnx_bytes = export_onnx(model, shape)
+    t1 = time.perf_counter()
+    mod = rt3d.build(onnx_bytes, target=args.target)
+    t2 = time.perf_counter()
+    print(f"exported to ONNX in {t1 - t0:.1f} s; compiled for '{args.target}' in {t2 - t1:.1f} s "
+          f"({len(mod.layers)} kernels, {2 * mod.macs / 1e9:.1f} GFLOP)")
+    clip = moving_shapes_clip(shape, seed=args.seed)
+    y = mod.run(clip)
+    _print_top(y, args.top)
+    report = mod.benchmark(clip, repeat=args.repeat, per_layer=False)
+    print(report)
+    return 0
+
+
+def cmd_zoo(args) -> int:
+    from .models import export_onnx, get_model
+    from .models.zoo import ZOO
+    if args.export:
+        model, shape = get_model(args.export)
+        export_onnx(model, shape, args.output or f"{args.export}.onnx", dynamo=args.dynamo)
+        print(f"wrote {args.output or f'{args.export}.onnx'} (input {list(shape)})")
+        return 0
+    for e in ZOO.values():
+        print(f"{e.name:<16}{'x'.join(map(str, e.input_shape)):<20}{e.doc}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from .passes import DEFAULT_PIPELINE
+    from .targets import target_names
+    p = argparse.ArgumentParser(prog="rt3d", description="rt3d: compile and run 3D CNNs (ONNX) for small devices.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def common(sp, passes_default=DEFAULT_PIPELINE):
+        sp.add_argument("model", help="ONNX file, zoo:NAME for a built-in model, or (run) an artifact folder")
+        sp.add_argument("--target", default="host", choices=target_names(), help="compilation target")
+        sp.add_argument("--passes", default=passes_default, help=f"pass pipeline (default: {passes_default})")
+        sp.add_argument("--plugin", action="append", default=[],
+                        help="Python file or module to import first (e.g. one that registers custom passes)")
+
+    c = sub.add_parser("compile", help="compile a model and write an artifact folder")
+    common(c)
+    c.add_argument("-o", "--output", required=True, help="artifact folder to write")
+    c.add_argument("--input-shape", action="append", help="NAME=1x3x16x112x112 for models with dynamic shapes")
+    c.set_defaults(fn=cmd_compile)
+
+    r = sub.add_parser("run", help="run a model or artifact on a clip (.npy) or a generated one")
+    common(r)
+    r.add_argument("--input", help=".npy file with the input clip (default: a generated clip)")
+    r.add_argument("--output", help="save the first output to this .npy file")
+    r.add_argument("--seed", type=int, default=0)
+    r.add_argument("--top", type=int, default=5, help="how many top classes to print")
+    r.add_argument("--benchmark", action="store_true", help="also time it (median latency, per-layer table)")
+    r.add_argument("--repeat", type=int, default=10)
+    r.add_argument("--per-layer", action="store_true", help="with --benchmark: time every kernel too")
+    r.add_argument("--json", help="with --benchmark: write the report as JSON here")
+    r.set_defaults(fn=cmd_run)
+
+    i = sub.add_parser("inspect", help="print the IR, after each pass with --print-after-all")
+    common(i, passes_default="")
+    i.add_argument("--print-after-all", action="store_true", help="print the IR after every pass")
+    i.add_argument("--timing", action="store_true", help="print each pass's time and notes")
+    i.add_argument("--input-shape", action="append")
+    i.set_defaults(fn=cmd_inspect)
+
+    d = sub.add_parser("demo", help="build a built-in model, run it on a generated clip, print classes and latency")
+    d.add_argument("--model", default="c3d", help="zoo model (see `rt3d zoo`)")
+    d.add_argument("--target", default="host", choices=target_names())
+    d.add_argument("--seed", type=int, default=0)
+    d.add_argument("--top", type=int, default=5)
+    d.add_argument("--repeat", type=int, default=10)
+    d.set_defaults(fn=cmd_demo)
+
+    z = sub.add_parser("zoo", help="list the built-in models, or export one to ONNX")
+    z.add_argument("--export", metavar="NAME", help="model to export")
+    z.add_argument("-o", "--output", help="ONNX file to write (default NAME.onnx)")
+    z.add_argument("--dynamo", action="store_true", help="use torch's dynamo exporter (default: the legacy one)")
+    z.set_defaults(fn=cmd_zoo)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    from .errors import Rt3dError
+    args = build_parser().parse_args(argv)
+    try:
+        return args.fn(args)
+    except Rt3dError as e:
+        print(f"rt3d: error: {e}", file=sys.stderr)
+        return 2
