@@ -95,4 +95,3 @@ class Fuse(Pass):
         graph.nodes.remove(node)
         graph.nodes[graph.nodes.index(user)] = node
         graph.replace_uses(user.output, node.output)
-        graph.remove_unused()
