@@ -8,7 +8,6 @@ from __future__ import annotations
 import dataclasses
 import sys
 import time
-import typing
 from dataclasses import dataclass, field
 from typing import TextIO
 
@@ -33,11 +32,22 @@ def _split(text: str) -> list[str]:
     return [p.strip() for p in parts if p.strip()]
 
 
+_SCALARS = {"int": int, "float": float, "bool": bool, "str": str}
+
+
+def _field_type(f: dataclasses.Field) -> type:
+    """A pass option's type; annotations may be strings (``from __future__ import annotations``)."""
+    t = f.type
+    if isinstance(t, str):
+        return _SCALARS.get(t.strip(), str)
+    return t if t in _SCALARS.values() else str
+
+
 def _option(cls, key: str, raw: str):
     fields = {f.name: f for f in dataclasses.fields(cls)}
     if key not in fields:
         raise PassError(f"pass '{cls.name}' has no option '{key}'; options: {', '.join(fields) or 'none'}")
-    hint = typing.get_type_hints(cls).get(key, str)
+    hint = _field_type(fields[key])
     try:
         if hint is bool:
             if raw.lower() not in ("true", "false", "1", "0"):

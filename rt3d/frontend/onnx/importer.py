@@ -32,8 +32,10 @@ def load_model(model) -> tuple[onnx.ModelProto, str]:
             onnx.load_external_data_for_model(proto, str(path.parent))
     else:
         raise ModelLoadError(f"expected an ONNX file path, bytes or onnx.ModelProto, got {type(model).__name__}")
-    if proto.ir_version == 0 or not proto.HasField("graph") or len(proto.graph.node) == 0:
-        raise ModelLoadError(f"'{label}' is not an ONNX model (no IR version or no graph nodes)")
+    if proto.ir_version == 0 or not proto.HasField("graph"):
+        raise ModelLoadError(f"'{label}' is not an ONNX model (no IR version or no graph)")
+    if len(proto.graph.node) == 0:
+        raise ModelLoadError(f"model '{label}' has no nodes; nothing to compile")
     try:
         onnx.checker.check_model(proto)
     except (onnx.checker.ValidationError, ValueError) as e:

@@ -1,0 +1,7 @@
+#!/usr/bin/env bash
+# Set up (if needed) and run the demo: build the built-in C3D for this machine, run it on a generated clip,
+# print the top classes and the latency.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+exec .venv/bin/rt3d demo "$@"
