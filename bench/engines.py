@@ -1,0 +1,130 @@
+"""Engine adapters for the peer benchmark. Each turns (ONNX file, torch module, input shape) into a run(x) callable.
+
+Peers are optional extras (`pip install -e .[bench]`); an engine whose package is missing is reported, not fatal.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+
+@dataclass
+class Prepared:
+    run: Callable[[np.ndarray], np.ndarray]
+    info: dict  # what the engine reports about itself (version, precision, threads...)
+    close: Callable[[], None] = lambda: None
+
+
+def cores() -> int:
+    return len(os.sched_getaffinity(0))
+
+
+def rt3d_engine(onnx_path: Path, module, shape) -> Prepared:
+    import rt3d
+    mod = rt3d.build(onnx_path, target="host")
+    return Prepared(mod.run, {"version": rt3d.__version__, "precision": "f32",
+                              "threads": os.environ.get("TVM_NUM_THREADS"), "module": mod})
+
+
+def torch_engine(onnx_path: Path, module, shape) -> Prepared:
+    import torch
+    torch.set_num_threads(cores())
+    module = module.eval()
+
+    def run(x):
+        with torch.inference_mode():
+            return module(torch.from_numpy(x)).numpy()
+    return Prepared(run, {"version": torch.__version__, "precision": "f32", "threads": torch.get_num_threads()})
+
+
+def ort_engine(onnx_path: Path, module, shape) -> Prepared:
+    import onnxruntime as ort
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = cores()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    sess = ort.InferenceSession(str(onnx_path), so, providers=["CPUExecutionProvider"])
+    name = sess.get_inputs()[0].name
+    return Prepared(lambda x: sess.run(None, {name: x})[0],
+                    {"version": ort.__version__, "precision": "f32", "threads": cores()})
+
+
+def _openvino(onnx_path: Path, precision: str | None) -> Prepared:
+    import openvino as ov
+    core = ov.Core()
+    config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": cores()}
+    if precision:
+        config["INFERENCE_PRECISION_HINT"] = precision
+    compiled = core.compile_model(str(onnx_path), "CPU", config)
+    req = compiled.create_infer_request()
+    actual = str(compiled.get_property("INFERENCE_PRECISION_HINT"))
+
+    def run(x):
+        req.infer([x])
+        return req.get_output_tensor(0).data.copy()
+    return Prepared(run, {"version": ov.get_version(), "precision": actual, "threads": cores()})
+
+
+def openvino_f32_engine(onnx_path, module, shape) -> Prepared:
+    return _openvino(onnx_path, "f32")
+
+
+def openvino_default_engine(onnx_path, module, shape) -> Prepared:
+    return _openvino(onnx_path, None)
+
+
+def mnn_engine(onnx_path: Path, module, shape) -> Prepared:
+    import MNN
+    import MNN.expr as F
+    mnn_path = onnx_path.with_suffix(".mnn")
+    if not mnn_path.exists() or mnn_path.stat().st_mtime < onnx_path.stat().st_mtime:
+        tool = shutil.which("mnnconvert", path=str(Path(sys.executable).parent)) or "mnnconvert"
+        subprocess.run([tool, "-f", "ONNX", "--modelFile", str(onnx_path), "--MNNModel", str(mnn_path),
+                        "--bizCode", "rt3d-bench"], check=True, capture_output=True, timeout=1200)
+    net = MNN.nn.load_module_from_file(str(mnn_path), ["input"], ["logits"], thread_num=cores(),
+                                       precision_mode=F.PrecisionMode.High)
+
+    def run(x):
+        var = F.placeholder(list(x.shape), F.NCHW)
+        var.write(x)
+        return np.array(net.forward(var).read())
+    return Prepared(run, {"version": MNN.version(), "precision": "f32 (PrecisionMode.High)", "threads": cores()})
+
+
+def tvm_relax_engine(onnx_path: Path, module, shape) -> Prepared:
+    """TVM's own pipeline: Relax ONNX importer, default Relax build for this CPU (no tuning database)."""
+    import onnx
+    import tvm
+    from tvm import relax
+    from tvm.relax.frontend.onnx import from_onnx
+    mod = from_onnx(onnx.load(str(onnx_path)), keep_params_in_input=False)
+    cpu = tvm.get_global_func("target.llvm_get_system_cpu")()
+    target = tvm.target.Target({"kind": "llvm", "mcpu": cpu, "num-cores": cores()})
+    with target:
+        mod = relax.get_pipeline("zero")(mod)
+    ex = tvm.compile(mod, target=target)
+    vm = relax.VirtualMachine(ex, tvm.cpu())
+
+    def run(x):
+        out = vm["main"](tvm.runtime.tensor(x))
+        return (out[0] if isinstance(out, (list, tuple)) or hasattr(out, "__getitem__") and not hasattr(out, "numpy")
+                else out).numpy()
+    return Prepared(run, {"version": tvm.__version__, "precision": "f32", "threads": os.environ.get("TVM_NUM_THREADS"),
+                          "pipeline": "relax zero pipeline (legalize + fuse), unscheduled TOPI conv3d"})
+
+
+ENGINES: dict[str, Callable] = {
+    "rt3d": rt3d_engine,
+    "pytorch": torch_engine,
+    "onnxruntime": ort_engine,
+    "openvino-f32": openvino_f32_engine,
+    "mnn": mnn_engine,
+    "tvm-relax": tvm_relax_engine,
+    "openvino-default": openvino_default_engine,
+}
