@@ -7,19 +7,20 @@ from .errors import BuildError
 from .frontend.onnx import import_model
 from .ir import Graph
 from .ir.flops import graph_macs
-from .passes import DEFAULT_PIPELINE, PassManager
+from .passes import PassManager
 from .runtime import Module
 from .runtime.module import ARTIFACT_VERSION
 from .targets import get_target
 from .targets.lower import compile_lowered, lower_graph
 
 
-def build(model, target: str = "host", passes: str | list = DEFAULT_PIPELINE,
+def build(model, target: str = "host", passes: str | list | None = None,
           input_shapes: dict[str, tuple[int, ...]] | None = None, print_after_all: bool = False,
           stream: TextIO | None = None) -> Module:
     """Compile an ONNX model (path, bytes, ``onnx.ModelProto``) or an rt3d IR ``Graph`` for ``target``.
 
-    ``passes`` is a pipeline string of registered passes (built-in or your own). Example::
+    ``passes`` is a pipeline string of registered passes (built-in or your own); by default the target's own
+    (``fold-constants,fold-bn,fuse,block-layout{block=16},dce`` on an AVX-512 host). Example::
 
         mod = rt3d.build("c3d.onnx", target="host")
         y = mod.run(clip)
@@ -28,7 +29,8 @@ def build(model, target: str = "host", passes: str | list = DEFAULT_PIPELINE,
     graph = model if isinstance(model, Graph) else import_model(model, input_shapes=input_shapes)
     if isinstance(model, Graph):
         graph = graph.copy()  # passes edit in place; the caller's graph stays as it was
-    pm = PassManager(passes, print_after_all=print_after_all, stream=stream)
+    pm = PassManager(tgt.default_passes() if passes is None else passes, print_after_all=print_after_all,
+                     stream=stream)
     graph = pm.run(graph)
     lowered = lower_graph(graph, tgt)
     exe = compile_lowered(lowered, tgt)

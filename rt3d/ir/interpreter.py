@@ -45,13 +45,54 @@ def _epilogue(y: np.ndarray, a: Epilogue, args: list[np.ndarray], bias_shape) ->
     return activation(y, a.act, a.act_params)
 
 
+def to_blocked(x: np.ndarray, b: int) -> np.ndarray:
+    """NC... -> N, ceil(C/b), ..., b with zero-filled channels."""
+    n, c = x.shape[:2]
+    cb = -(-c // b)
+    full = np.zeros((n, cb * b) + x.shape[2:], x.dtype)
+    full[:, :c] = x
+    full = full.reshape((n, cb, b) + x.shape[2:])
+    return np.ascontiguousarray(np.moveaxis(full, 2, -1))
+
+
+def from_blocked(x: np.ndarray, channels: int) -> np.ndarray:
+    y = np.moveaxis(x, -1, 2)
+    return np.ascontiguousarray(y.reshape((y.shape[0], y.shape[1] * y.shape[2]) + y.shape[3:])[:, :channels])
+
+
+@kernel("to_blocked")
+def _to_blocked(node, args):
+    return to_blocked(args[0], node.attrs.block)
+
+
+@kernel("from_blocked")
+def _from_blocked(node, args):
+    return from_blocked(args[0], node.attrs.channels)
+
+
 @kernel("conv3d")
 def _conv(node: Node, args):
+    a = node.attrs
+    if a.in_block or a.out_block:  # compute in NC(D)HW, then lay the result out as asked
+        x = from_blocked(args[0], args[1].shape[1] * a.groups) if a.in_block else args[0]
+        res = list(args)
+        if epilogue_inputs(a, len(args))[1] and a.out_block:
+            res[-1] = from_blocked(args[-1], args[1].shape[0])
+        y = _conv_plain(node, [x] + res[1:], (x.shape[0], args[1].shape[0]) + node_out_spatial(node, a.out_block))
+        return to_blocked(y, a.out_block) if a.out_block else y
+    return _conv_plain(node, args, node.output.type.shape)
+
+
+def node_out_spatial(node: Node, block: int) -> tuple[int, ...]:
+    shape = node.output.type.shape
+    return shape[2:-1] if block else shape[2:]
+
+
+def _conv_plain(node: Node, args, out_shape):
     x, w = args[0], args[1]
     a = node.attrs
     r = x.ndim - 2
     xp = np.pad(x, [(0, 0), (0, 0)] + [(a.pad[i], a.pad[r + i]) for i in range(r)])
-    out_shape = node.output.type.shape
     g = a.groups
     cin, cout = x.shape[1] // g, w.shape[0] // g
     y = np.zeros(out_shape, dtype=np.float64)
@@ -115,8 +156,16 @@ def _binary(node, args):
 
 def _pool(node: Node, x: np.ndarray, reduce: str) -> np.ndarray:
     a = node.attrs
+    if a.block:
+        c = x.shape[1] * a.block
+        y = _pool_plain(node, from_blocked(x, c), reduce, (x.shape[0], c) + node_out_spatial(node, a.block))
+        return to_blocked(y, a.block)
+    return _pool_plain(node, x, reduce, node.output.type.shape)
+
+
+def _pool_plain(node: Node, x: np.ndarray, reduce: str, out_shape) -> np.ndarray:
+    a = node.attrs
     r = x.ndim - 2
-    out_shape = node.output.type.shape
     # pad enough at the end for ceil_mode windows that run past the explicit padding
     extra = [max(0, (out_shape[2 + i] - 1) * a.stride[i] + (a.kernel[i] - 1) * a.dilation[i] + 1
                  - (x.shape[2 + i] + a.pad[i] + a.pad[r + i])) for i in range(r)]
@@ -158,7 +207,8 @@ def _avgpool(node, args):
 @kernel("global_avg_pool")
 def _gap(node, args):
     x = args[0]
-    return x.astype(np.float64).mean(axis=tuple(range(2, x.ndim)), keepdims=True).astype(x.dtype)
+    axes = tuple(range(2, x.ndim - 1)) if node.attrs.block else tuple(range(2, x.ndim))
+    return x.astype(np.float64).mean(axis=axes, keepdims=True).astype(x.dtype)
 
 
 @kernel("reduce_mean")

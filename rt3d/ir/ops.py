@@ -40,6 +40,10 @@ class ConvAttrs(Epilogue):
     pad: tuple[int, ...] = (0, 0, 0, 0, 0, 0)  # all begins, then all ends (ONNX order)
     dilation: tuple[int, ...] = (1, 1, 1)
     groups: int = 1
+    # channel blocking of the input / output tensors: 0 is NC(D)HW; b is NC(D)HW{b}c, physically
+    # [N, ceil(C/b), *spatial, b] with zero-filled channels past C (set by the block-layout pass)
+    in_block: int = 0
+    out_block: int = 0
 
 
 @dataclass(frozen=True)
@@ -71,6 +75,18 @@ class PoolAttrs:
     dilation: tuple[int, ...] = (1, 1, 1)
     ceil_mode: bool = False
     count_include_pad: bool = False
+    block: int = 0  # channel blocking of input and output (see ConvAttrs)
+
+
+@dataclass(frozen=True)
+class BlockAttrs:
+    block: int = 0
+
+
+@dataclass(frozen=True)
+class LayoutAttrs:
+    block: int = 16
+    channels: int = 0  # logical channel count (from_blocked drops the zero-filled tail)
 
 
 @dataclass(frozen=True)
@@ -181,27 +197,69 @@ def _conv_arity(a: ConvAttrs) -> tuple[int, ...]:
     return (2 + a.residual, 3 + a.residual)
 
 
+def logical_shape(t: TensorType, block: int) -> tuple[int, ...]:
+    """The NC(D)HW shape of a tensor in layout NC(D)HW{block}c (channels rounded up to the block)."""
+    if not block:
+        return t.shape
+    return (t.shape[0], t.shape[1] * block) + t.shape[2:-1]
+
+
+def blocked_shape(shape: tuple[int, ...], block: int) -> tuple[int, ...]:
+    if not block:
+        return tuple(shape)
+    return (shape[0], -(-shape[1] // block)) + tuple(shape[2:]) + (block,)
+
+
+def _check_block(t: TensorType, block: int, what: str) -> None:
+    if block:
+        _check(t.rank >= 4 and t.shape[-1] == block, f"{what} {t} is not in a layout blocked by {block}")
+
+
 @register("conv3d", ConvAttrs, arity=_conv_arity, doc="conv3d(x, w, bias?, residual?): N-D convolution, NC(D)HW")
 def _conv(ts: list[TensorType], a: ConvAttrs) -> TensorType:
     x, w = ts[0], ts[1]
-    _check(x.rank in (3, 4, 5), f"input must be 3-D to 5-D, got {x}")
-    _check(w.rank == x.rank, f"weight rank {w.rank} differs from input rank {x.rank}")
-    r = x.rank - 2
+    _check_block(x, a.in_block, "input")
+    xl = logical_shape(x, a.in_block)
+    _check(len(xl) in (3, 4, 5), f"input must be 3-D to 5-D, got {x}")
+    _check(w.rank == len(xl), f"weight rank {w.rank} differs from input rank {len(xl)}")
+    r = len(xl) - 2
     _spatial_attrs(a, r, ("stride", "pad", "dilation"))
-    _check(a.groups >= 1 and x.shape[1] % a.groups == 0 and w.shape[0] % a.groups == 0,
-           f"groups={a.groups} does not divide channels {x.shape[1]} and filters {w.shape[0]}")
-    _check(w.shape[1] * a.groups == x.shape[1],
-           f"weight {w} expects {w.shape[1] * a.groups} input channels, input has {x.shape[1]}")
+    cin = w.shape[1] * a.groups
+    if a.in_block:
+        _check(a.groups == 1, "blocked layouts need groups=1")
+        _check(x.shape[1] == -(-cin // a.in_block), f"blocked input {x} does not hold {cin} channels")
+    else:
+        _check(a.groups >= 1 and xl[1] % a.groups == 0 and w.shape[0] % a.groups == 0,
+               f"groups={a.groups} does not divide channels {xl[1]} and filters {w.shape[0]}")
+        _check(cin == xl[1], f"weight {w} expects {cin} input channels, input has {xl[1]}")
     _epilogue_check(a)
-    out = [x.shape[0], w.shape[0]] + [
-        _window_out(x.shape[2 + i], w.shape[2 + i], a.stride[i], a.pad[i], a.pad[r + i], a.dilation[i], False)
+    out = [xl[0], w.shape[0]] + [
+        _window_out(xl[2 + i], w.shape[2 + i], a.stride[i], a.pad[i], a.pad[r + i], a.dilation[i], False)
         for i in range(r)]
+    out = blocked_shape(tuple(out), a.out_block)
     has_bias, has_res = epilogue_inputs(a, len(ts))
     if has_bias:
         _check(ts[2].shape == (w.shape[0],), f"bias {ts[2]} must be [{w.shape[0]}]")
     if has_res:
         _check(broadcast(tuple(out), ts[-1].shape) == tuple(out), f"residual {ts[-1]} does not match output {out}")
     return TensorType(tuple(out), x.dtype)
+
+
+@register("to_blocked", LayoutAttrs, arity=1, doc="NC(D)HW -> NC(D)HW{b}c, zero-filling channels up to a multiple of b")
+def _to_blocked(ts, a):
+    x = ts[0]
+    _check(x.rank >= 3 and a.block > 0, f"cannot block {x} by {a.block}")
+    _check(a.channels == x.shape[1], f"channels={a.channels} but the input has {x.shape[1]}")
+    return TensorType(blocked_shape(x.shape, a.block), x.dtype)
+
+
+@register("from_blocked", LayoutAttrs, arity=1, doc="NC(D)HW{b}c -> NC(D)HW, keeping the first `channels` channels")
+def _from_blocked(ts, a):
+    x = ts[0]
+    _check_block(x, a.block, "input")
+    _check(0 < a.channels <= x.shape[1] * a.block and a.channels > (x.shape[1] - 1) * a.block,
+           f"channels={a.channels} does not fit {x}")
+    return TensorType((x.shape[0], a.channels) + x.shape[2:-1], x.dtype)
 
 
 @register("dense", DenseAttrs, arity=lambda a: (2 + a.residual, 3 + a.residual),
@@ -262,24 +320,28 @@ for _name in ("add", "sub", "mul", "div"):
 
 def _pool(ts, a: PoolAttrs):
     x = ts[0]
-    _check(x.rank in (3, 4, 5), f"pool input must be 3-D to 5-D, got {x}")
-    r = x.rank - 2
+    _check_block(x, a.block, "input")
+    xl = logical_shape(x, a.block)
+    _check(len(xl) in (3, 4, 5), f"pool input must be 3-D to 5-D, got {x}")
+    r = len(xl) - 2
     _spatial_attrs(a, r, ("kernel", "stride", "pad", "dilation"))
-    out = x.shape[:2] + tuple(
-        _window_out(x.shape[2 + i], a.kernel[i], a.stride[i], a.pad[i], a.pad[r + i], a.dilation[i], a.ceil_mode)
+    out = xl[:2] + tuple(
+        _window_out(xl[2 + i], a.kernel[i], a.stride[i], a.pad[i], a.pad[r + i], a.dilation[i], a.ceil_mode)
         for i in range(r))
-    return TensorType(out, x.dtype)
+    return TensorType(blocked_shape(out, a.block), x.dtype)
 
 
 register("max_pool3d", PoolAttrs, arity=1, doc="max pooling over spatial dims")(_pool)
 register("avg_pool3d", PoolAttrs, arity=1, doc="average pooling over spatial dims")(_pool)
 
 
-@register("global_avg_pool", arity=1, doc="mean over all spatial dims, kept as size 1")
+@register("global_avg_pool", BlockAttrs, arity=1, doc="mean over all spatial dims, kept as size 1")
 def _gap(ts, a):
     x = ts[0]
-    _check(x.rank >= 3, f"global_avg_pool needs spatial dims, got {x}")
-    return TensorType(x.shape[:2] + (1,) * (x.rank - 2), x.dtype)
+    _check_block(x, a.block, "input")
+    xl = logical_shape(x, a.block)
+    _check(len(xl) >= 3, f"global_avg_pool needs spatial dims, got {x}")
+    return TensorType(blocked_shape(xl[:2] + (1,) * (len(xl) - 2), a.block), x.dtype)
 
 
 def _norm_axes(axes, rank):

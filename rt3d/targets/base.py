@@ -37,6 +37,10 @@ class Target:
     lowerings: dict[str, Lowering] = field(default_factory=dict)
     doc: str = ""
 
+    def default_passes(self) -> str:
+        """The pipeline rt3d.build runs for this target unless told otherwise."""
+        return f"fold-constants,fold-bn,fuse,block-layout{{block={self.vector_lanes}}},dce"
+
     def tvm(self):
         import tvm
         return tvm.target.Target(self.tvm_target)

@@ -9,8 +9,8 @@ import pytest
 
 from rt3d.errors import IRError
 from rt3d.ir import Graph, TensorType, parse_graph, run_graph, verify
-from rt3d.ir.ops import (AxisAttrs, BatchNormAttrs, ClipAttrs, ConvAttrs, DenseAttrs, LeakyReluAttrs, PadAttrs,
-                         PoolAttrs, ReduceAttrs, ReshapeAttrs, TransposeAttrs)
+from rt3d.ir.ops import (AxisAttrs, BatchNormAttrs, BlockAttrs, ClipAttrs, ConvAttrs, DenseAttrs, LayoutAttrs,
+                         LeakyReluAttrs, PadAttrs, PoolAttrs, ReduceAttrs, ReshapeAttrs, TransposeAttrs)
 
 GOLDEN = Path(__file__).parent / "golden"
 
@@ -46,7 +46,13 @@ def every_op_graph() -> Graph:
     de = g.add("dense", [rs, g.add_const("fc.w", f(5, 16)), g.add_const("fc.b", f(5))], DenseAttrs(act="relu"))
     mm = g.add("matmul", [tr, g.add_const("proj", f(16, 5))])
     sm = g.add("softmax", [de], AxisAttrs(axis=1))
-    g.outputs = [sm, mm]
+    # the blocked layout: NCDHW4c tensors between a conv, a pool and a global pool
+    xb = g.add("to_blocked", [x], LayoutAttrs(block=4, channels=3))
+    cb = g.add("conv3d", [xb, w, b], ConvAttrs(pad=(1, 1, 1, 1, 1, 1), in_block=4, out_block=4, act="relu"))
+    pb = g.add("avg_pool3d", [cb], PoolAttrs(kernel=(2, 2, 2), stride=(2, 2, 2), block=4))
+    gb = g.add("global_avg_pool", [pb], BlockAttrs(block=4))
+    fb = g.add("from_blocked", [gb], LayoutAttrs(block=4, channels=8))
+    g.outputs = [sm, mm, fb]
     return verify(g)
 
 

@@ -7,8 +7,8 @@ from .. import register_target
 from ..base import Target
 from .conv3d import lower_conv3d
 from .dense import lower_dense, lower_matmul
-from .injective import (lower_activation, lower_batch_norm, lower_binary, lower_concat, lower_pad, lower_reshape,
-                        lower_transpose)
+from .injective import (lower_activation, lower_batch_norm, lower_binary, lower_concat, lower_from_blocked, lower_pad,
+                        lower_reshape, lower_to_blocked, lower_transpose)
 from .pool import lower_global_avg_pool, lower_pool, lower_reduce_mean, lower_softmax
 
 LOWERINGS = {
@@ -19,6 +19,7 @@ LOWERINGS = {
     "max_pool3d": lower_pool, "avg_pool3d": lower_pool, "global_avg_pool": lower_global_avg_pool,
     "reduce_mean": lower_reduce_mean, "softmax": lower_softmax,
     "reshape": lower_reshape, "transpose": lower_transpose, "concat": lower_concat, "pad": lower_pad,
+    "to_blocked": lower_to_blocked, "from_blocked": lower_from_blocked,
 }
 
 

@@ -12,69 +12,97 @@ import tvm
 from tvm import te, tirx
 
 from ...ir import Node
-from ...ir.ops import epilogue_inputs
+from ...ir.interpreter import node_out_spatial
+from ...ir.ops import epilogue_inputs, logical_shape
 from ..base import Kernel
 from .common import activation, broadcast_index, make_func, placeholder, schedule_default, spatial_5d, to_5d
 
 
 @dataclass(frozen=True)
 class ConvTile:
-    """Register tile of the blocked kernel: th output rows x tw output columns x lanes output channels."""
+    """Register tile of the blocked kernel: th output rows x tw output columns x tm vectors of output channels."""
 
     th: int
     tw: int
+    tm: int = 1
 
 
 def _largest_divisor(n: int, limit: int) -> int:
     return max(d for d in range(1, min(n, limit) + 1) if n % d == 0)
 
 
-def default_tile(oh: int, ow: int, lanes: int) -> ConvTile:
-    """Keep th*tw accumulators (plus a weight vector) within the 32 SIMD registers, without partial tiles."""
-    budget = 24 if lanes >= 8 else 16
-    tw = _largest_divisor(ow, 8)
-    th = _largest_divisor(oh, max(1, budget // tw))
-    return ConvTile(th, tw)
+def default_tile(node: Node, oh: int, ow: int, lanes: int) -> ConvTile:
+    """A register tile of th x tw positions x tm channel vectors that divides the output plane.
+
+    Chosen from measurements of the zoo models' heaviest layers (bench/tile_sweep.py, results in
+    bench/results/tile_sweep.json): about 16 accumulators; temporal kernels reuse
+    each broadcast over 4 channel vectors (temporal kx1x1); strided kernels on blocked inputs over 3; the rest over 2 when the reduction is long.
+    """
+    w = node.inputs[1].type.shape
+    m, kh, kw = w[0], w[-2] if len(w) >= 4 else 1, w[-1]
+    kd = w[2] if len(w) == 5 else 1
+    red = int(np.prod(w[1:]))
+    blocks = -(-m // lanes)
+    stride_hw = tuple(node.attrs.stride[-2:])
+    if kd > 1 and kh == 1 and kw == 1 and blocks >= 4 and ow % 4 == 0:
+        return ConvTile(1, 4, 4)
+    if stride_hw != (1, 1) and node.attrs.in_block and blocks >= 3 and ow % 4 == 0:
+        return ConvTile(1, 4, 3)
+    tm = 2 if (blocks > 1 and red >= 64) else 1
+    budget = 16 if lanes >= 8 else 12
+    best = None
+    for th in (1, 2, 4):
+        for tw in range(1, min(ow, 14) + 1):
+            if oh % th or ow % tw or th * tw * tm > budget + (2 if tm == 1 else 0):
+                continue
+            score = (th * tw * tm, -th)
+            if best is None or score > best[0]:
+                best = (score, ConvTile(th, tw, tm))
+    return best[1]
 
 
 class _Geometry:
     def __init__(self, node: Node):
         a = node.attrs
         x, w = node.inputs[0], node.inputs[1]
-        self.rank = x.type.rank
+        self.in_block, self.out_block = a.in_block, a.out_block
+        self.xshape = x.type.shape
+        xl = logical_shape(x.type, a.in_block)
+        self.rank = len(xl)
         r = self.rank - 2
-        self.x5 = to_5d(x.type.shape)
+        self.x5 = to_5d(xl)
         self.w5 = to_5d(w.type.shape)
         self.out = node.output.type.shape
-        self.o5 = to_5d(self.out)
+        self.o5 = to_5d((self.x5[0], w.type.shape[0]) + (node_out_spatial(node, a.out_block)))
         self.stride = spatial_5d(a.stride, 1, r)
         self.dil = spatial_5d(a.dilation, 1, r)
         self.pb = spatial_5d(a.pad[:r], 0, r)
         self.pe = spatial_5d(a.pad[r:], 0, r)
 
-    def x_at(self, X, n, c, d, h, w):
-        return X[(n, c, d, h, w)[5 - self.rank:] if self.rank == 5 else (n, c) + (d, h, w)[5 - self.rank:]]
+    def spatial(self, d, h, w):
+        return (d, h, w)[5 - self.rank:] if self.rank < 5 else (d, h, w)
 
     def out_index5(self, idx):
-        """Map an index of the real-rank output to (n, m, d, h, w)."""
+        """Map an index of the plain real-rank output to (n, m, d, h, w)."""
         idx = list(idx)
         zero = tirx.const(0, "int32")
         return idx[:2] + [zero] * (5 - self.rank) + idx[2:]
 
 
 def _padded_input(g: _Geometry, X: te.Tensor) -> te.Tensor:
+    """The input padded in D, H, W, in its own layout: [N, C, D', H', W'] or [N, C/b, D', H', W', b]."""
     N, C, D, H, W = g.x5
-    shape = (N, C, D + g.pb[0] + g.pe[0], H + g.pb[1] + g.pe[1], W + g.pb[2] + g.pe[2])
-    if not any(g.pb + g.pe) and g.rank == 5:
-        return X
+    sp = (D + g.pb[0] + g.pe[0], H + g.pb[1] + g.pe[1], W + g.pb[2] + g.pe[2])
+    lead = (N, g.xshape[1])
+    tail = (g.in_block,) if g.in_block else ()
 
-    def f(n, c, d, h, w):
-        conds = [tirx.all(i >= b, i < b + s) for i, b, e, s in zip((d, h, w), g.pb, g.pe, (D, H, W)) if b or e]
-        val = g.x_at(X, n, c, d - g.pb[0], h - g.pb[1], w - g.pb[2])
+    def f(n, c, d, h, w, *i):
+        conds = [tirx.all(v >= b, v < b + s) for v, b, e, s in zip((d, h, w), g.pb, g.pe, (D, H, W)) if b or e]
+        val = X[(n, c) + g.spatial(d - g.pb[0], h - g.pb[1], w - g.pb[2]) + tuple(i)]
         if not conds:
             return val
         return tirx.if_then_else(tirx.all(*conds) if len(conds) > 1 else conds[0], val, tirx.const(0, X.dtype))
-    return te.compute(shape, f, name="pad")
+    return te.compute(lead + sp + tail, f, name="pad")
 
 
 def _epilogue_tensors(node: Node, X):
@@ -95,68 +123,114 @@ def _epilogue(node: Node, acc, m, out_idx, B, R):
 def lower_conv3d(node: Node, target) -> Kernel:
     if node.attrs.groups == 1 and node.inputs[1].data is not None:
         return lower_blocked(node, target)
+    if node.attrs.in_block or node.attrs.out_block:
+        from ...errors import BuildError
+        raise BuildError(f"blocked layouts need groups=1 and constant weights: {node}")
     return lower_generic(node, target)
 
 
-def pack_weights(w: np.ndarray, lanes: int) -> np.ndarray:
-    """[M, C, KD, KH, KW] -> [ceil(M/lanes), C, KD, KH, KW, lanes], zero-filled past M."""
-    m = w.shape[0]
-    mo = -(-m // lanes)
-    full = np.zeros((mo * lanes,) + w.shape[1:], dtype=w.dtype)
-    full[:m] = w
-    return np.ascontiguousarray(full.reshape((mo, lanes) + w.shape[1:]).transpose(0, 2, 3, 4, 5, 1))
+def pack_weights(w: np.ndarray, lanes: int, tm: int = 1, in_block: int = 0) -> np.ndarray:
+    """[M, C, KD, KH, KW] -> [ceil(M/(lanes*tm))*tm, C, KD, KH, KW, lanes] (or, for a blocked input,
+    [.., ceil(C/b), KD, KH, KW, b, lanes]), zero-filled past M and C."""
+    m, c = w.shape[:2]
+    mo = -(-m // (lanes * tm)) * tm
+    cp = -(-c // in_block) * in_block if in_block else c
+    full = np.zeros((mo * lanes, cp) + w.shape[2:], dtype=w.dtype)
+    full[:m, :c] = w
+    full = full.reshape((mo, lanes, cp) + w.shape[2:])  # [Mo, L, C, KD, KH, KW]
+    if in_block:
+        full = full.reshape((mo, lanes, cp // in_block, in_block) + w.shape[2:])  # [Mo, L, Cb, b, K...]
+        return np.ascontiguousarray(full.transpose(0, 2, 4, 5, 6, 3, 1))
+    return np.ascontiguousarray(full.transpose(0, 2, 3, 4, 5, 1))
 
 
-def lower_blocked(node: Node, target, tile: ConvTile | None = None) -> Kernel:
+def lower_blocked(node: Node, target, tile: ConvTile | None = None, unroll_kw: bool = False) -> Kernel:
+    """Direct convolution vectorized over ``lanes`` output channels; input and output plain or blocked."""
     g = _Geometry(node)
     L = target.vector_lanes
+    if g.out_block and g.out_block != L:
+        from ...errors import BuildError
+        raise BuildError(f"target '{target.name}' blocks channels by {L}, node asks for {g.out_block}: {node}")
     N, C, _, _, _ = g.x5
     M, _, KD, KH, KW = g.w5
     _, _, OD, OH, OW = g.o5
-    tile = tile or default_tile(OH, OW, L)
-    wp = pack_weights(node.inputs[1].data.reshape(g.w5), L)
+    tile = tile or default_tile(node, OH, OW, L)
+    wp = pack_weights(node.inputs[1].data.reshape(g.w5), L, tile.tm, g.in_block)
     Mo = wp.shape[0]
     X = placeholder(node.inputs[0], "x")
     Wp = te.placeholder(wp.shape, wp.dtype, name="w_packed")
     B, R = _epilogue_tensors(node, X)
+    if B is not None and g.out_block:  # bias padded to whole blocks so that the epilogue reads in bounds
+        bias = np.zeros(-(-M // L) * L, np.float32)
+        bias[:M] = node.inputs[2].data
+        B = te.placeholder(bias.shape, "float32", name="bias")
     xp = _padded_input(g, X)
-    rc, rd, rh, rw = (te.reduce_axis((0, e), name=nm) for e, nm in ((C, "rc"), (KD, "rd"), (KH, "rh"), (KW, "rw")))
     (sd, sh, sw), (dd, dh, dw) = g.stride, g.dil
-    conv = te.compute(
-        (N, Mo, OD, OH, OW, L),
-        lambda n, mo, d, h, w, v: te.sum(
-            xp[n, rc, d * sd + rd * dd, h * sh + rh * dh, w * sw + rw * dw] * Wp[mo, rc, rd, rh, rw, v],
-            axis=[rc, rd, rh, rw]),
-        name="conv")
+    rd, rh, rw = (te.reduce_axis((0, e), name=nm) for e, nm in ((KD, "rd"), (KH, "rh"), (KW, "rw")))
+    if g.in_block:
+        b = g.in_block
+        rco, rci = te.reduce_axis((0, wp.shape[1]), name="rco"), te.reduce_axis((0, b), name="rci")
+        conv = te.compute(
+            (N, Mo, OD, OH, OW, L),
+            lambda n, mo, d, h, w, v: te.sum(
+                xp[n, rco, d * sd + rd * dd, h * sh + rh * dh, w * sw + rw * dw, rci] * Wp[mo, rco, rd, rh, rw, rci, v],
+                axis=[rco, rd, rh, rw, rci]),
+            name="conv")
+    else:
+        rc = te.reduce_axis((0, C), name="rc")
+        conv = te.compute(
+            (N, Mo, OD, OH, OW, L),
+            lambda n, mo, d, h, w, v: te.sum(
+                xp[n, rc, d * sd + rd * dd, h * sh + rh * dh, w * sw + rw * dw] * Wp[mo, rc, rd, rh, rw, v],
+                axis=[rc, rd, rh, rw]),
+            name="conv")
 
-    def out_f(*idx):
-        n, m, d, h, w = g.out_index5(idx)
-        return _epilogue(node, conv[n, m // L, d, h, w, m % L], m, idx, B, R)
+    if g.out_block:
+        def out_f(n, mo, *rest):
+            *sp, v = rest
+            d, h, w = ([tirx.const(0, "int32")] * (5 - g.rank)) + list(sp)
+            return _epilogue(node, conv[n, mo, d, h, w, v], mo * L + v, (n, mo, *rest), B, R)
+    else:
+        def out_f(*idx):
+            n, m, d, h, w = g.out_index5(idx)
+            return _epilogue(node, conv[n, m // L, d, h, w, m % L], m, idx, B, R)
     Y = te.compute(g.out, out_f, name="out")
     args = [X, Wp] + [t for t in (B, R) if t is not None] + [Y]
     sch = tvm.s_tir.Schedule(make_func(args, "main"))
     blk = sch.get_sblock("conv")
-    n, mo, d, h, w, v, c, kd, kh, kw = sch.get_loops(blk)
+    loops = sch.get_loops(blk)
+    n, mo, d, h, w, v = loops[:6]
+    red = loops[6:]
     ho, hi = sch.split(h, [None, tile.th])
     wo, wi = sch.split(w, [None, tile.tw])
-    sch.reorder(n, mo, d, ho, wo, c, kd, kh, kw, hi, wi, v)
-    outer = sch.fuse(n, mo, d)
-    sch.parallel(outer)
+    mo, mi = sch.split(mo, [None, tile.tm])
+    sch.reorder(n, mo, d, ho, wo, *red, hi, wi, mi, v)
+    sch.parallel(sch.fuse(n, mo, d))
     sch.reverse_compute_at(sch.get_sblock("out"), wo)
+    sch.set_scope(blk, 0, "local")
     if xp is not X:
-        if any(g.pb + g.pe):
-            pad = sch.get_sblock("pad")
-            pl = sch.get_loops(pad)
-            sch.parallel(sch.fuse(*pl[:3]))
-        else:
-            sch.compute_inline(sch.get_sblock("pad"))
-    sch.unroll(kw)
+        pad = sch.get_sblock("pad")
+        pl = sch.get_loops(pad)
+        sch.parallel(sch.fuse(*pl[:3]))
+        if g.in_block:
+            sch.vectorize(pl[-1])
+    if g.out_block:
+        sch.vectorize(sch.get_loops(sch.get_sblock("out"))[-1])
+    if unroll_kw:
+        sch.unroll(red[3 if g.in_block else 3])
     sch.unroll(hi)
     sch.unroll(wi)
+    sch.unroll(mi)
     sch.vectorize(v)
-    sch.decompose_reduction(blk, c)
-    args_v = [node.inputs[0], wp] + [v for v in node.inputs[2:]]
-    return Kernel(sch.mod["main"], args_v, f"conv3d.direct_blocked(lanes={L}, tile={tile.th}x{tile.tw})")
+    sch.decompose_reduction(blk, red[0])
+    args_v = [node.inputs[0], wp]
+    if B is not None:
+        args_v.append(bias if g.out_block else node.inputs[2])
+    if R is not None:
+        args_v.append(node.inputs[-1])
+    layout = f"{'b' if g.in_block else 'p'}->{'b' if g.out_block else 'p'}"
+    return Kernel(sch.mod["main"], args_v,
+                  f"conv3d.direct({layout}, lanes={L}, tile={tile.th}x{tile.tw}x{tile.tm})")
 
 
 def lower_generic(node: Node, target) -> Kernel:

@@ -125,3 +125,22 @@ def lower_pad(node: Node, target) -> Kernel:
     return _finish(node, target, [X, Y], [node.inputs[0]], f"pad.{a.mode}")
 
 
+
+
+def lower_to_blocked(node: Node, target) -> Kernel:
+    X = placeholder(node.inputs[0], "x")
+    b, c = node.attrs.block, node.inputs[0].type.shape[1]
+
+    def f(n, cb, *rest):
+        *sp, i = rest
+        ch = cb * b + i
+        return tirx.if_then_else(ch < c, X[(n, tirx.min(ch, c - 1)) + tuple(sp)], tirx.const(0, X.dtype))
+    Y = te.compute(node.output.type.shape, f, name="out")
+    return _finish(node, target, [X, Y], [node.inputs[0]], f"to_blocked({b})")
+
+
+def lower_from_blocked(node: Node, target) -> Kernel:
+    X = placeholder(node.inputs[0], "x")
+    b = node.attrs.block
+    Y = te.compute(node.output.type.shape, lambda n, c, *sp: X[(n, c // b) + tuple(sp) + (c % b,)], name="out")
+    return _finish(node, target, [X, Y], [node.inputs[0]], f"from_blocked({b})")

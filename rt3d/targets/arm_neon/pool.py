@@ -13,9 +13,12 @@ from .common import make_func, placeholder, schedule_default
 
 
 def _pool_geometry(node: Node):
+    """Attributes, input and output shapes as NC+spatial (a blocked layout's inner block dropped), rank."""
     a = node.attrs
     x = node.inputs[0].type.shape
     out = node.output.type.shape
+    if a.block:
+        x, out = x[:-1], out[:-1]
     r = len(x) - 2
     # extra end padding so that ceil_mode windows stay inside the padded buffer
     extra = [max(0, (out[2 + i] - 1) * a.stride[i] + (a.kernel[i] - 1) * a.dilation[i] + 1
@@ -45,30 +48,58 @@ def lower_pool(node: Node, target) -> Kernel:
     X = placeholder(node.inputs[0], "x")
     fill = tirx.min_value(X.dtype) if is_max else tirx.const(0, X.dtype)
     begins = [0, 0] + [a.pad[i] for i in range(r)]
-    pshape = list(x[:2]) + [x[2 + i] + a.pad[i] + a.pad[r + i] + extra[i] for i in range(r)]
+    tail = (a.block,) if a.block else ()  # a blocked layout's channel block rides along as the last axis
+    pshape = list(x[:2]) + [x[2 + i] + a.pad[i] + a.pad[r + i] + extra[i] for i in range(r)] + list(tail)
+    out_phys = node.output.type.shape
 
     def pad_f(*idx):
         conds = [tirx.all(idx[2 + i] >= begins[2 + i], idx[2 + i] < begins[2 + i] + x[2 + i]) for i in range(r)]
-        src = [i - b for i, b in zip(idx, begins)]
+        src = [i - b for i, b in zip(idx, begins)] + list(idx[len(begins):])
         return tirx.if_then_else(tirx.all(*conds), X[tuple(src)], fill)
     xp = te.compute(pshape, pad_f, name="pad")
     rk = [te.reduce_axis((0, k), name=f"k{i}") for i, k in enumerate(a.kernel)]
 
     def window(*idx):
         sp = [idx[2 + i] * a.stride[i] + rk[i] * a.dilation[i] for i in range(r)]
-        return xp[tuple(idx[:2]) + tuple(sp)]
+        return xp[tuple(idx[:2]) + tuple(sp) + tuple(idx[2 + r:])]
     if is_max:
-        Y = te.compute(out, lambda *idx: te.max(window(*idx), axis=rk), name="pool")
+        Y = te.compute(out_phys, lambda *idx: te.max(window(*idx), axis=rk), name="pool")
         tensors, args = [X, Y], [node.inputs[0]]
     else:
         cnt = avg_counts(node)
         Cnt = te.placeholder(cnt.shape, "float32", name="count")
-        S = te.compute(out, lambda *idx: te.sum(window(*idx), axis=rk), name="pool")
-        Y = te.compute(out, lambda *idx: S[idx] / Cnt[idx[2:]], name="out")
+        S = te.compute(out_phys, lambda *idx: te.sum(window(*idx), axis=rk), name="pool")
+        Y = te.compute(out_phys, lambda *idx: S[idx] / Cnt[idx[2:2 + r]], name="out")
         tensors, args = [X, Cnt, Y], [node.inputs[0], cnt]
     sch = tvm.s_tir.Schedule(make_func(tensors, "main"))
+    if a.block:
+        _schedule_blocked_pool(sch, r, is_max)
+        return Kernel(sch.mod["main"], args, f"{node.op}.blocked(vector={a.block})")
     schedule_default(sch, target.vector_lanes)
     return Kernel(sch.mod["main"], args, f"{node.op}.direct")
+
+
+def _schedule_blocked_pool(sch, r: int, is_max: bool) -> None:
+    """Vectorize over the channel block, with the window loops outside it; parallel over (n, c block, d)."""
+    sch.compute_inline(sch.get_sblock("pad"))
+    blk = sch.get_sblock("pool")
+    loops = sch.get_loops(blk)
+    n, cb, *sp, v = loops[:3 + r]
+    red = loops[3 + r:]
+    sch.reorder(n, cb, *sp, *red, v)
+    sch.parallel(sch.fuse(n, cb, sp[0]) if r == 3 else sch.fuse(n, cb))
+    if is_max:  # accumulate in a register, then store
+        store = sch.cache_write(blk, 0, "local")
+        sch.reverse_compute_at(store, sp[-1])
+        sch.vectorize(sch.get_loops(store)[-1])
+    else:
+        sch.reverse_compute_at(sch.get_sblock("out"), sp[-1])
+        sch.vectorize(sch.get_loops(sch.get_sblock("out"))[-1])
+        sch.set_scope(blk, 0, "local")
+    for k in red:
+        sch.unroll(k)
+    sch.vectorize(v)
+    sch.decompose_reduction(blk, red[0])
 
 
 def _mean(node: Node, target, axes: list[int], keepdims: bool) -> Kernel:
@@ -95,7 +126,8 @@ def _mean(node: Node, target, axes: list[int], keepdims: bool) -> Kernel:
 
 
 def lower_global_avg_pool(node: Node, target) -> Kernel:
-    return _mean(node, target, list(range(2, node.inputs[0].type.rank)), True)
+    rank = node.inputs[0].type.rank
+    return _mean(node, target, list(range(2, rank - 1 if node.attrs.block else rank)), True)
 
 
 def lower_reduce_mean(node: Node, target) -> Kernel:

@@ -1,0 +1,197 @@
+"""The peer benchmark: rt3d against PyTorch, onnxruntime, OpenVINO (f32 and its default precision), MNN and TVM's
+own Relax ONNX pipeline, on C3D and R(2+1)D-18 at 1x3x16x112x112 and S3D at 1x3x16x224x224; fp32, batch 1, all cores.
+
+Engines are interleaved round by round in one process and each engine's median is reported, with GFLOP/s, the
+share of the machine's FMA peak (measured by a kernel rt3d builds with TVM) and rt3d's per-conv-layer GFLOP/s.
+Writes JSON, a markdown table and a PNG chart. Run: ``bash scripts/bench.sh`` (or this file with the venv python).
+"""
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+import traceback
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).parent
+sys.path.insert(0, str(HERE.parent))
+import rt3d  # noqa: E402  (sets TVM_NUM_THREADS before TVM starts)
+from engines import ENGINES  # noqa: E402
+
+MODELS = ["c3d", "r2plus1d_18", "s3d"]
+SLOW_ENGINE_S = 5.0  # an engine slower than this per run is timed once per benchmark, not every round
+
+
+def export_models(names: list[str], cache: Path) -> dict:
+    from rt3d.models import export_onnx, get_model
+    out = {}
+    for name in names:
+        model, shape = get_model(name)
+        path = cache / f"{name}.onnx"
+        if not path.exists():
+            export_onnx(model, shape, path)
+        out[name] = (path, model, shape)
+    return out
+
+
+def bench_model(name, path, module, shape, engines, rounds, warmup, log) -> dict:
+    from rt3d.ir.flops import graph_macs
+    macs = graph_macs(rt3d.import_onnx(path))
+    x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
+    prepared, results = {}, {}
+    reference = None
+    for eng in engines:
+        t0 = time.perf_counter()
+        try:
+            p = ENGINES[eng](path, module, shape)
+            y = p.run(x)
+            for _ in range(warmup - 1):
+                p.run(x)
+        except Exception as e:  # a missing or failing peer is reported, the benchmark goes on
+            results[eng] = {"error": f"{type(e).__name__}: {e}".splitlines()[0][:300]}
+            log(f"  {eng}: FAILED ({results[eng]['error']})")
+            traceback.print_exc(limit=2)
+            continue
+        y = np.asarray(y).reshape(1, -1)
+        if reference is None:
+            reference = y
+        err = float(np.abs(y - reference).max() / max(np.abs(reference).max(), 1e-12))
+        prepared[eng] = p
+        info = {k: v for k, v in p.info.items() if k != "module"}
+        results[eng] = {"info": info, "prepare_s": time.perf_counter() - t0, "runs_ms": [],
+                        "max_rel_diff_vs_first_engine": err}
+        log(f"  {eng}: ready in {time.perf_counter() - t0:.1f} s, rel diff vs {engines[0]} {err:.1e}")
+    for r in range(rounds):
+        for eng, p in prepared.items():
+            if r > 0 and results[eng]["runs_ms"] and min(results[eng]["runs_ms"]) > SLOW_ENGINE_S * 1e3:
+                continue
+            t0 = time.perf_counter()
+            p.run(x)
+            results[eng]["runs_ms"].append((time.perf_counter() - t0) * 1e3)
+    for eng, res in results.items():
+        if "runs_ms" in res and res["runs_ms"]:
+            res["median_ms"] = statistics.median(res["runs_ms"])
+            res["gflops"] = 2 * macs / (res["median_ms"] * 1e6)
+    if "rt3d" in prepared:
+        mod = prepared["rt3d"].info["module"]
+        rep = mod.benchmark(x, repeat=3, warmup=1, per_layer=True, layer_repeat=5)
+        results["rt3d"]["layers"] = [lt.__dict__ | {"gflops": lt.gflops} for lt in rep.layers]
+    for p in prepared.values():
+        p.close()
+    return {"macs": macs, "input_shape": list(shape), "engines": results}
+
+
+def write_reports(res: dict, out: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    tmp = out / ".peer.json.tmp"
+    tmp.write_text(json.dumps(res, indent=1))
+    os.replace(tmp, out / "peer.json")
+    (out / "peer.md").write_text(markdown(res))
+    try:
+        chart(res, out / "peer.png")
+    except ImportError:
+        print("matplotlib missing: no chart (pip install -e .[bench])")
+
+
+def markdown(res: dict) -> str:
+    peak = res["fma_peak"]["gflops"]
+    engines = [e for e in res["engines"] if any(e in m["engines"] for m in res["models"].values())]
+    lines = [f"Median latency in ms (GFLOP/s, % of the {peak:.0f} GFLOP/s fp32 FMA peak); "
+             f"{res['machine']['cores']} cores, {res['rounds']} interleaved rounds, {res['date']}.", "",
+             "| model | " + " | ".join(_label(res, e) for e in engines) + " |",
+             "|---|" + "---|" * len(engines)]
+    for name, m in res["models"].items():
+        cells = []
+        for e in engines:
+            r = m["engines"].get(e, {})
+            if "median_ms" in r:
+                cells.append(f"{r['median_ms']:.0f} ({r['gflops']:.0f}, {100 * r['gflops'] / peak:.0f}%)")
+            else:
+                cells.append("failed" if "error" in r else "-")
+        lines.append(f"| {name} ({2 * m['macs'] / 1e9:.1f} GFLOP) | " + " | ".join(cells) + " |")
+    lines += ["", "rt3d conv layers (GFLOP/s and % of peak, each kernel timed alone):", ""]
+    for name, m in res["models"].items():
+        layers = [lt for lt in m["engines"].get("rt3d", {}).get("layers", []) if lt["op"] == "conv3d"]
+        if layers:
+            g = sorted(lt["gflops"] for lt in layers)
+            t = sum(lt["ms"] for lt in layers)
+            wavg = sum(lt["gflops"] * lt["ms"] for lt in layers) / t
+            lines.append(f"- {name}: {len(layers)} convs, time-weighted {wavg:.0f} GFLOP/s "
+                         f"({100 * wavg / peak:.0f}% of peak), min {g[0]:.0f}, median {g[len(g) // 2]:.0f}, "
+                         f"max {g[-1]:.0f}; convs are {100 * t / sum(lt['ms'] for lt in m['engines']['rt3d']['layers']):.0f}% of kernel time")
+    return "\n".join(lines) + "\n"
+
+
+def _label(res, e: str) -> str:
+    for m in res["models"].values():
+        info = m["engines"].get(e, {}).get("info")
+        if info and e == "openvino-default":
+            return f"OpenVINO default ({info['precision']})"
+    return {"rt3d": "rt3d", "pytorch": "PyTorch", "onnxruntime": "onnxruntime", "openvino-f32": "OpenVINO f32",
+            "mnn": "MNN", "tvm-relax": "TVM Relax"}.get(e, e)
+
+
+def chart(res: dict, path: Path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    models = list(res["models"])
+    engines = res["engines"]
+    fig, axes = plt.subplots(1, len(models), figsize=(5 * len(models), 4), squeeze=False)
+    for ax, name in zip(axes[0], models):
+        m = res["models"][name]["engines"]
+        names = [e for e in engines if "median_ms" in m.get(e, {}) and m[e]["median_ms"] < 5000]
+        vals = [m[e]["median_ms"] for e in names]
+        ax.barh([_label(res, e) for e in names], vals, color=["tab:red" if e == "rt3d" else "tab:gray" for e in names])
+        ax.set_title(name)
+        ax.set_xlabel("median latency, ms (lower is better)")
+        ax.invert_yaxis()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--models", default=",".join(MODELS))
+    ap.add_argument("--engines", default=",".join(ENGINES))
+    ap.add_argument("--rounds", type=int, default=7)
+    ap.add_argument("--warmup", type=int, default=2)
+    ap.add_argument("--out", default=str(HERE / "results"))
+    ap.add_argument("--cache", default=str(HERE / ".cache"))
+    args = ap.parse_args(argv)
+    from rt3d.targets import get_target
+    from rt3d.targets.arm_neon.fma_peak import measure_fma_peak
+    log = lambda s: print(s, flush=True)  # noqa: E731
+    engines = args.engines.split(",")
+    unknown = set(engines) - set(ENGINES)
+    if unknown:
+        ap.error(f"unknown engines {sorted(unknown)}; known: {', '.join(ENGINES)}")
+    cache = Path(args.cache)
+    cache.mkdir(parents=True, exist_ok=True)
+    peak = measure_fma_peak(get_target("host"))
+    log(f"fp32 FMA peak: {peak['gflops']:.0f} GFLOP/s on {peak['cores']} cores")
+    res = {"date": time.strftime("%Y-%m-%d %H:%M"), "machine": {"cpu": platform.processor() or platform.machine(),
+           "llvm_cpu": get_target("host").tvm_target["mcpu"], "cores": len(os.sched_getaffinity(0))},
+           "fma_peak": peak, "rounds": args.rounds, "engines": engines, "models": {}}
+    models = export_models(args.models.split(","), cache)
+    for name, (path, module, shape) in models.items():
+        log(f"{name} {shape}:")
+        res["models"][name] = bench_model(name, path, module, shape, engines, args.rounds, args.warmup, log)
+        write_reports(res, Path(args.out))
+        gc.collect()
+    peak_after = measure_fma_peak(get_target("host"))
+    res["fma_peak_after"] = peak_after
+    write_reports(res, Path(args.out))
+    print(markdown(res))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

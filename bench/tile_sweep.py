@@ -1,0 +1,91 @@
+"""Measure conv3d register tiles on the heaviest conv layers of the zoo models (after rt3d's default passes).
+
+This is how the default tile heuristic (rt3d/targets/arm_neon/conv3d.py: default_tile) was chosen; it writes
+bench/results/tile_sweep.json. Run: .venv/bin/python bench/tile_sweep.py [--models c3d,r2plus1d_18,s3d]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).parent
+sys.path.insert(0, str(HERE.parent))
+import rt3d  # noqa: E402
+import tvm  # noqa: E402
+from rt3d.ir.flops import node_macs  # noqa: E402
+from rt3d.targets import get_target  # noqa: E402
+from rt3d.targets.arm_neon.conv3d import ConvTile, default_tile, lower_blocked  # noqa: E402
+
+TILES = [(1, 4, 2), (1, 7, 2), (1, 8, 2), (2, 4, 2), (2, 2, 2), (1, 4, 3), (1, 4, 4), (2, 7, 1), (1, 14, 1),
+         (2, 8, 1), (1, 8, 1), (1, 7, 1)]
+
+
+def workloads(models: list[str], cover: float) -> list:
+    from rt3d.models import export_onnx, get_model
+    target = get_target("host")
+    out, seen = [], set()
+    for name in models:
+        model, shape = get_model(name)
+        g = rt3d.passes.run_pipeline(rt3d.import_onnx(export_onnx(model, shape)), target.default_passes())
+        convs = sorted((n for n in g.nodes if n.op == "conv3d" and n.attrs.groups == 1), key=node_macs, reverse=True)
+        total, acc = sum(node_macs(n) for n in convs), 0
+        for n in convs:
+            key = (n.inputs[0].type.shape, n.inputs[1].type.shape, n.attrs.stride, n.attrs.pad, n.attrs.in_block)
+            if key not in seen:
+                seen.add(key)
+                out.append((name, n))
+            acc += node_macs(n)
+            if acc >= cover * total:
+                break
+    return out
+
+
+def measure(node, tile, target) -> float:
+    k = lower_blocked(node, target, tile=tile)
+    lib = tvm.compile(tvm.IRModule({"main": k.func}), target=target.tvm()).jit()
+    dev = tvm.cpu()
+    rng = np.random.default_rng(0)
+    args = [tvm.runtime.tensor(rng.standard_normal(node.inputs[0].type.shape).astype("float32"))]
+    for a in k.args[1:]:
+        arr = a if isinstance(a, np.ndarray) else a.data if a.data is not None else \
+            rng.standard_normal(a.type.shape).astype("float32")
+        args.append(tvm.runtime.tensor(np.ascontiguousarray(arr)))
+    out = tvm.runtime.empty(node.output.type.shape, "float32", dev)
+    r = lib.time_evaluator("main", dev, number=1, repeat=5, min_repeat_ms=40)(*args, out)
+    return 2 * node_macs(node) / float(np.median(r.results)) / 1e9
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--models", default="c3d,r2plus1d_18,s3d")
+    ap.add_argument("--cover", type=float, default=0.8, help="sweep the heaviest layers covering this MAC share")
+    ap.add_argument("--out", default=str(HERE / "results" / "tile_sweep.json"))
+    args = ap.parse_args(argv)
+    target = get_target("host")
+    rows = []
+    for model, node in workloads(args.models.split(","), args.cover):
+        oh, ow = node.output.type.shape[-3], node.output.type.shape[-2]
+        d = default_tile(node, oh, ow, target.vector_lanes)
+        res = {}
+        for t in sorted(set(TILES) | {(d.th, d.tw, d.tm)}):
+            if oh % t[0] or ow % t[1]:
+                continue
+            res["x".join(map(str, t))] = round(measure(node, ConvTile(*t), target), 1)
+        best = max(res, key=res.get)
+        dkey = f"{d.th}x{d.tw}x{d.tm}"
+        row = {"model": model, "x": list(node.inputs[0].type.shape), "w": list(node.inputs[1].type.shape),
+               "stride": list(node.attrs.stride), "macs": node_macs(node), "default": dkey,
+               "default_gflops": res[dkey], "best": best, "best_gflops": res[best], "all": res}
+        rows.append(row)
+        print(f"{model:12s} x{row['x']} w{row['w']} s{row['stride']}: default {dkey} {res[dkey]:.0f}, "
+              f"best {best} {res[best]:.0f} GFLOP/s", flush=True)
+    Path(args.out).write_text(json.dumps(rows, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
