@@ -20,8 +20,8 @@ from rt3d.ir.flops import node_macs  # noqa: E402
 from rt3d.targets import get_target  # noqa: E402
 from rt3d.targets.arm_neon.conv3d import ConvTile, default_tile, lower_blocked  # noqa: E402
 
-TILES = [(1, 4, 2), (1, 7, 2), (1, 8, 2), (2, 4, 2), (2, 2, 2), (1, 4, 3), (1, 4, 4), (2, 7, 1), (1, 14, 1),
-         (2, 8, 1), (1, 8, 1), (1, 7, 1)]
+TILES = [(1, 4, 2), (1, 7, 2), (1, 8, 2), (2, 4, 2), (1, 14, 2), (2, 7, 2), (1, 12, 2), (1, 4, 3), (1, 8, 3),
+         (1, 4, 4), (1, 7, 4), (2, 7, 1), (1, 14, 1), (2, 8, 1)]
 
 
 def workloads(models: list[str], cover: float) -> list:

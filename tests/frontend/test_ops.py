@@ -41,12 +41,14 @@ CONV_CASES = {
 }
 
 
+@pytest.mark.parametrize("pipeline", [None, "fold-constants,fuse,dce"], ids=["blocked", "plain"])
 @pytest.mark.parametrize("case", list(CONV_CASES))
-def test_conv(case):
+def test_conv(case, pipeline):
+    """Every conv kind through the blocked kernels (the target default) and the plain NCDHW kernels."""
     x, w, attrs = CONV_CASES[case]
     attrs = dict(attrs)
     bias = attrs.pop("bias", True)
-    check_against_ort(*conv_case(x, w, bias=bias, **attrs))
+    check_against_ort(*conv_case(x, w, bias=bias, **attrs), passes=pipeline)
 
 
 POOL_CASES = {

@@ -35,7 +35,7 @@ def default_tile(node: Node, oh: int, ow: int, lanes: int) -> ConvTile:
     """A register tile of th x tw positions x tm channel vectors that divides the output plane.
 
     Chosen from measurements of the zoo models' heaviest layers (bench/tile_sweep.py, results in
-    bench/results/tile_sweep.json): about 16 accumulators; temporal kernels reuse
+    bench/results/tile_sweep.json): up to 28 accumulators; temporal kernels reuse
     each broadcast over 4 channel vectors (temporal kx1x1); strided kernels on blocked inputs over 3; the rest over 2 when the reduction is long.
     """
     w = node.inputs[1].type.shape
@@ -44,16 +44,18 @@ def default_tile(node: Node, oh: int, ow: int, lanes: int) -> ConvTile:
     red = int(np.prod(w[1:]))
     blocks = -(-m // lanes)
     stride_hw = tuple(node.attrs.stride[-2:])
-    if kd > 1 and kh == 1 and kw == 1 and blocks >= 4 and ow % 4 == 0:
-        return ConvTile(1, 4, 4)
+    if kd > 1 and kh == 1 and kw == 1 and blocks >= 4 and _largest_divisor(ow, 7) >= 4:
+        return ConvTile(1, _largest_divisor(ow, 7), 4)
     if stride_hw != (1, 1) and node.attrs.in_block and blocks >= 3 and ow % 4 == 0:
         return ConvTile(1, 4, 3)
     tm = 2 if (blocks > 1 and red >= 64) else 1
-    budget = 16 if lanes >= 8 else 12
+    # accumulators: 32 vector registers hold 28 of them plus two weight vectors and a broadcast; NEON's
+    # 32 128-bit registers are the same count, so the budget carries over (with fewer lanes each)
+    budget = 28 if tm == 2 else 18
     best = None
     for th in (1, 2, 4):
         for tw in range(1, min(ow, 14) + 1):
-            if oh % th or ow % tw or th * tw * tm > budget + (2 if tm == 1 else 0):
+            if oh % th or ow % tw or th * tw * tm > budget:
                 continue
             score = (th * tw * tm, -th)
             if best is None or score > best[0]:
