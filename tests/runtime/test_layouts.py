@@ -47,3 +47,19 @@ def test_blocked_graph_matches_interpreter_on_padded_channels():
     expected = run_graph(rt3d.import_onnx(m), x)[0]
     assert_close(run_graph(g, x)[0], expected)
     assert_close(rt3d.build(m).run(x), expected)
+
+
+@pytest.mark.parametrize("lanes", [4, 8])
+def test_schedules_take_the_vector_width_as_a_parameter(lanes):
+    """The same kernels with NEON's 4 lanes (and AVX2's 8), run here: blocks, tiles and packing follow the width."""
+    import dataclasses
+    from rt3d.targets import base
+    narrow = dataclasses.replace(get_target("host"), name=f"host-{lanes}", vector_lanes=lanes)
+    model, shape = get_model("r2plus1d_small")
+    data = export_onnx(model, shape)
+    x = rand(*shape, seed=5)
+    mod = rt3d.build(data, target=narrow)
+    assert all(f"lanes={lanes}" in layer.impl for layer in mod.layers if layer.op == "conv3d")
+    assert f"block-layout{{block={lanes}}}" in narrow.default_passes()
+    assert_close(mod.run(x), rt3d.build(data).run(x))
+    assert isinstance(narrow, base.Target)
