@@ -22,6 +22,16 @@ class Prepared:
     close: Callable[[], None] = lambda: None
 
 
+def precision_name(value) -> str:
+    """'f32', 'bf16', 'f16' from whatever an engine reports (OpenVINO gives a Type object)."""
+    text = str(getattr(value, "get_type_name", lambda: value)()).lower()
+    for key, short in (("bfloat16", "bf16"), ("bf16", "bf16"), ("float16", "f16"), ("f16", "f16"),
+                       ("float32", "f32"), ("f32", "f32")):
+        if key in text:
+            return short
+    return text
+
+
 def cores() -> int:
     return len(os.sched_getaffinity(0))
 
@@ -63,7 +73,7 @@ def _openvino(onnx_path: Path, precision: str | None) -> Prepared:
         config["INFERENCE_PRECISION_HINT"] = precision
     compiled = core.compile_model(str(onnx_path), "CPU", config)
     req = compiled.create_infer_request()
-    actual = str(compiled.get_property("INFERENCE_PRECISION_HINT"))
+    actual = precision_name(compiled.get_property("INFERENCE_PRECISION_HINT"))
 
     def run(x):
         req.infer([x])

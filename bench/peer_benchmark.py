@@ -23,7 +23,7 @@ import numpy as np
 HERE = Path(__file__).parent
 sys.path.insert(0, str(HERE.parent))
 import rt3d  # noqa: E402  (sets TVM_NUM_THREADS before TVM starts)
-from engines import ENGINES  # noqa: E402
+from engines import ENGINES, precision_name  # noqa: E402
 
 MODELS = ["c3d", "r2plus1d_18", "s3d"]
 SLOW_ENGINE_S = 5.0  # an engine slower than this per run is timed once per benchmark, not every round
@@ -116,6 +116,11 @@ def markdown(res: dict) -> str:
             else:
                 cells.append("failed" if "error" in r else "-")
         lines.append(f"| {name} ({2 * m['macs'] / 1e9:.1f} GFLOP) | " + " | ".join(cells) + " |")
+    slow = [e for e in engines if any(m["engines"].get(e, {}).get("median_ms", 0) > SLOW_ENGINE_S * 1e3
+                                       for m in res["models"].values())]
+    if slow:
+        lines += ["", f"Engines slower than {SLOW_ENGINE_S:.0f} s per run ({', '.join(_label(res, e) for e in slow)}) "
+                      "are timed once, not every round, and left out of the chart."]
     lines += ["", "rt3d conv layers (GFLOP/s and % of peak, each kernel timed alone):", ""]
     for name, m in res["models"].items():
         layers = [lt for lt in m["engines"].get("rt3d", {}).get("layers", []) if lt["op"] == "conv3d"]
@@ -133,7 +138,8 @@ def _label(res, e: str) -> str:
     for m in res["models"].values():
         info = m["engines"].get(e, {}).get("info")
         if info and e == "openvino-default":
-            return f"OpenVINO default ({info['precision']})"
+            p = precision_name(info["precision"])
+            return f"OpenVINO default ({p}{', not fp32' if p != 'f32' else ''})"
     return {"rt3d": "rt3d", "pytorch": "PyTorch", "onnxruntime": "onnxruntime", "openvino-f32": "OpenVINO f32",
             "mnn": "MNN", "tvm-relax": "TVM Relax"}.get(e, e)
 
@@ -165,7 +171,14 @@ def main(argv=None) -> int:
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--out", default=str(HERE / "results"))
     ap.add_argument("--cache", default=str(HERE / ".cache"))
+    ap.add_argument("--report-only", action="store_true",
+                    help="rewrite the markdown table and chart from the JSON in --out, measuring nothing")
     args = ap.parse_args(argv)
+    if args.report_only:
+        res = json.loads((Path(args.out) / "peer.json").read_text())
+        write_reports(res, Path(args.out))
+        print(markdown(res))
+        return 0
     from rt3d.targets import get_target
     from rt3d.targets.arm_neon.fma_peak import measure_fma_peak
     log = lambda s: print(s, flush=True)  # noqa: E731
