@@ -24,7 +24,3 @@ def node_macs(node: Node) -> int:
 def graph_macs(graph: Graph) -> int:
     """Total multiply-accumulates of one forward pass."""
     return sum(node_macs(n) for n in graph.nodes)
-
-
-def macs_by_node(graph: Graph) -> list[tuple[Node, int]]:
-    return [(n, node_macs(n)) for n in graph.nodes if node_macs(n)]

@@ -6,7 +6,7 @@ attributes have one entry per spatial dim. Convolution and dense carry a fused e
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from typing import Callable
 
 import numpy as np
@@ -123,7 +123,7 @@ class OpDef:
 
     name: str
     attrs: type
-    arity: Callable[[object], int]  # expected number of inputs given the attrs
+    arity: Callable[[object], int | tuple[int, ...]]  # allowed input counts given the attrs; -1: any (>= 1)
     infer: Callable[[list[TensorType], object], TensorType]
     elementwise: bool = False
     doc: str = ""

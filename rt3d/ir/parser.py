@@ -12,7 +12,7 @@ from dataclasses import fields
 import numpy as np
 
 from ..errors import IRError
-from .graph import Graph, Node, Value
+from .graph import Graph, Value
 from .ops import get_op
 from .types import TensorType
 

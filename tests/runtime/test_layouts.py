@@ -1,7 +1,6 @@
 """The blocked layout end to end: kernels chosen, and blocked builds equal plain builds and the interpreter."""
 from __future__ import annotations
 
-import numpy as np
 import pytest
 
 import rt3d

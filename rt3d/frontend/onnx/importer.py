@@ -142,13 +142,5 @@ def import_model(model, input_shapes: dict[str, tuple[int, ...]] | None = None, 
         if isinstance(v, np.ndarray):
             raise ModelLoadError(f"model '{label}': output '{vi.name}' is a constant; nothing to compile")
         g.outputs.append(v)
-    _name_outputs(g, proto)
     g.remove_unused()
     return verify(g)
-
-
-def _name_outputs(g: Graph, proto: onnx.ModelProto) -> None:
-    """Remember the ONNX output names (for run results and error messages)."""
-    g.output_names = [vi.name for vi in proto.graph.output]
-
-

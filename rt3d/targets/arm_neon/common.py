@@ -47,25 +47,6 @@ def broadcast_index(t: te.Tensor, out_idx) -> list:
     return [tirx.const(0, "int32") if int(t.shape[i]) == 1 else tail[i] for i in range(r)]
 
 
-def padded(x: te.Tensor, begins: list[int], ends: list[int], value: float, name: str = "pad") -> te.Tensor:
-    """x padded with a constant; returns x itself when there is nothing to pad."""
-    if not any(begins) and not any(ends):
-        return x
-    shape = [int(d) + b + e for d, b, e in zip(x.shape, begins, ends)]
-
-    def f(*idx):
-        conds = []
-        src = []
-        for i, b in zip(idx, begins):
-            src.append(i - b)
-        for i, (d, b) in enumerate(zip(x.shape, begins)):
-            if b or ends[i]:
-                conds.append(tirx.all(idx[i] >= b, idx[i] < b + int(d)))
-        cond = tirx.all(*conds) if len(conds) > 1 else conds[0]
-        return tirx.if_then_else(cond, x[tuple(src)], tirx.const(value, x.dtype))
-    return te.compute(shape, f, name=name)
-
-
 def is_reduction(sch, block) -> bool:
     return any(iv.iter_type == 2 for iv in sch.get(block).iter_vars)
 
@@ -116,8 +97,8 @@ def _schedule_block(sch, block, lanes: int) -> None:
         if inner % lanes == 0:
             _, vi = sch.split(spatial[-1], [None, lanes])
             sch.vectorize(vi)
-        elif inner <= 4 * lanes:
-            sch.vectorize(spatial[-1]) if inner in (2, 4, 8, 16) else None
+        elif inner in (2, 4, 8, 16):
+            sch.vectorize(spatial[-1])
     else:
         if inner % lanes == 0 and inner > lanes:
             o, vi = sch.split(spatial[0], [None, lanes])

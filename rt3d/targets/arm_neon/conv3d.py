@@ -147,7 +147,7 @@ def pack_weights(w: np.ndarray, lanes: int, tm: int = 1, in_block: int = 0) -> n
     return np.ascontiguousarray(full.transpose(0, 2, 3, 4, 5, 1))
 
 
-def lower_blocked(node: Node, target, tile: ConvTile | None = None, unroll_kw: bool = False) -> Kernel:
+def lower_blocked(node: Node, target, tile: ConvTile | None = None) -> Kernel:
     """Direct convolution vectorized over ``lanes`` output channels; input and output plain or blocked."""
     g = _Geometry(node)
     L = target.vector_lanes
@@ -219,8 +219,6 @@ def lower_blocked(node: Node, target, tile: ConvTile | None = None, unroll_kw: b
             sch.vectorize(pl[-1])
     if g.out_block:
         sch.vectorize(sch.get_loops(sch.get_sblock("out"))[-1])
-    if unroll_kw:
-        sch.unroll(red[3 if g.in_block else 3])
     sch.unroll(hi)
     sch.unroll(wi)
     sch.unroll(mi)
