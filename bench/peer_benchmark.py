@@ -127,10 +127,11 @@ def markdown(res: dict) -> str:
         if layers:
             g = sorted(lt["gflops"] for lt in layers)
             t = sum(lt["ms"] for lt in layers)
+            all_ms = sum(lt["ms"] for lt in m["engines"]["rt3d"]["layers"])
             wavg = sum(lt["gflops"] * lt["ms"] for lt in layers) / t
             lines.append(f"- {name}: {len(layers)} convs, time-weighted {wavg:.0f} GFLOP/s "
                          f"({100 * wavg / peak:.0f}% of peak), min {g[0]:.0f}, median {g[len(g) // 2]:.0f}, "
-                         f"max {g[-1]:.0f}; convs are {100 * t / sum(lt['ms'] for lt in m['engines']['rt3d']['layers']):.0f}% of kernel time")
+                         f"max {g[-1]:.0f}; convs are {100 * t / all_ms:.0f}% of kernel time")
     return "\n".join(lines) + "\n"
 
 

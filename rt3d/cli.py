@@ -165,7 +165,6 @@ def cmd_zoo(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .passes import DEFAULT_PIPELINE
     from .targets import target_names
     p = argparse.ArgumentParser(prog="rt3d", description="rt3d: compile and run 3D CNNs (ONNX) for small devices.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -174,7 +173,8 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("model", help="ONNX file, zoo:NAME for a built-in model, or (run) an artifact folder")
         sp.add_argument("--target", default="host", choices=target_names(), help="compilation target")
         sp.add_argument("--passes", default=passes_default,
-                        help=f"pass pipeline (default: {passes_default or 'the target default, ' + DEFAULT_PIPELINE + ' with block-layout before dce'})")
+                        help="pass pipeline (default: " + (passes_default or "the target's own, e.g. "
+                                                           "fold-constants,fold-bn,fuse,block-layout{block=16},dce") + ")")
         sp.add_argument("--plugin", action="append", default=[],
                         help="Python file or module to import first (e.g. one that registers custom passes)")
 

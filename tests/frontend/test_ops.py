@@ -178,8 +178,8 @@ def test_constant_identity_dropout_and_shape_arithmetic():
              N("Shape", ["d"], ["s"]), N("Gather", ["s", "zero"], ["n"], axis=0),
              N("Unsqueeze", ["n", "ax0"], ["n1"]), N("Concat", ["n1", "minus1"], ["shape"], axis=0),
              N("Reshape", ["d", "shape"], ["y"])]
-    m = make_model(nodes, {"x": (2, 3, 4)}, {"y": (2, 12)}, {"zero": np.array(0, np.int64), "ax0": np.array([0], np.int64),
-                                                    "minus1": np.array([-1], np.int64)}, opset=13)
+    consts = {"zero": np.array(0, np.int64), "ax0": np.array([0], np.int64), "minus1": np.array([-1], np.int64)}
+    m = make_model(nodes, {"x": (2, 3, 4)}, {"y": (2, 12)}, consts, opset=13)
     g = check_against_ort(m, {"x": rand(2, 3, 4)})
     assert g.ops() == ["mul", "reshape"]  # all the shape arithmetic folded away at import
 

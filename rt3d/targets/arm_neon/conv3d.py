@@ -1,7 +1,10 @@
-"""Dense conv3d for SIMD CPUs (NEON on arm64, AVX-512 on the host): direct convolution vectorized over blocks of
-``lanes`` output channels, weights packed at build time to [M/lanes, C, KD, KH, KW, lanes], a register tile of
-``th x tw`` output positions, parallel over (n, channel block, output depth), epilogue (bias, residual, activation)
-fused per tile. Grouped convolutions take a simpler generic path.
+"""Dense conv3d for SIMD CPUs (NEON on arm64, AVX-512 on the host).
+
+Direct convolution vectorized over ``lanes`` output channels. Input and output are each plain NC(D)HW or
+channel-blocked NC(D)HW{lanes}c (chosen by the block-layout pass). Weights are packed at build time; a register tile
+of th x tw output positions x tm channel vectors stays in registers through the whole reduction; the loop nest is
+parallel over (n, channel-block group, output depth); bias, residual and activation are applied per tile.
+Grouped convolutions take a simpler generic path.
 """
 from __future__ import annotations
 
@@ -35,8 +38,8 @@ def default_tile(node: Node, oh: int, ow: int, lanes: int) -> ConvTile:
     """A register tile of th x tw positions x tm channel vectors that divides the output plane.
 
     Chosen from measurements of the zoo models' heaviest layers (bench/tile_sweep.py, results in
-    bench/results/tile_sweep.json): up to 28 accumulators; temporal kernels reuse
-    each broadcast over 4 channel vectors (temporal kx1x1); strided kernels on blocked inputs over 3; the rest over 2 when the reduction is long.
+    bench/results/tile_sweep.json): up to 28 accumulators; temporal kx1x1 kernels reuse each broadcast over
+    4 channel vectors, strided kernels on blocked inputs over 3, the rest over 2 when the reduction is long.
     """
     w = node.inputs[1].type.shape
     m, kh, kw = w[0], w[-2] if len(w) >= 4 else 1, w[-1]
@@ -49,9 +52,8 @@ def default_tile(node: Node, oh: int, ow: int, lanes: int) -> ConvTile:
     if stride_hw != (1, 1) and node.attrs.in_block and blocks >= 3 and ow % 4 == 0:
         return ConvTile(1, 4, 3)
     tm = 2 if (blocks > 1 and red >= 64) else 1
-    # accumulators: 32 vector registers hold 28 of them plus two weight vectors and a broadcast; NEON's
-    # 32 128-bit registers are the same count, so the budget carries over (with fewer lanes each)
-    # (measured: a plain NCDHW input, e.g. the 3-channel clip, does best with 16)
+    # AVX-512's 32 vector registers hold 28 accumulators plus two weight vectors and a broadcast (NEON also has 32;
+    # not yet measured there). A plain NCDHW input, e.g. the 3-channel clip, measured best with 16.
     budget = (28 if node.attrs.in_block else 16) if tm == 2 else 18
     best = None
     for th in (1, 2, 4):
