@@ -10,15 +10,14 @@ import json
 import sys
 from pathlib import Path
 
-import numpy as np
 
 HERE = Path(__file__).parent
 sys.path.insert(0, str(HERE.parent))
 import rt3d  # noqa: E402
-import tvm  # noqa: E402
 from rt3d.ir.flops import node_macs  # noqa: E402
 from rt3d.targets import get_target  # noqa: E402
-from rt3d.targets.arm_neon.conv3d import ConvTile, default_tile, lower_blocked  # noqa: E402
+from rt3d.targets.arm_neon.conv3d import ConvTile, default_tile  # noqa: E402
+from rt3d.tune.measure import measure_conv  # noqa: E402
 
 TILES = [(1, 4, 2), (1, 7, 2), (1, 8, 2), (2, 4, 2), (1, 14, 2), (2, 7, 2), (1, 12, 2), (1, 4, 3), (1, 8, 3),
          (1, 4, 4), (1, 7, 4), (2, 7, 1), (1, 14, 1), (2, 8, 1)]
@@ -45,18 +44,7 @@ def workloads(models: list[str], cover: float) -> list:
 
 
 def measure(node, tile, target) -> float:
-    k = lower_blocked(node, target, tile=tile)
-    lib = tvm.compile(tvm.IRModule({"main": k.func}), target=target.tvm()).jit()
-    dev = tvm.cpu()
-    rng = np.random.default_rng(0)
-    args = [tvm.runtime.tensor(rng.standard_normal(node.inputs[0].type.shape).astype("float32"))]
-    for a in k.args[1:]:
-        arr = a if isinstance(a, np.ndarray) else a.data if a.data is not None else \
-            rng.standard_normal(a.type.shape).astype("float32")
-        args.append(tvm.runtime.tensor(np.ascontiguousarray(arr)))
-    out = tvm.runtime.empty(node.output.type.shape, "float32", dev)
-    r = lib.time_evaluator("main", dev, number=1, repeat=5, min_repeat_ms=40)(*args, out)
-    return 2 * node_macs(node) / float(np.median(r.results)) / 1e9
+    return measure_conv(node, tile, target)[1]
 
 
 def main(argv=None) -> int:

@@ -12,8 +12,8 @@ _os.environ.setdefault("TVM_NUM_THREADS", str(len(_os.sched_getaffinity(0)) if h
 
 __version__ = "0.1.0"
 
-from . import passes  # noqa: E402
-from .api import build  # noqa: E402
+from . import passes, targets  # noqa: E402
+from .api import autotune, build  # noqa: E402
 from .errors import (BuildError, ConversionError, InputError, IRError, ModelLoadError, PassError,  # noqa: E402
                      Rt3dError, UnsupportedOpsError)
 from .frontend.onnx import import_model as import_onnx  # noqa: E402
@@ -21,6 +21,6 @@ from .ir import Graph, parse_graph  # noqa: E402
 from .passes import Pass, register_pass  # noqa: E402
 from .runtime import Module, load  # noqa: E402
 
-__all__ = ["build", "load", "import_onnx", "Module", "Graph", "parse_graph", "Pass", "register_pass", "passes",
+__all__ = ["build", "autotune", "load", "import_onnx", "Module", "Graph", "parse_graph", "Pass", "register_pass", "passes",
            "Rt3dError", "ModelLoadError", "UnsupportedOpsError", "ConversionError", "IRError", "PassError",
            "BuildError", "InputError"]

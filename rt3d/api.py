@@ -1,6 +1,9 @@
 """The public entry points: ``rt3d.build`` and ``rt3d.load``."""
 from __future__ import annotations
 
+import os
+import sys
+import warnings
 from typing import TextIO
 
 from .errors import BuildError
@@ -16,9 +19,11 @@ from .targets.lower import compile_lowered, lower_graph
 
 def build(model, target: str = "host", passes: str | list | None = None,
           input_shapes: dict[str, tuple[int, ...]] | None = None, print_after_all: bool = False,
-          stream: TextIO | None = None) -> Module:
+          stream: TextIO | None = None, tuning_db: str | os.PathLike | None = None) -> Module:
     """Compile an ONNX model (path, bytes, ``onnx.ModelProto``) or an rt3d IR ``Graph`` for ``target``.
 
+    ``tuning_db`` (a file written by ``rt3d.autotune`` / ``rt3d tune``) supplies the best measured schedule of every
+    layer it has records for; the others keep the default heuristic.
     ``passes`` is a pipeline string of registered passes (built-in or your own); by default the target's own
     (``fold-constants,fold-bn,fuse,block-layout{block=16},dce`` on an AVX-512 host). Example::
 
@@ -32,6 +37,14 @@ def build(model, target: str = "host", passes: str | list | None = None,
     pm = PassManager(tgt.default_passes() if passes is None else passes, print_after_all=print_after_all,
                      stream=stream)
     graph = pm.run(graph)
+    tuning = None
+    if tuning_db is not None:
+        from .tune import TuningDB, apply_db
+        db = TuningDB(tuning_db)
+        for problem in db.problems:
+            warnings.warn(problem, stacklevel=2)
+        tgt, applied = apply_db(graph, tgt, db)
+        tuning = {"db": str(tuning_db), "layers_tuned": applied, "skipped_lines": len(db.problems)}
     lowered = lower_graph(graph, tgt)
     exe = compile_lowered(lowered, tgt)
     if not lowered.layers:
@@ -47,9 +60,28 @@ def build(model, target: str = "host", passes: str | list | None = None,
         "outputs": [{"name": v.name, "shape": list(v.type.shape), "dtype": v.type.dtype} for v in graph.outputs],
         "macs": graph_macs(graph),
         "passes": [{"name": r.name, "ms": r.ms, "notes": r.notes} for r in pm.reports],
+        "tuning": tuning,
         "layers": [layer.to_json() for layer in lowered.layers],
     }
     return Module(exe, meta, lowered.params, str(graph))
+
+
+def autotune(model, db: str | os.PathLike, target: str = "host", trials: int = 8, passes: str | list | None = None,
+         input_shapes: dict[str, tuple[int, ...]] | None = None, stream: TextIO | None = None):
+    """Measure up to ``trials`` new schedules per distinct conv layer on this machine and append them to ``db``.
+
+    Example::
+
+        report = rt3d.autotune("c3d.onnx", db="c3d.tune.jsonl", trials=8)
+        mod = rt3d.build("c3d.onnx", tuning_db="c3d.tune.jsonl")
+    """
+    from .tune import TuningDB, tune_graph
+    tgt = get_target(target)
+    if not tgt.runs_here:
+        raise BuildError(f"target '{tgt.name}' cannot be measured on this machine")
+    graph = model if isinstance(model, Graph) else import_model(model, input_shapes=input_shapes)
+    graph = PassManager(tgt.default_passes() if passes is None else passes).run(graph)
+    return tune_graph(graph, tgt, TuningDB(db), trials=trials, out=stream or sys.stderr)
 
 
 def _version() -> str:

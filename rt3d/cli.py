@@ -54,7 +54,7 @@ def cmd_compile(args) -> int:
     _load_plugins(args.plugin)
     t0 = time.perf_counter()
     mod = rt3d.build(_model_bytes(args.model), target=args.target, passes=args.passes,
-                     input_shapes=_shapes(args.input_shape))
+                     input_shapes=_shapes(args.input_shape), tuning_db=args.tuning_db)
     out = mod.export(args.output)
     print(f"compiled {args.model} for {args.target} in {time.perf_counter() - t0:.1f} s -> {out}/")
     ins = ", ".join(f"{i['name']} {i['shape']}" for i in mod.inputs)
@@ -107,6 +107,16 @@ def cmd_run(args) -> int:
         print(report)
         if args.json:
             Path(args.json).write_text(json.dumps(report.to_json(), indent=1))
+    return 0
+
+
+def cmd_tune(args) -> int:
+    import rt3d
+    _load_plugins(args.plugin)
+    report = rt3d.autotune(_model_bytes(args.model), db=args.db, target=args.target, trials=args.trials,
+                       passes=args.passes, input_shapes=_shapes(args.input_shape))
+    print(report)
+    print(f"records in {args.db}; build with: rt3d compile {args.model} --tuning-db {args.db} -o OUT")
     return 0
 
 
@@ -182,7 +192,15 @@ def build_parser() -> argparse.ArgumentParser:
     common(c)
     c.add_argument("-o", "--output", required=True, help="artifact folder to write")
     c.add_argument("--input-shape", action="append", help="NAME=1x3x16x112x112 for models with dynamic shapes")
+    c.add_argument("--tuning-db", help="tuning database (from `rt3d tune`) whose best schedules to use")
     c.set_defaults(fn=cmd_compile)
+
+    t = sub.add_parser("tune", help="measure conv schedules on this machine into a tuning database")
+    common(t)
+    t.add_argument("--db", required=True, help="tuning database (JSON lines; appended to, so sessions resume)")
+    t.add_argument("--trials", type=int, default=8, help="new schedules to measure per distinct conv layer")
+    t.add_argument("--input-shape", action="append")
+    t.set_defaults(fn=cmd_tune)
 
     r = sub.add_parser("run", help="run a model or artifact on a clip (.npy) or a generated one")
     common(r)

@@ -36,6 +36,12 @@ class Target:
     runs_here: bool
     lowerings: dict[str, Lowering] = field(default_factory=dict)
     doc: str = ""
+    tuned: dict = field(default_factory=dict)  # workload key -> schedule record, from a tuning database
+
+    def key(self) -> str:
+        """Identifies the machine kind tuning records apply to (target, CPU, cores, vector width)."""
+        t = self.tvm_target
+        return f"{self.name}:{t.get('mcpu', t.get('mtriple', ''))}:{t.get('num-cores', '')}:{self.vector_lanes}"
 
     def default_passes(self) -> str:
         """The pipeline rt3d.build runs for this target unless told otherwise."""

@@ -8,6 +8,8 @@ Grouped convolutions take a simpler generic path.
 """
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import dataclass
 
 import numpy as np
@@ -28,6 +30,15 @@ class ConvTile:
     th: int
     tw: int
     tm: int = 1
+
+
+def workload_key(node: Node) -> str:
+    """What a tuning record is about: op, shapes and the attributes that change the kernel (not the epilogue)."""
+    a = node.attrs
+    desc = {"op": node.op, "x": node.inputs[0].type.shape, "w": node.inputs[1].type.shape, "stride": a.stride,
+            "pad": a.pad, "dilation": a.dilation, "in_block": a.in_block, "out_block": a.out_block,
+            "dtype": node.inputs[0].type.dtype}
+    return "conv3d-" + hashlib.sha1(json.dumps(desc, sort_keys=True).encode()).hexdigest()[:12]
 
 
 def _largest_divisor(n: int, limit: int) -> int:
@@ -159,7 +170,7 @@ def lower_blocked(node: Node, target, tile: ConvTile | None = None) -> Kernel:
     N, C, _, _, _ = g.x5
     M, _, KD, KH, KW = g.w5
     _, _, OD, OH, OW = g.o5
-    tile = tile or default_tile(node, OH, OW, L)
+    tile = tile or target.tuned.get(workload_key(node)) or default_tile(node, OH, OW, L)
     wp = pack_weights(node.inputs[1].data.reshape(g.w5), L, tile.tm, g.in_block)
     Mo = wp.shape[0]
     X = placeholder(node.inputs[0], "x")
