@@ -12,7 +12,7 @@ _os.environ.setdefault("TVM_NUM_THREADS", str(len(_os.sched_getaffinity(0)) if h
 
 __version__ = "0.1.0"
 
-from . import passes, targets  # noqa: E402
+from . import passes, targets  # noqa: E402,F401  (rt3d.passes, rt3d.targets for users)
 from .api import autotune, build  # noqa: E402
 from .errors import (BuildError, ConversionError, InputError, IRError, ModelLoadError, PassError,  # noqa: E402
                      Rt3dError, UnsupportedOpsError)

@@ -40,6 +40,15 @@ def activation(e, act: str, params: tuple[float, ...]):
     return e
 
 
+def epilogue(node, acc, channel, out_idx, bias: te.Tensor | None, residual: te.Tensor | None):
+    """act(acc + bias[channel] + residual[out_idx]) for a conv3d/dense node's fused epilogue."""
+    if bias is not None:
+        acc = acc + bias[channel]
+    if residual is not None:
+        acc = acc + residual[tuple(broadcast_index(residual, out_idx))]
+    return activation(acc, node.attrs.act, node.attrs.act_params)
+
+
 def broadcast_index(t: te.Tensor, out_idx) -> list:
     """Indices into ``t`` for an output index under numpy broadcasting (t's rank <= output rank)."""
     r = len(t.shape)

@@ -20,7 +20,7 @@ from ...ir import Node
 from ...ir.interpreter import node_out_spatial
 from ...ir.ops import epilogue_inputs, logical_shape
 from ..base import Kernel
-from .common import activation, broadcast_index, make_func, placeholder, schedule_default, spatial_5d, to_5d
+from .common import epilogue, make_func, placeholder, schedule_default, spatial_5d, to_5d
 
 
 @dataclass(frozen=True)
@@ -128,14 +128,6 @@ def _epilogue_tensors(node: Node, X):
     return B, R
 
 
-def _epilogue(node: Node, acc, m, out_idx, B, R):
-    if B is not None:
-        acc = acc + B[m]
-    if R is not None:
-        acc = acc + R[tuple(broadcast_index(R, out_idx))]
-    return activation(acc, node.attrs.act, node.attrs.act_params)
-
-
 def lower_conv3d(node: Node, target) -> Kernel:
     if node.attrs.groups == 1 and node.inputs[1].data is not None:
         return lower_blocked(node, target)
@@ -205,11 +197,11 @@ def lower_blocked(node: Node, target, tile: ConvTile | None = None) -> Kernel:
         def out_f(n, mo, *rest):
             *sp, v = rest
             d, h, w = ([tirx.const(0, "int32")] * (5 - g.rank)) + list(sp)
-            return _epilogue(node, conv[n, mo, d, h, w, v], mo * L + v, (n, mo, *rest), B, R)
+            return epilogue(node, conv[n, mo, d, h, w, v], mo * L + v, (n, mo, *rest), B, R)
     else:
         def out_f(*idx):
             n, m, d, h, w = g.out_index5(idx)
-            return _epilogue(node, conv[n, m // L, d, h, w, m % L], m, idx, B, R)
+            return epilogue(node, conv[n, m // L, d, h, w, m % L], m, idx, B, R)
     Y = te.compute(g.out, out_f, name="out")
     args = [X, Wp] + [t for t in (B, R) if t is not None] + [Y]
     sch = tvm.s_tir.Schedule(make_func(args, "main"))
@@ -272,7 +264,7 @@ def lower_generic(node: Node, target) -> Kernel:
 
     def out_f(*idx):
         n, m, d, h, w = g.out_index5(idx)
-        return _epilogue(node, conv[n, m, d, h, w], m, idx, B, R)
+        return epilogue(node, conv[n, m, d, h, w], m, idx, B, R)
     Y = te.compute(g.out, out_f, name="out")
     args = [X, W] + [t for t in (B, R) if t is not None] + [Y]
     sch = tvm.s_tir.Schedule(make_func(args, "main"))

@@ -8,7 +8,7 @@ from tvm import te
 from ...ir import Node
 from ...ir.ops import epilogue_inputs
 from ..base import Kernel
-from .common import activation, broadcast_index, make_func, placeholder, schedule_default
+from .common import broadcast_index, epilogue, make_func, placeholder, schedule_default
 
 
 def lower_dense(node: Node, target) -> Kernel:
@@ -30,14 +30,7 @@ def lower_dense(node: Node, target) -> Kernel:
     k = te.reduce_axis((0, K), name="k")
     acc = te.compute((M, No, L), lambda m, no, v: te.sum(X[m, k] * Wp[no, k, v], axis=k), name="acc")
 
-    def out_f(m, n):
-        e = acc[m, n // L, n % L]
-        if B is not None:
-            e = e + B[n]
-        if R is not None:
-            e = e + R[tuple(broadcast_index(R, (m, n)))]
-        return activation(e, node.attrs.act, node.attrs.act_params)
-    Y = te.compute((M, N), out_f, name="out")
+    Y = te.compute((M, N), lambda m, n: epilogue(node, acc[m, n // L, n % L], n, (m, n), B, R), name="out")
     sch = tvm.s_tir.Schedule(make_func([X, Wp] + [t for t in (B, R) if t is not None] + [Y], "main"))
     blk = sch.get_sblock("acc")
     m, no, v, kk = sch.get_loops(blk)
@@ -61,14 +54,7 @@ def _dense_generic(node: Node, target) -> Kernel:
     k = te.reduce_axis((0, K), name="k")
     acc = te.compute(node.output.type.shape, lambda m, n: te.sum(X[m, k] * W[n, k], axis=k), name="acc")
 
-    def out_f(m, n):
-        e = acc[m, n]
-        if B is not None:
-            e = e + B[n]
-        if R is not None:
-            e = e + R[tuple(broadcast_index(R, (m, n)))]
-        return activation(e, node.attrs.act, node.attrs.act_params)
-    Y = te.compute(node.output.type.shape, out_f, name="out")
+    Y = te.compute(node.output.type.shape, lambda m, n: epilogue(node, acc[m, n], n, (m, n), B, R), name="out")
     sch = tvm.s_tir.Schedule(make_func([X, W] + [t for t in (B, R) if t is not None] + [Y], "main"))
     schedule_default(sch, target.vector_lanes)
     return Kernel(sch.mod["main"], list(node.inputs), "dense.generic")
