@@ -95,8 +95,7 @@ class BlockLayout(Pass):
             if out_blocked:
                 channels[node.output] = logical
                 counts["blocked"] += 1
-        graph.nodes = new_nodes
-        graph.outputs = [plain(v) for v in graph.outputs]
+        graph.outputs = [plain(v) for v in graph.outputs]  # may append from_blocked nodes to new_nodes
         graph.nodes = new_nodes
         report.note(f"{counts['blocked']} node(s) blocked by {b}, {counts['to_blocked']} to_blocked, "
                     f"{counts['from_blocked']} from_blocked")
