@@ -46,6 +46,8 @@ class BenchmarkReport:
                  f"{2 * self.macs / 1e9:.2f} GFLOP, {2 * self.macs / (self.median_ms * 1e6):.1f} GFLOP/s"]
         if self.layers:
             total = sum(lt.ms for lt in self.layers) or 1.0
+            lines.append(f"kernels timed alone: sum {total:.2f} ms; end to end adds "
+                         f"{100 * (self.median_ms - total) / self.median_ms:.1f}% (launches, cold caches)")
             lines.append(f"{'kernel':<22}{'op':<16}{'ms':>9}{'%':>7}{'GFLOP/s':>10}  impl")
             for lt in self.layers:
                 gf = f"{lt.gflops:.1f}" if lt.macs else "-"
