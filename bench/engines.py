@@ -123,8 +123,7 @@ def tvm_relax_engine(onnx_path: Path, module, shape) -> Prepared:
 
     def run(x):
         out = vm["main"](tvm.runtime.tensor(x))
-        return (out[0] if isinstance(out, (list, tuple)) or hasattr(out, "__getitem__") and not hasattr(out, "numpy")
-                else out).numpy()
+        return (out if hasattr(out, "numpy") else out[0]).numpy()  # a tensor, or a tuple of outputs
     return Prepared(run, {"version": tvm.__version__, "precision": "f32", "threads": os.environ.get("TVM_NUM_THREADS"),
                           "pipeline": "relax zero pipeline (legalize + fuse), unscheduled TOPI conv3d"})
 

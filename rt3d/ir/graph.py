@@ -182,10 +182,20 @@ class Graph:
         return {k: v.data for k, v in self.consts.items() if v.data is not None}
 
     def copy(self) -> "Graph":
-        """A structural copy (constant arrays are shared, they are never mutated in place)."""
-        from .parser import parse_graph
-        from .printer import print_graph
-        return parse_graph(print_graph(self), {k: v.data for k, v in self.consts.items()})
+        """A structural copy with the same names (constant arrays are shared, they are never mutated in place)."""
+        g = Graph(self.name)
+        g._counter = self._counter
+        new: dict[Value, Value] = {}
+        for v in self.inputs:
+            new[v] = g.add_input(v.name, v.type)
+        for v in self.consts.values():
+            new[v] = g.add_const(v.name, v.data, type=v.type, digest_=v._digest)
+        for n in self.nodes:
+            node = g.make_node(n.op, [new[v] for v in n.inputs], n.attrs, n.name, n.output.name, n.output.type)
+            g.nodes.append(node)
+            new[n.output] = node.output
+        g.outputs = [new[v] for v in self.outputs]
+        return g
 
     def __str__(self) -> str:
         from .printer import print_graph

@@ -163,34 +163,50 @@ def _pool(node: Node, x: np.ndarray, reduce: str) -> np.ndarray:
     return _pool_plain(node, x, reduce, node.output.type.shape)
 
 
+def pool_extra_pad(a, in_sp, out_sp) -> list[int]:
+    """End padding beyond the explicit pads that ceil_mode windows reach into (per spatial dim)."""
+    r = len(in_sp)
+    return [max(0, (out_sp[i] - 1) * a.stride[i] + (a.kernel[i] - 1) * a.dilation[i] + 1
+                - (in_sp[i] + a.pad[i] + a.pad[r + i])) for i in range(r)]
+
+
+def pool_windows(a, out_sp):
+    """For every kernel offset, the slices of the padded input that the output positions see."""
+    r = len(out_sp)
+    for k in itertools.product(*[range(s) for s in a.kernel]):
+        yield tuple(slice(k[i] * a.dilation[i], k[i] * a.dilation[i] + (out_sp[i] - 1) * a.stride[i] + 1,
+                          a.stride[i]) for i in range(r))
+
+
+def pool_counts(a, in_sp, out_sp) -> np.ndarray:
+    """Per output position, how many window elements an average divides by: the real input, plus the explicit
+    pads when count_include_pad (never the ceil_mode overhang). At least 1."""
+    r = len(in_sp)
+    extra = pool_extra_pad(a, in_sp, out_sp)
+    if a.count_include_pad:
+        inside = np.pad(np.ones([in_sp[i] + a.pad[i] + a.pad[r + i] for i in range(r)]), [(0, e) for e in extra])
+    else:
+        inside = np.pad(np.ones(in_sp), [(a.pad[i], a.pad[r + i] + extra[i]) for i in range(r)])
+    cnt = np.zeros(out_sp)
+    for sl in pool_windows(a, out_sp):
+        cnt += inside[sl]
+    return np.maximum(cnt, 1)
+
+
 def _pool_plain(node: Node, x: np.ndarray, reduce: str, out_shape) -> np.ndarray:
     a = node.attrs
     r = x.ndim - 2
-    # pad enough at the end for ceil_mode windows that run past the explicit padding
-    extra = [max(0, (out_shape[2 + i] - 1) * a.stride[i] + (a.kernel[i] - 1) * a.dilation[i] + 1
-                 - (x.shape[2 + i] + a.pad[i] + a.pad[r + i])) for i in range(r)]
+    in_sp, out_sp = x.shape[2:], tuple(out_shape[2:])
+    extra = pool_extra_pad(a, in_sp, out_sp)
     widths = [(0, 0), (0, 0)] + [(a.pad[i], a.pad[r + i] + extra[i]) for i in range(r)]
     fill = -np.inf if reduce == "max" else 0.0
     xp = np.pad(x.astype(np.float64), widths, constant_values=fill)
-    # which padded positions count in the average: real input, plus explicit pads if count_include_pad
-    inside = np.pad(np.ones(x.shape[2:]), [(a.pad[i], a.pad[r + i] + extra[i]) for i in range(r)],
-                    constant_values=0.0)
-    if a.count_include_pad:
-        inside = np.pad(np.ones([x.shape[2 + i] + a.pad[i] + a.pad[r + i] for i in range(r)]),
-                        [(0, e) for e in extra], constant_values=0.0)
     acc = np.full(out_shape, fill, dtype=np.float64)
-    cnt = np.zeros(out_shape[2:], dtype=np.float64)
-    for k in itertools.product(*[range(s) for s in a.kernel]):
-        sl = tuple(slice(k[i] * a.dilation[i], k[i] * a.dilation[i] + (out_shape[2 + i] - 1) * a.stride[i] + 1,
-                         a.stride[i]) for i in range(r))
+    for sl in pool_windows(a, out_sp):
         patch = xp[(slice(None), slice(None)) + sl]
-        if reduce == "max":
-            acc = np.maximum(acc, patch)
-        else:
-            acc = acc + patch
-            cnt = cnt + inside[sl]
+        acc = np.maximum(acc, patch) if reduce == "max" else acc + patch
     if reduce == "avg":
-        acc = acc / np.maximum(cnt, 1)
+        acc = acc / pool_counts(a, in_sp, out_sp)
     return acc.astype(x.dtype)
 
 

@@ -40,6 +40,14 @@ def activation(e, act: str, params: tuple[float, ...]):
     return e
 
 
+def epilogue_placeholders(node) -> tuple[te.Tensor | None, te.Tensor | None]:
+    """The bias and residual inputs of a conv3d/dense node as TE placeholders (None where absent)."""
+    from ...ir.ops import epilogue_inputs
+    has_bias, has_res = epilogue_inputs(node.attrs, len(node.inputs))
+    return (placeholder(node.inputs[2], "bias") if has_bias else None,
+            placeholder(node.inputs[-1], "residual") if has_res else None)
+
+
 def epilogue(node, acc, channel, out_idx, bias: te.Tensor | None, residual: te.Tensor | None):
     """act(acc + bias[channel] + residual[out_idx]) for a conv3d/dense node's fused epilogue."""
     if bias is not None:

@@ -18,9 +18,9 @@ from tvm import te, tirx
 
 from ...ir import Node
 from ...ir.interpreter import node_out_spatial
-from ...ir.ops import epilogue_inputs, logical_shape
+from ...ir.ops import logical_shape
 from ..base import Kernel
-from .common import epilogue, make_func, placeholder, schedule_default, spatial_5d, to_5d
+from .common import epilogue, epilogue_placeholders, make_func, placeholder, schedule_default, spatial_5d, to_5d
 
 
 @dataclass(frozen=True)
@@ -121,13 +121,6 @@ def _padded_input(g: _Geometry, X: te.Tensor) -> te.Tensor:
     return te.compute(lead + sp + tail, f, name="pad")
 
 
-def _epilogue_tensors(node: Node, X):
-    has_bias, has_res = epilogue_inputs(node.attrs, len(node.inputs))
-    B = placeholder(node.inputs[2], "bias") if has_bias else None
-    R = placeholder(node.inputs[-1], "residual") if has_res else None
-    return B, R
-
-
 def lower_conv3d(node: Node, target) -> Kernel:
     if node.attrs.groups == 1 and node.inputs[1].data is not None:
         return lower_blocked(node, target)
@@ -167,7 +160,7 @@ def lower_blocked(node: Node, target, tile: ConvTile | None = None) -> Kernel:
     Mo = wp.shape[0]
     X = placeholder(node.inputs[0], "x")
     Wp = te.placeholder(wp.shape, wp.dtype, name="w_packed")
-    B, R = _epilogue_tensors(node, X)
+    B, R = epilogue_placeholders(node)
     if B is not None and g.out_block:  # bias padded to whole blocks so that the epilogue reads in bounds
         bias = np.zeros(-(-M // L) * L, np.float32)
         bias[:M] = node.inputs[2].data
@@ -251,7 +244,7 @@ def lower_generic(node: Node, target) -> Kernel:
     W = placeholder(node.inputs[1], "w")
     W5 = W if len(W.shape) == 5 else te.compute(
         g.w5, lambda m, c, kd, kh, kw: W[(m, c) + (kd, kh, kw)[5 - g.rank:]], name="w5")
-    B, R = _epilogue_tensors(node, X)
+    B, R = epilogue_placeholders(node)
     xp = _padded_input(g, X)
     rc, rd, rh, rw = (te.reduce_axis((0, e), name=nm) for e, nm in ((Cg, "rc"), (KD, "rd"), (KH, "rh"), (KW, "rw")))
     (sd, sh, sw), (dd, dh, dw) = g.stride, g.dil

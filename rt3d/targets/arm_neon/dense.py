@@ -6,9 +6,8 @@ import tvm
 from tvm import te
 
 from ...ir import Node
-from ...ir.ops import epilogue_inputs
 from ..base import Kernel
-from .common import broadcast_index, epilogue, make_func, placeholder, schedule_default
+from .common import broadcast_index, epilogue, epilogue_placeholders, make_func, placeholder, schedule_default
 
 
 def lower_dense(node: Node, target) -> Kernel:
@@ -24,9 +23,7 @@ def lower_dense(node: Node, target) -> Kernel:
     wp = np.ascontiguousarray(full.reshape(No, L, K).transpose(0, 2, 1))  # [No, K, L]
     X = placeholder(node.inputs[0], "x")
     Wp = te.placeholder(wp.shape, wp.dtype, name="w_packed")
-    has_bias, has_res = epilogue_inputs(node.attrs, len(node.inputs))
-    B = placeholder(node.inputs[2], "bias") if has_bias else None
-    R = placeholder(node.inputs[-1], "residual") if has_res else None
+    B, R = epilogue_placeholders(node)
     k = te.reduce_axis((0, K), name="k")
     acc = te.compute((M, No, L), lambda m, no, v: te.sum(X[m, k] * Wp[no, k, v], axis=k), name="acc")
 
@@ -47,9 +44,7 @@ def lower_dense(node: Node, target) -> Kernel:
 def _dense_generic(node: Node, target) -> Kernel:
     X = placeholder(node.inputs[0], "x")
     W = placeholder(node.inputs[1], "w")
-    has_bias, has_res = epilogue_inputs(node.attrs, len(node.inputs))
-    B = placeholder(node.inputs[2], "bias") if has_bias else None
-    R = placeholder(node.inputs[-1], "residual") if has_res else None
+    B, R = epilogue_placeholders(node)
     K = int(X.shape[1])
     k = te.reduce_axis((0, K), name="k")
     acc = te.compute(node.output.type.shape, lambda m, n: te.sum(X[m, k] * W[n, k], axis=k), name="acc")

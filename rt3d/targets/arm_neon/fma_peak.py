@@ -21,7 +21,7 @@ def fma_peak_kernel(cores: int, lanes: int, chains: int = 24, steps: int = 256, 
     B = te.placeholder((steps, chains), "float32", name="b")
     r = te.reduce_axis((0, rounds), name="r")
     k = te.reduce_axis((0, steps), name="k")
-    acc = te.compute((cores, chains, lanes), lambda p, j, v: te.sum(A[p, v] * B[k, j] + r * 0, axis=[r, k]),
+    acc = te.compute((cores, chains, lanes), lambda p, j, v: te.sum(A[p, v] * B[k, j], axis=[r, k]),
                      name="acc")
     out = te.compute((cores, chains, lanes), lambda p, j, v: acc[p, j, v], name="out")
     sch = tvm.s_tir.Schedule(make_func([A, B, out], "main"))

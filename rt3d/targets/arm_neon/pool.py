@@ -1,45 +1,32 @@
 """Pooling and reductions: max/avg pooling (ceil_mode, count_include_pad, dilation), global pool, mean, softmax."""
 from __future__ import annotations
 
-import itertools
 
 import numpy as np
 import tvm
 from tvm import te, tirx
 
 from ...ir import Node
+from ...ir.interpreter import pool_counts, pool_extra_pad
 from ..base import Kernel
 from .common import make_func, placeholder, schedule_default
 
 
 def _pool_geometry(node: Node):
-    """Attributes, input and output shapes as NC+spatial (a blocked layout's inner block dropped), rank."""
+    """Attributes, input and output shapes as NC+spatial (a blocked layout's inner block dropped), rank, and the
+    end padding that ceil_mode windows reach into."""
     a = node.attrs
     x = node.inputs[0].type.shape
     out = node.output.type.shape
     if a.block:
         x, out = x[:-1], out[:-1]
-    r = len(x) - 2
-    # extra end padding so that ceil_mode windows stay inside the padded buffer
-    extra = [max(0, (out[2 + i] - 1) * a.stride[i] + (a.kernel[i] - 1) * a.dilation[i] + 1
-                 - (x[2 + i] + a.pad[i] + a.pad[r + i])) for i in range(r)]
-    return a, x, out, r, extra
+    return a, x, out, len(x) - 2, pool_extra_pad(a, x[2:], out[2:])
 
 
 def avg_counts(node: Node) -> np.ndarray:
-    """Per output position, how many window elements count in the average (same rule as the interpreter)."""
-    a, x, out, r, extra = _pool_geometry(node)
-    if a.count_include_pad:
-        inside = np.pad(np.ones([x[2 + i] + a.pad[i] + a.pad[r + i] for i in range(r)], np.float32),
-                        [(0, e) for e in extra])
-    else:
-        inside = np.pad(np.ones(x[2:], np.float32), [(a.pad[i], a.pad[r + i] + extra[i]) for i in range(r)])
-    cnt = np.zeros(out[2:], np.float32)
-    for k in itertools.product(*[range(s) for s in a.kernel]):
-        sl = tuple(slice(k[i] * a.dilation[i], k[i] * a.dilation[i] + (out[2 + i] - 1) * a.stride[i] + 1,
-                         a.stride[i]) for i in range(r))
-        cnt += inside[sl]
-    return np.maximum(cnt, 1).astype(np.float32)
+    """Per output position, how many window elements count in the average (the interpreter's rule)."""
+    a, x, out, _, _ = _pool_geometry(node)
+    return pool_counts(a, x[2:], out[2:]).astype(np.float32)
 
 
 def lower_pool(node: Node, target) -> Kernel:
