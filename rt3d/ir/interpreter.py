@@ -83,6 +83,22 @@ def _conv(node: Node, args):
     return _conv_plain(node, args, node.output.type.shape)
 
 
+@kernel("sparse_conv3d")
+def _sparse_conv(node: Node, args):
+    """Unpack the KGS-packed weight and run the dense reference (the packing is what is being checked)."""
+    from types import SimpleNamespace
+
+    from .ops import ConvAttrs
+    from .sparsity import unpack
+    a = node.attrs
+    x, values, cols = args[0], args[1], args[2]
+    n_in = x.shape[1]
+    w = unpack(values, cols, a.kept, a.perm, (a.filters, n_in) + tuple(a.kernel))
+    ca = ConvAttrs(act=a.act, act_params=a.act_params, residual=a.residual, stride=a.stride, pad=a.pad,
+                   dilation=a.dilation)
+    return _conv_plain(SimpleNamespace(attrs=ca), [x, w] + list(args[3:]), node.output.type.shape)
+
+
 def node_out_spatial(node: Node, block: int) -> tuple[int, ...]:
     shape = node.output.type.shape
     return shape[2:-1] if block else shape[2:]

@@ -44,6 +44,25 @@ class ConvAttrs(Epilogue):
     # [N, ceil(C/b), *spatial, b] with zero-filled channels past C (set by the block-layout pass)
     in_block: int = 0
     out_block: int = 0
+    # structured sparsity of the weights, e.g. "kgs(8x4)" (rt3d.ir.sparsity.Sparsity), set by the pruning stage
+    # or the detect-sparsity pass; "" when dense or unknown
+    sparsity: str = ""
+
+
+@dataclass(frozen=True)
+class SparseConvAttrs(Epilogue):
+    """A conv3d whose weight is packed by KGS column elimination (rt3d.ir.sparsity.Packed)."""
+
+    stride: tuple[int, ...] = (1, 1, 1)
+    pad: tuple[int, ...] = (0, 0, 0, 0, 0, 0)
+    dilation: tuple[int, ...] = (1, 1, 1)
+    kernel: tuple[int, ...] = (1, 1, 1)  # spatial kernel size
+    filters: int = 0  # M, output channels
+    sparsity: str = ""  # the scheme the weights came with, e.g. "kgs(8x4)"
+    group: tuple[int, ...] = (8, 4)  # packing group (gM, gN)
+    kept: tuple[int, ...] = ()  # kept (channel block, position) columns of each row block
+    order: tuple[int, ...] = ()  # the order row blocks are computed in (empty: 0, 1, ...)
+    perm: tuple[int, ...] = ()  # the filter each packed row computes, -1 for padding (empty: identity)
 
 
 @dataclass(frozen=True)
@@ -193,8 +212,9 @@ def epilogue_inputs(a: Epilogue, n_inputs: int) -> tuple[bool, bool]:
 
 # ---- ops -----------------------------------------------------------------------------------------------------
 
-def _conv_arity(a: ConvAttrs) -> tuple[int, ...]:
-    return (2 + a.residual, 3 + a.residual)
+def _conv_arity(a) -> tuple[int, ...]:
+    extra = int(isinstance(a, SparseConvAttrs))  # values + cols instead of one weight
+    return (2 + extra + a.residual, 3 + extra + a.residual)
 
 
 def logical_shape(t: TensorType, block: int) -> tuple[int, ...]:
@@ -243,6 +263,36 @@ def _conv(ts: list[TensorType], a: ConvAttrs) -> TensorType:
     if has_res:
         _check(broadcast(tuple(out), ts[-1].shape) == tuple(out), f"residual {ts[-1]} does not match output {out}")
     return TensorType(tuple(out), x.dtype)
+
+
+@register("sparse_conv3d", SparseConvAttrs, arity=_conv_arity,
+          doc="sparse_conv3d(x, values, cols, bias?, residual?): conv3d over a KGS-packed weight, NC(D)HW")
+def _sparse_conv(ts: list[TensorType], a: SparseConvAttrs) -> TensorType:
+    x, values, cols = ts[0], ts[1], ts[2]
+    _check(x.rank in (3, 4, 5), f"input must be 3-D to 5-D, got {x}")
+    r = x.rank - 2
+    _spatial_attrs(a, r, ("stride", "pad", "dilation", "kernel"))
+    _check(len(a.group) == 2 and min(a.group) >= 1, f"group must be (gM, gN), got {list(a.group)}")
+    gm, gn = a.group
+    _check(values.rank == 3 and values.shape[1:] == (gn, gm), f"values {values} must be [kept, {gn}, {gm}]")
+    _check(cols.rank == 1 and cols.dtype == "int32" and cols.shape[0] == values.shape[0],
+           f"cols {cols} must be i32[{values.shape[0]}]")
+    p = -(-a.filters // gm)
+    _check(a.filters >= 1 and len(a.kept) == p, f"kept has {len(a.kept)} row blocks, {a.filters} filters need {p}")
+    _check(sum(a.kept) == values.shape[0], f"kept columns sum to {sum(a.kept)}, values hold {values.shape[0]}")
+    _check(not a.order or sorted(a.order) == list(range(p)), f"order must be a permutation of {p} row blocks")
+    _check(not a.perm or (len(a.perm) == p * gm and sorted(f for f in a.perm if f >= 0) == list(range(a.filters))),
+           f"perm must list each of the {a.filters} filters once over {p * gm} rows")
+    _epilogue_check(a)
+    out = (x.shape[0], a.filters) + tuple(
+        _window_out(x.shape[2 + i], a.kernel[i], a.stride[i], a.pad[i], a.pad[r + i], a.dilation[i], False)
+        for i in range(r))
+    has_bias, has_res = epilogue_inputs(a, len(ts) - 1)
+    if has_bias:
+        _check(ts[3].shape == (a.filters,), f"bias {ts[3]} must be [{a.filters}]")
+    if has_res:
+        _check(broadcast(out, ts[-1].shape) == out, f"residual {ts[-1]} does not match output {list(out)}")
+    return TensorType(out, x.dtype)
 
 
 @register("to_blocked", LayoutAttrs, arity=1, doc="NC(D)HW -> NC(D)HW{b}c, zero-filling channels up to a multiple of b")

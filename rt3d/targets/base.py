@@ -45,7 +45,9 @@ class Target:
 
     def default_passes(self) -> str:
         """The pipeline rt3d.build runs for this target unless told otherwise."""
-        return f"fold-constants,fold-bn,fuse,block-layout{{block={self.vector_lanes}}},dce"
+        sparse = (f"detect-sparsity,eliminate-kgs-columns,reorder-kernel-groups{{threads={self.num_cores}}},"
+                  if "sparse_conv3d" in self.lowerings else "")
+        return f"fold-constants,fold-bn,fuse,{sparse}block-layout{{block={self.vector_lanes}}},dce"
 
     def tvm(self):
         import tvm

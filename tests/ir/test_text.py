@@ -10,7 +10,8 @@ import pytest
 from rt3d.errors import IRError
 from rt3d.ir import Graph, TensorType, parse_graph, run_graph, verify
 from rt3d.ir.ops import (AxisAttrs, BatchNormAttrs, BlockAttrs, ClipAttrs, ConvAttrs, DenseAttrs, LayoutAttrs,
-                         LeakyReluAttrs, PadAttrs, PoolAttrs, ReduceAttrs, ReshapeAttrs, TransposeAttrs)
+                         LeakyReluAttrs, PadAttrs, PoolAttrs, ReduceAttrs, ReshapeAttrs, SparseConvAttrs,
+                         TransposeAttrs)
 
 GOLDEN = Path(__file__).parent / "golden"
 
@@ -52,7 +53,14 @@ def every_op_graph() -> Graph:
     pb = g.add("avg_pool3d", [cb], PoolAttrs(kernel=(2, 2, 2), stride=(2, 2, 2), block=4))
     gb = g.add("global_avg_pool", [pb], BlockAttrs(block=4))
     fb = g.add("from_blocked", [gb], LayoutAttrs(block=4, channels=8))
-    g.outputs = [sm, mm, fb]
+    # a KGS-sparse conv, packed (kept columns per row block, a filter permutation and a row-block order)
+    from rt3d.ir.sparsity import Sparsity, pack, random_mask
+    ws = f(8, 3, 3, 3, 3) * random_mask((8, 3, 3, 3, 3), Sparsity("kgs", (4, 2)), 0.5, np.random.default_rng(1))
+    pk = pack(ws, (4, 2), perm=(4, 5, 6, 7, 0, 1, 2, 3))
+    sc = g.add("sparse_conv3d", [x, g.add_const("conv2.kgs", pk.values), g.add_const("conv2.cols", pk.cols), b],
+               SparseConvAttrs(pad=(1, 1, 1, 1, 1, 1), kernel=(3, 3, 3), filters=8, sparsity="kgs(4x2)",
+                               group=(4, 2), kept=pk.kept, order=(1, 0), perm=pk.perm, act="relu"))
+    g.outputs = [sm, mm, fb, sc]
     return verify(g)
 
 

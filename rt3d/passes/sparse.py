@@ -1,0 +1,206 @@
+"""Passes that turn structured weight sparsity into less work (paper section 5).
+
+detect-sparsity        annotate each conv3d whose zeros follow a Filter / Vanilla / KGS pattern (any ONNX model).
+eliminate-kgs-columns  replace an annotated conv3d by sparse_conv3d over a packed weight: for every row block of gM
+                       filters only its kept (channel block, kernel position) columns, as a dense [kept, gN, gM]
+                       array plus a column list, so the kernel's inner loop is a dense gM x gN x vector micro-kernel.
+reorder-kernel-groups  choose the filter permutation and the row-block order of each sparse_conv3d: filters with the
+                       same kept pattern share row blocks (Filter pruning leaves whole blocks empty), row blocks are
+                       dealt to thread chunks of equal work, and consecutive blocks share columns (input reuse).
+                       The permutation is compensated in the kernel's output write (row r stores channel perm[r]),
+                       so every consumer (next conv, residual add, concat, graph output) sees the original order.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import ClassVar
+
+import numpy as np
+
+from ..ir import Graph
+from ..ir.ops import SparseConvAttrs
+from ..ir.sparsity import Sparsity, block_macs, detect, pack, unpack
+from .base import Pass, PassReport, register_pass
+
+
+def _pattern_perm(w: np.ndarray, group: tuple[int, int]) -> tuple[int, ...] | None:
+    """Filters sorted by their kept (channel block, position) pattern, all-zero filters last; None if that is the
+    identity."""
+    m, n = w.shape[:2]
+    gn = group[1]
+    q = -(-n // gn)
+    full = np.zeros((m, q * gn, int(np.prod(w.shape[2:]))), w.dtype)
+    full[:, :n] = w.reshape(m, n, -1)
+    pat = np.any(full.reshape(m, q, gn, -1) != 0, axis=2).reshape(m, -1)
+    keys = [(not pat[f].any(), pat[f].tobytes()) for f in range(m)]
+    perm = tuple(sorted(range(m), key=lambda f: keys[f]))
+    return None if perm == tuple(range(m)) else perm
+
+
+def best_packing(w: np.ndarray, group: tuple[int, int], perm: tuple[int, ...] = ()) -> tuple[object, int, str]:
+    """The packing of ``w`` (with ``perm``, or with filters regrouped by pattern when that computes fewer MACs),
+    its MACs per output position, and what was done."""
+    s = int(np.prod(w.shape[2:]))
+    packed = pack(w, group, perm)
+    macs = block_macs(packed.cols, packed.kept, group, w.shape[0], w.shape[1], s)
+    alt = _pattern_perm(w, group)
+    if alt is not None and alt != perm:
+        cand = pack(w, group, alt)
+        cand_macs = block_macs(cand.cols, cand.kept, group, w.shape[0], w.shape[1], s)
+        if cand_macs < macs:
+            return cand, cand_macs, f"filters regrouped by pattern: {macs / max(cand_macs, 1):.2f}x fewer MACs"
+    return packed, macs, "filter order kept"
+
+
+def _sparse_weight_ok(node) -> str:
+    """Why a conv3d cannot be made sparse ('' if it can)."""
+    a = node.attrs
+    if node.inputs[1].data is None:
+        return "its weight is not a constant with data"
+    if a.groups != 1:
+        return f"groups={a.groups} (only groups=1 has a sparse kernel)"
+    if a.in_block or a.out_block:
+        return "it is already in a blocked layout (run before block-layout)"
+    return ""
+
+
+@register_pass
+@dataclass(frozen=True)
+class DetectSparsity(Pass):
+    """Annotate conv3d nodes with the scheme and group size their zero weights follow."""
+
+    name: ClassVar[str] = "detect-sparsity"
+    min_pruned: float = 0.1  # a layer with fewer zero weights than this is left dense
+
+    def apply(self, graph: Graph, report: PassReport) -> Graph:
+        found = 0
+        for node in graph:
+            if node.op != "conv3d" or node.attrs.sparsity or _sparse_weight_ok(node):
+                continue
+            w = node.inputs[1].data
+            sp = detect(w, min_pruned=self.min_pruned)
+            if sp is None:
+                continue
+            node.attrs = replace(node.attrs, sparsity=str(sp))
+            found += 1
+            report.note(f"%{node.output.name}: {sp}, {np.mean(w == 0):.0%} of the weights are zero")
+        report.note(f"{found} sparse conv3d(s) found")
+        return graph
+
+
+@register_pass
+@dataclass(frozen=True)
+class EliminateKgsColumns(Pass):
+    """conv3d{sparsity=...} -> sparse_conv3d over the packed kept columns."""
+
+    name: ClassVar[str] = "eliminate-kgs-columns"
+    max_density: float = 0.85  # above this share of kept MACs the dense kernel is faster: keep it
+    filter_group: str = "8x4"  # packing group for Filter sparsity (which has no group of its own)
+
+    def apply(self, graph: Graph, report: PassReport) -> Graph:
+        done = 0
+        for node in graph:
+            if node.op != "conv3d" or not node.attrs.sparsity:
+                continue
+            why = _sparse_weight_ok(node)
+            sp = Sparsity.parse(node.attrs.sparsity)
+            group = sp.group if sp.scheme != "filter" else tuple(int(v) for v in self.filter_group.split("x"))
+            w = node.inputs[1].data
+            packed, macs, _ = best_packing(w, group)
+            s = int(np.prod(w.shape[2:]))
+            dens = macs / (w[0].size * w.shape[0])
+            if not why and dens > self.max_density:
+                why = f"{dens:.0%} of the MACs are kept (> max_density {self.max_density:.0%}): dense is faster"
+            if why:
+                report.note(f"kept %{node.output.name} dense: {why}")
+                continue
+            a = node.attrs
+            values = graph.add_const(f"{node.inputs[1].name}.kgs", packed.values)
+            cols = graph.add_const(f"{node.inputs[1].name}.cols", packed.cols)
+            node.op = "sparse_conv3d"
+            node.attrs = SparseConvAttrs(act=a.act, act_params=a.act_params, residual=a.residual, stride=a.stride,
+                                         pad=a.pad, dilation=a.dilation, kernel=tuple(w.shape[2:]),
+                                         filters=w.shape[0], sparsity=a.sparsity, group=group, kept=packed.kept,
+                                         perm=packed.perm)
+            node.inputs = [node.inputs[0], values, cols] + node.inputs[2:]
+            graph.retype(node)
+            done += 1
+            report.note(f"%{node.output.name}: {a.sparsity}, {len(packed.kept)} row blocks, "
+                        f"{min(packed.kept)}..{max(packed.kept)} of {-(-w.shape[1] // group[1]) * s} columns kept, "
+                        f"{dens:.0%} of the MACs")
+        graph.remove_unused()
+        report.note(f"{done} conv3d(s) made sparse")
+        return graph
+
+
+def _balanced_order(kept: tuple[int, ...], cols: list[set], threads: int) -> tuple[int, ...]:
+    """Row blocks dealt to ``threads`` contiguous chunks of (nearly) equal kept work, each chunk ordered so that
+    consecutive blocks share as many columns as possible."""
+    p = len(kept)
+    chunks: list[list[int]] = [[] for _ in range(max(1, min(threads, p)))]
+    work = [0] * len(chunks)
+    sizes = [p // len(chunks) + (i < p % len(chunks)) for i in range(len(chunks))]
+    for b in sorted(range(p), key=lambda i: -kept[i]):  # longest first into the least-loaded open chunk
+        c = min((i for i in range(len(chunks)) if len(chunks[i]) < sizes[i]), key=lambda i: work[i])
+        chunks[c].append(b)
+        work[c] += kept[b]
+    order: list[int] = []
+    for chunk in chunks:
+        rest = sorted(chunk, key=lambda i: -kept[i])
+        seq = [rest.pop(0)] if rest else []
+        while rest:
+            last = cols[seq[-1]]
+            nxt = max(rest, key=lambda i: len(cols[i] & last))
+            rest.remove(nxt)
+            seq.append(nxt)
+        order += seq
+    return tuple(order)
+
+
+@register_pass
+@dataclass(frozen=True)
+class ReorderKernelGroups(Pass):
+    """Filter permutation and row-block order of every sparse_conv3d (see the module docstring)."""
+
+    name: ClassVar[str] = "reorder-kernel-groups"
+    threads: int = 1  # thread chunks to balance the row blocks for (rt3d.build passes the target's cores)
+
+    def apply(self, graph: Graph, report: PassReport) -> Graph:
+        for node in graph:
+            if node.op != "sparse_conv3d":
+                continue
+            a = node.attrs
+            values, cols = node.inputs[1], node.inputs[2]
+            if values.data is None or cols.data is None:
+                report.note(f"kept %{node.output.name} as is: packed weights have no data")
+                continue
+            wshape = (a.filters, node.inputs[0].type.shape[1]) + tuple(a.kernel)
+            w = unpack(values.data, cols.data, a.kept, a.perm, wshape)
+            packed, _, how = best_packing(w, tuple(a.group), a.perm)
+            col_sets, b = [], 0
+            for k in packed.kept:
+                col_sets.append(set(packed.cols[b:b + k].tolist()))
+                b += k
+            order = _balanced_order(packed.kept, col_sets, self.threads)
+            if packed.values is not values.data or packed.cols is not cols.data:
+                node.inputs = [node.inputs[0], graph.add_const(values.name, packed.values),
+                               graph.add_const(cols.name, packed.cols)] + node.inputs[3:]
+            node.attrs = replace(a, kept=packed.kept, perm=packed.perm, order=order)
+            graph.retype(node)
+            report.note(f"%{node.output.name}: {how}; row blocks ordered for {self.threads} thread chunk(s)"
+                        f"{self._balance(order, packed.kept, self.threads)}")
+        graph.remove_unused()
+        return graph
+
+    @staticmethod
+    def _balance(order, kept, threads) -> str:
+        if threads <= 1 or len(order) < 2:
+            return ""
+        p = len(order)
+        chunks = min(threads, p)
+        sizes = [p // chunks + (i < p % chunks) for i in range(chunks)]
+        work, i = [], 0
+        for sz in sizes:
+            work.append(sum(kept[b] for b in order[i:i + sz]))
+            i += sz
+        return f" (work per chunk {min(work)}..{max(work)} columns)"

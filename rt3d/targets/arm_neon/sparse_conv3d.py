@@ -1,0 +1,272 @@
+"""Sparse conv3d over a KGS-packed weight (rt3d.ir.sparsity.Packed) for SIMD CPUs: KGS, Vanilla and Filter.
+
+The kernel is generated as TIR (TVMScript) because its reduction bounds are data-dependent: row block k runs over
+its own kept columns ``indptr[k] .. indptr[k+1]``. Layout and loop nest (the recipe measured in TVM-NOTES.md):
+  * the input is zero-padded once into a flat buffer [N, C (rounded up to gN), D', H', W'];
+  * output positions are vectorized ``lanes`` at a time along the flattened padded volume j = (d*H' + h)*W' + w
+    when the conv has unit stride (so each kernel position (kd, kh, kw) is a constant shift of a contiguous run),
+    along each padded plane when only the depth stride is > 1, and along output rows (strided loads) otherwise;
+  * register tile: the gM filters of a row block x V vectors of positions (24 accumulators for 8 filters);
+  * per kept column: one int32 input offset (channel block, kd, kh, kw), then gN channels x gM filters x V vectors
+    of FMAs with the weights broadcast from the packed [kept, gN, gM] array;
+  * loop nest: parallel over (n, position tile[, row-block chunk]) -> row blocks in the order chosen by
+    reorder-kernel-groups -> kept columns -> channel -> filter -> vector;
+  * the write-back applies bias, residual and activation and stores row r into output channel perm[r]; positions
+    that fall on padding (the flattened layout computes a few) are dropped with masked stores.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ...errors import BuildError
+from ...ir import Node
+from ..base import Kernel
+from .common import to_5d
+
+REGISTER_TILE = 24  # accumulators (vector registers) of the micro-kernel; AVX-512 and NEON both have 32
+
+
+def _spatial5(v, fill, r):
+    return (fill,) * (3 - r) + tuple(v)
+
+
+def _choose_v(gm: int, lanes: int, positions: int) -> int:
+    """Vectors per register tile: as many as fit next to gm filters, fewer when the positions are few."""
+    vmax = max(1, REGISTER_TILE // gm)
+    best, best_cost = 1, None
+    for v in range(1, vmax + 1):
+        tiles = -(-positions // (lanes * v))
+        # computed positions, with a penalty for short tiles (fewer FMAs per loaded input vector)
+        cost = tiles * lanes * v * (1 + 0.5 / v)
+        if best_cost is None or cost < best_cost - 1e-9:
+            best, best_cost = v, cost
+    return best
+
+
+def _activation(expr: str, act: str, params: tuple, lanes: int) -> str:
+    def b(x):
+        return f"T.Broadcast(T.float32({float(x)!r}), {lanes})"
+    if act == "relu":
+        return f"T.max({expr}, {b(0)})"
+    if act == "clip":
+        lo, hi = params
+        if np.isfinite(lo):
+            expr = f"T.max({expr}, {b(lo)})"
+        if np.isfinite(hi):
+            expr = f"T.min({expr}, {b(hi)})"
+        return expr
+    if act == "leaky_relu":
+        return f"T.Select({expr} >= {b(0)}, {expr}, {expr} * {b(params[0])})"
+    if act == "sigmoid":
+        return f"T.sigmoid({expr})"
+    return expr
+
+
+def lower_sparse_conv3d(node: Node, target) -> Kernel:
+    a = node.attrs
+    x = node.inputs[0]
+    if x.type.dtype != "float32":
+        raise BuildError(f"sparse_conv3d supports float32 only, got {x.type.dtype}: {node}")
+    values, cols = node.inputs[1].data, node.inputs[2].data
+    if values is None or cols is None:
+        raise BuildError(f"sparse_conv3d needs its packed weights as constants with data: {node}")
+    has_res = a.residual
+    has_bias = len(node.inputs) - 3 - int(has_res) == 1
+    if has_res and node.inputs[-1].type.shape != node.output.type.shape:
+        raise BuildError(f"sparse_conv3d residual {node.inputs[-1].type} must have the output's shape: {node}")
+    L = target.vector_lanes
+    r = x.type.rank - 2
+    N, C, D, H, W = to_5d(x.type.shape)
+    KD, KH, KW = _spatial5(a.kernel, 1, r)
+    sd, sh, sw = _spatial5(a.stride, 1, r)
+    dd, dh, dw = _spatial5(a.dilation, 1, r)
+    pb = _spatial5(a.pad[:r], 0, r)
+    pe = _spatial5(a.pad[r:], 0, r)
+    OD, OH, OW = to_5d(node.output.type.shape)[2:]
+    M = a.filters
+    GM, GN = a.group
+    P = len(a.kept)
+    Cp = -(-C // GN) * GN
+    Dp, Hp, Wp = D + pb[0] + pe[0], H + pb[1] + pe[1], W + pb[2] + pe[2]
+    plane, S = Hp * Wp, KD * KH * KW
+    cs, xs = Dp * plane, Cp * Dp * plane
+    oplane = OH * OW
+
+    if sh == 1 and sw == 1:
+        mode = "flat3" if sd == 1 else "flat2"
+        J = ((OD - 1) * plane if mode == "flat3" else 0) + (OH - 1) * Wp + OW
+        V = _choose_v(GM, L, J)
+        TJ = L * V
+        JT = -(-J // TJ)
+        units = N * JT if mode == "flat3" else N * OD * JT
+    else:
+        mode = "rows"
+        V = _choose_v(GM, L, OW)
+        TJ = L * V
+        JT = -(-OW // TJ)
+        units = N * OD * OH * JT
+    cores = max(1, target.num_cores)
+    CH = min(cores, P) if units < 4 * cores else 1
+
+    # build-time arrays: input offset of every kept column, row pointers, order, chunk bounds, output channels
+    q, s = cols // S, cols % S
+    kd, kh, kw = s // (KH * KW), (s // KW) % KH, s % KW
+    off = (q * GN * cs + kd * dd * plane + kh * dh * Wp + kw * dw).astype(np.int32)
+    indptr = np.concatenate([[0], np.cumsum(a.kept)]).astype(np.int32)
+    order = np.asarray(a.order if a.order else range(P), dtype=np.int32)
+    sizes = [P // CH + (i < P % CH) for i in range(CH)]
+    bounds = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int32)
+    outch = np.asarray(a.perm if a.perm else list(range(M)) + [-1] * (P * GM - M), dtype=np.int32)
+    wk = values.reshape(-1).astype(np.float32) if values.size else np.zeros(GN * GM, np.float32)
+    off = off if off.size else np.zeros(1, np.int32)
+
+    # the input tile: base index of the tile's first position, and the stride between positions
+    if mode == "flat3":
+        base = f"n * {xs} + jt * {TJ}"
+        max_base = (N - 1) * xs + (JT - 1) * TJ
+    elif mode == "flat2":
+        base = f"n * {xs} + od * {sd * plane} + jt * {TJ}"
+        max_base = (N - 1) * xs + (OD - 1) * sd * plane + (JT - 1) * TJ
+    else:
+        base = f"n * {xs} + od * {sd * plane} + oh * {sh * Wp} + jt * {TJ * sw}"
+        max_base = (N - 1) * xs + (OD - 1) * sd * plane + (OH - 1) * sh * Wp + (JT - 1) * TJ * sw
+    pstep = 1 if mode != "rows" else sw
+    max_read = max_base + (TJ - 1) * pstep + (Cp - 1) * cs + (KD - 1) * dd * plane + (KH - 1) * dh * Wp + (KW - 1) * dw
+    total = max(N * xs, max_read + 1)
+    slack = total - N * xs
+
+    if mode == "flat3":
+        decode = f"n = t // {JT * CH}\n        jt = t // {CH} % {JT}\n        ch = t % {CH}"
+    elif mode == "flat2":
+        decode = f"n = t // {OD * JT * CH}\n        od = t // {JT * CH} % {OD}\n        jt = t // {CH} % {JT}\n        ch = t % {CH}"
+    else:
+        decode = (f"n = t // {OD * OH * JT * CH}\n        od = t // {OH * JT * CH} % {OD}\n"
+                  f"        oh = t // {JT * CH} % {OH}\n        jt = t // {CH} % {JT}\n        ch = t % {CH}")
+
+    x_index = {3: "xn, xc, xd, xh, xw", 2: "xn, xc, xh, xw", 1: "xn, xc, xw"}[r]
+
+    def value(i_expr: str, vo: int, idx: str, mask: str | None) -> str:
+        e = f"acc[{i_expr}, T.Ramp({vo * L}, 1, {L})]"
+        if has_bias:
+            e = f"({e} + T.Broadcast(bias[oc], {L}))"
+        if has_res:
+            if mask is None:
+                e = f"({e} + rf[T.Ramp({idx}, 1, {L})])"
+            else:
+                e = (f"({e} + T.call_llvm_intrin(\"float32x{L}\", \"llvm.masked.load\", "
+                     f"rf.access_ptr(\"r\", offset={idx}), {mask}, T.Broadcast(T.float32(0), {L})))")
+        return e
+
+    def store(ind: str, idx: str, mask: str | None, vo: int) -> list[str]:
+        """Lines (at indentation ``ind``) storing vector vo of filter row i at flat output index idx."""
+        v = value("i", vo, idx, mask)
+        name = f"val_{len(wb)}"
+        act = _activation(name, a.act, tuple(a.act_params), L)
+        lines = [f"{ind}{name} = {v}"]
+        if mask is None:
+            lines.append(f"{ind}yf[T.Ramp({idx}, 1, {L})] = {act}")
+        else:
+            lines.append(f"{ind}T.evaluate(T.call_llvm_intrin(\"void\", \"llvm.masked.store\", {act}, "
+                         f"yf.access_ptr(\"w\", offset={idx}), {mask}))")
+        return lines
+
+    wb: list[str] = []
+    I8 = " " * 20
+    if mode in ("flat3", "flat2"):
+        nseg = 1 + -(-(L - 1) // Wp)
+        for vo in range(V):
+            wb.append(f"{I8}j0_{vo} = jt * {TJ} + {vo * L}")
+            wb.append(f"{I8}r0_{vo} = j0_{vo} // {Wp}")
+            wb.append(f"{I8}c0_{vo} = j0_{vo} - r0_{vo} * {Wp}")
+
+            def row_ok(R):
+                return f"{R} % {Hp} < {OH} and {R} // {Hp} < {OD}" if mode == "flat3" else f"{R} < {OH}"
+
+            def out_idx(R, col):
+                if mode == "flat3":
+                    return f"ybase + {R} // {Hp} * {oplane} + {R} % {Hp} * {OW} + {col}"
+                return f"ybase + od * {oplane} + {R} * {OW} + {col}"
+            wb.append(f"{I8}if c0_{vo} + {L} <= {OW} and {row_ok(f'r0_{vo}')}:")
+            wb += store(I8 + "    ", out_idx(f"r0_{vo}", f"c0_{vo}"), None, vo)
+            wb.append(f"{I8}else:")
+            for seg in range(nseg):
+                R = f"(r0_{vo} + {seg})"
+                sh_ = f"(j0_{vo} - {R} * {Wp})"
+                mask = f"T.Ramp({sh_}, 1, {L}) >= T.Broadcast(0, {L}) and T.Ramp({sh_}, 1, {L}) < T.Broadcast({OW}, {L})"
+                wb.append(f"{I8}    if {row_ok(R)}:")
+                wb += store(I8 + "        ", out_idx(R, sh_), f"({mask})", vo)
+    else:
+        for vo in range(V):
+            ow0 = f"(jt * {TJ} + {vo * L})"
+            idx = f"ybase + od * {oplane} + oh * {OW} + {ow0}"
+            wb.append(f"{I8}if {ow0} + {L} <= {OW}:")
+            wb += store(I8 + "    ", idx, None, vo)
+            wb.append(f"{I8}elif {ow0} < {OW}:")
+            wb += store(I8 + "    ", idx, f"(T.Ramp({ow0}, 1, {L}) < T.Broadcast({OW}, {L}))", vo)
+
+    params = [f"x: T.Buffer({tuple(x.type.shape)}, \"float32\")",
+              f"wk: T.Buffer(({wk.size},), \"float32\")", f"off: T.Buffer(({off.size},), \"int32\")",
+              f"indptr: T.Buffer(({P + 1},), \"int32\")", f"order: T.Buffer(({P},), \"int32\")",
+              f"bounds: T.Buffer(({CH + 1},), \"int32\")", f"outch: T.Buffer(({P * GM},), \"int32\")"]
+    if has_bias:
+        params.append(f"bias: T.Buffer(({M},), \"float32\")")
+    if has_res:
+        params.append(f"res: T.Buffer({tuple(node.output.type.shape)}, \"float32\")")
+    params.append(f"y: T.Buffer({tuple(node.output.type.shape)}, \"float32\")")
+    ysize = int(np.prod(node.output.type.shape))
+    # the padded input row (n, c, d', h') as a vector over w'
+    # (inlined, not let-bound: a let inside a vectorized loop would be evaluated for lane 0 only)
+    xc, dq = f"(rw // {Dp} % {Cp})", f"(rw % {Dp})"
+    sub = {"xn": f"rw // {Cp * Dp}", "xc": f"T.min({xc}, {C - 1})", "xd": f"T.max(T.min({dq} - {pb[0]}, {D - 1}), 0)",
+           "xh": f"T.max(T.min(hp - {pb[1]}, {H - 1}), 0)", "xw": f"T.max(T.min(wp - {pb[2]}, {W - 1}), 0)"}
+    in_range = " and ".join([f"{xc} < {C}", f"{dq} >= {pb[0]}", f"{dq} < {pb[0] + D}",
+                             f"hp >= {pb[1]}", f"hp < {pb[1] + H}", f"wp >= {pb[2]}", f"wp < {pb[2] + W}"])
+    res_alias = f'    rf = T.decl_buffer(({ysize},), "float32", data=res.data)' if has_res else ""
+    wb_text = "\n".join(wb)
+    x_load = ", ".join(sub[k.strip()] for k in x_index.split(","))
+    zero_slack = (f"    for e in range({slack}):\n        xp[{N * xs} + e] = T.float32(0)\n" if slack > 0 else "")
+    src = f'''
+@T.prim_func
+def main({", ".join(params)}):
+    T.func_attr({{"tirx.noalias": True, "global_symbol": "main"}})
+    yf = T.decl_buffer(({ysize},), "float32", data=y.data)
+{res_alias}
+    xp = T.alloc_buffer(({total},), "float32")
+    for rw in T.parallel({N * Cp * Dp}):
+        for hp in range({Hp}):
+            for wp in T.vectorized({Wp}):
+                xp[rw * {plane} + hp * {Wp} + wp] = T.if_then_else({in_range}, x[{x_load}], T.float32(0))
+{zero_slack}    for t in T.parallel({units * CH}):
+        {decode}
+        acc = T.decl_buffer(({GM}, {TJ}), "float32", scope="local")
+        for kk in range(bounds[ch], bounds[ch + 1]):
+            k = order[kk]
+            for i in T.unroll({GM}):
+                for v in T.vectorized({TJ}):
+                    acc[i, v] = T.float32(0)
+            for b in range(indptr[k], indptr[k + 1]):
+                for c in T.unroll({GN}):
+                    for i in T.unroll({GM}):
+                        for vo in T.unroll({V}):
+                            for vi in T.vectorized({L}):
+                                acc[i, vo * {L} + vi] = acc[i, vo * {L} + vi] + wk[(b * {GN} + c) * {GM} + i] * xp[{base} + off[b] + c * {cs} + (vo * {L} + vi) * {pstep}]
+            for i in range({GM}):
+                oc = outch[k * {GM} + i]
+                if oc >= 0:
+                    ybase = (n * {M} + oc) * {OD * oplane}
+{wb_text}
+'''
+    import tvm
+    try:
+        func = tvm.script.from_source(src)
+    except Exception as e:  # a generator bug, not a user error: keep the source for the report
+        raise BuildError(f"sparse_conv3d kernel generation failed for {node}: {e}\n{src}") from None
+    args = [x, wk, off, indptr, order, bounds, outch]
+    if has_bias:
+        args.append(node.inputs[3])
+    if has_res:
+        args.append(node.inputs[-1])
+    dens = sum(a.kept) / max(1, P * -(-C // GN) * S)
+    impl = (f"sparse_conv3d.{mode}({a.sparsity or 'kgs'}, group={GM}x{GN}, kept={dens:.0%}, "
+            f"tile={GM}x{V}x{L}{', chunks=' + str(CH) if CH > 1 else ''})")
+    return Kernel(func, args, impl)
