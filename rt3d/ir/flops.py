@@ -13,14 +13,15 @@ from .graph import Graph, Node
 def node_macs(node: Node) -> int:
     if node.op == "conv3d":
         w = node.inputs[1].type.shape
-        return int(np.prod(node.output.type.shape, dtype=np.int64)) * int(np.prod(w[1:], dtype=np.int64))
-    if node.op == "sparse_conv3d":  # the kept weights only
-        from .sparsity import block_macs
+        out = node.output.type.shape
+        spatial = out[2:-1] if node.attrs.out_block else out[2:]  # blocked outputs count real channels only
+        positions = out[0] * int(np.prod(spatial, dtype=np.int64))
+        return positions * w[0] * int(np.prod(w[1:], dtype=np.int64))
+    if node.op == "sparse_conv3d":  # kept MACs: the nonzero weights of the packed array, applied per position
         a = node.attrs
-        s = int(np.prod(a.kernel, dtype=np.int64))
-        cols = node.inputs[2].data
-        per = (block_macs(cols, a.kept, tuple(a.group), a.filters, node.inputs[0].type.shape[1], s)
-               if cols is not None else sum(a.kept) * a.group[0] * a.group[1])
+        values = node.inputs[1]
+        per = (int(np.count_nonzero(values.data)) if values.data is not None
+               else int(np.prod(values.type.shape, dtype=np.int64)))
         return int(np.prod(node.output.type.shape[2:], dtype=np.int64)) * node.output.type.shape[0] * per
     if node.op == "dense":
         return int(np.prod(node.output.type.shape, dtype=np.int64)) * node.inputs[0].type.shape[1]

@@ -109,8 +109,10 @@ def detect(w: np.ndarray, min_pruned: float = 0.1, tolerance: float = 0.02,
         return None
     if _explains(w, Sparsity("filter"), zeros, tolerance):
         return Sparsity("filter")
+    m, n = w.shape[:2]
+    fitting = [g for g in groups if g[0] <= m and g[1] <= n]  # larger groups are indistinguishable from these
     for scheme in ("vanilla", "kgs"):
-        for g in sorted(groups, key=lambda g: (-g[0] * g[1], -g[0])):
+        for g in sorted(fitting, key=lambda g: (-g[0] * g[1], -g[0])):
             sp = Sparsity(scheme, g)
             if _explains(w, sp, zeros, tolerance):
                 return sp
@@ -152,7 +154,7 @@ def pack(w: np.ndarray, group: tuple[int, int], perm: tuple[int, ...] = ()) -> P
     gm, gn = group
     m = w.shape[0]
     p = -(-m // gm)
-    rows = list(perm) if perm else list(range(m))
+    rows = [f for f in perm if f >= 0] if perm else list(range(m))  # (a packed perm lists padding rows as -1)
     if sorted(rows) != list(range(m)):
         raise ValueError(f"perm must be a permutation of the {m} filters")
     rows += [-1] * (p * gm - m)

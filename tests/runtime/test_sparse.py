@@ -1,0 +1,137 @@
+"""Sparse builds: the sparse_conv3d kernels equal the dense build of the same masked weights (all three schemes,
+several group sizes, random masks and conv shapes), and whole pruned models run with the sparse kernels."""
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from onnx import helper
+
+import rt3d
+from rt3d.ir.sparsity import Sparsity, random_mask
+from rt3d.targets import get_target
+from tests.helpers import assert_close, make_model, ort_run
+
+DENSE = "fold-constants,fold-bn,fuse,block-layout{block=%d},dce"
+
+
+def conv_net(rng, cin, cout, k, stride, pad, dil, shape, sp, density, bias, act, residual):
+    """Conv (+ bias) (+ residual add) (+ activation) as ONNX, the conv weight pruned with ``sp``."""
+    w = rng.standard_normal((cout, cin) + k) * (2.0 / (cin * np.prod(k))) ** 0.5
+    w = (w * random_mask(w.shape, sp, density, rng)).astype(np.float32)
+    inits = {"w": w}
+    ins = ["x", "w"]
+    if bias:
+        inits["b"] = rng.standard_normal(cout).astype(np.float32)
+        ins.append("b")
+    nodes = [helper.make_node("Conv", ins, ["c"], kernel_shape=list(k), strides=list(stride), pads=list(pad),
+                              dilations=list(dil))]
+    out_sp = [(shape[2 + i] + pad[i] + pad[3 + i] - dil[i] * (k[i] - 1) - 1) // stride[i] + 1 for i in range(3)]
+    inputs = {"x": shape}
+    last = "c"
+    if residual:
+        inputs["r"] = (shape[0], cout, *out_sp)
+        nodes.append(helper.make_node("Add", ["c", "r"], ["s"]))
+        last = "s"
+    if act == "relu":
+        nodes.append(helper.make_node("Relu", [last], ["y"]))
+    elif act == "leaky":
+        nodes.append(helper.make_node("LeakyRelu", [last], ["y"], alpha=0.1))
+    else:
+        nodes.append(helper.make_node("Identity", [last], ["y"]))
+    return make_model(nodes, inputs, ["y"], inits), inputs
+
+
+def sparse_impls(mod) -> list[str]:
+    return [layer.impl for layer in mod.layers if layer.op == "sparse_conv3d"]
+
+
+@st.composite
+def sparse_case(draw):
+    scheme = draw(st.sampled_from(["kgs", "vanilla", "filter"]))
+    group = draw(st.sampled_from([(8, 4), (4, 4), (4, 2), (8, 8)]))
+    cin = draw(st.integers(3, 20))
+    cout = draw(st.integers(1, 20))
+    k = tuple(draw(st.sampled_from([1, 2, 3])) for _ in range(3))
+    stride = tuple(draw(st.sampled_from([1, 1, 2])) for _ in range(3))
+    dil = tuple(draw(st.sampled_from([1, 1, 2])) for _ in range(3))
+    pad = tuple(draw(st.integers(0, 2)) for _ in range(6))
+    shape = (draw(st.integers(1, 2)), cin, draw(st.integers(1, 6)), draw(st.integers(1, 9)), draw(st.integers(1, 20)))
+    out = [(shape[2 + i] + pad[i] + pad[3 + i] - dil[i] * (k[i] - 1) - 1) // stride[i] + 1 for i in range(3)]
+    if min(out) < 1:
+        return None
+    return dict(sp=Sparsity(scheme, group), density=draw(st.sampled_from([0.1, 0.3, 0.6])), cin=cin, cout=cout, k=k,
+                stride=stride, pad=pad, dil=dil, shape=shape, bias=draw(st.booleans()),
+                act=draw(st.sampled_from(["none", "relu", "leaky"])), residual=draw(st.booleans()),
+                seed=draw(st.integers(0, 2**31)))
+
+
+@settings(max_examples=25, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
+@given(sparse_case())
+def test_sparse_build_equals_dense_build_of_the_masked_weights(case):
+    if case is None:
+        return
+    rng = np.random.default_rng(case["seed"])
+    model, inputs = conv_net(rng, case["cin"], case["cout"], case["k"], case["stride"], case["pad"], case["dil"],
+                             case["shape"], case["sp"], case["density"], case["bias"], case["act"], case["residual"])
+    feeds = {n: rng.standard_normal(s).astype(np.float32) for n, s in inputs.items()}
+    lanes = get_target("host").vector_lanes
+    graph = rt3d.import_onnx(model)  # annotated as the pruning stage does (detection is tested on its own)
+    for node in graph.nodes:
+        if node.op == "conv3d":
+            node.attrs = replace(node.attrs, sparsity=str(case["sp"]))
+    sparse = rt3d.build(graph, passes=get_target("host").default_passes().replace(
+        "eliminate-kgs-columns", "eliminate-kgs-columns{max_density=1.0}"))
+    dense = rt3d.build(model, passes=DENSE % lanes)
+    assert sparse_impls(sparse), f"no sparse kernel ran for {case}: {[layer.impl for layer in sparse.layers]}"
+    assert not sparse_impls(dense)
+    got = sparse.run(*feeds.values())
+    want = dense.run(*feeds.values())
+    assert_close(got, want, rtol=1e-4, what=f"sparse vs dense build for {case}")
+
+
+@pytest.mark.parametrize("lanes", [4, 8])
+def test_sparse_kernel_at_other_vector_widths(lanes):
+    """NEON has 4 lanes, AVX2 8: the same kernel family at those widths (run here with the host's LLVM)."""
+    host = get_target("host")
+    narrow = replace(host, vector_lanes=lanes)
+    rng = np.random.default_rng(lanes)
+    model, inputs = conv_net(rng, 12, 16, (3, 3, 3), (1, 1, 1), (1,) * 6, (1, 1, 1), (1, 12, 4, 7, 9),
+                             Sparsity("kgs", (8, 4)), 0.4, True, "relu", True)
+    feeds = {n: rng.standard_normal(s).astype(np.float32) for n, s in inputs.items()}
+    mod = rt3d.build(model, target=narrow)
+    assert any(f"x{lanes})" in impl for impl in sparse_impls(mod)), sparse_impls(mod)
+    assert_close(mod.run(*feeds.values()), ort_run(model, feeds)[0], rtol=1e-4)
+
+
+@pytest.mark.parametrize("name,scheme,rate", [("c3d_small", "kgs(8x4)", 2.0), ("r2plus1d_small", "kgs(4x4)", 2.5),
+                                              ("r2plus1d_small", "vanilla(8x4)", 2.0), ("c3d_small", "filter", 1.5)])
+def test_pruned_zoo_model_runs_sparse_and_matches_onnxruntime(name, scheme, rate):
+    from rt3d.models import export_onnx, get_model
+    from rt3d.models.sparse import sparsify
+    model, shape = get_model(name)
+    pruned, rates = sparsify(export_onnx(model, shape), scheme, rate, seed=1, min_channels=4)
+    assert rates and all(r.density < 1 for r in rates)
+    x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
+    mod = rt3d.build(pruned)
+    impls = sparse_impls(mod)
+    assert len(impls) >= len(rates) - 1, [layer.impl for layer in mod.layers]  # the densest may stay dense
+    # detection names the coarsest scheme the zeros follow: a KGS mask of a 1x1x1 conv is also a Vanilla one
+    coarser = {"kgs": ("kgs", "vanilla", "filter"), "vanilla": ("vanilla", "filter"), "filter": ("filter",)}
+    assert all(any("(" + s in impl for s in coarser[scheme.split("(")[0]]) for impl in impls), impls
+    assert_close(mod.run(x), ort_run(pruned, {pruned.graph.input[0].name: x})[0], rtol=1e-4)
+    # the report counts MACs exactly: every nonzero weight of a sparse layer once per output position, every
+    # weight of a layer that stayed dense
+    from onnx import numpy_helper
+    weights = {i.name: numpy_helper.to_array(i) for i in pruned.graph.initializer}
+    convs = [n for n in rt3d.import_onnx(pruned).nodes if n.op == "conv3d"]
+    built = [layer for layer in mod.layers if layer.op in ("conv3d", "sparse_conv3d")]
+    assert len(convs) == len(built)
+    for node in convs:
+        layer = next(layer for layer in built if layer.node.endswith("# " + node.name))
+        w = weights[node.inputs[1].name]
+        per = np.count_nonzero(w) if layer.op == "sparse_conv3d" else w.size
+        assert layer.macs == per * int(np.prod(node.output.type.shape[2:])), layer.node
