@@ -43,6 +43,27 @@ def rt3d_engine(onnx_path: Path, module, shape) -> Prepared:
                               "threads": os.environ.get("TVM_NUM_THREADS"), "module": mod})
 
 
+# the paper's whole-model FLOPs reductions (DESIGN.md, performance protocol); random masks at one density for every
+# conv with >= 16 input channels (stems stay dense), chosen to reach the rate: rt3d.models.sparse.sparsify
+SPARSE_RATES = {"c3d": 3.6, "r2plus1d_18": 3.2, "s3d": 2.1}
+
+
+def _rt3d_sparse(scheme: str) -> Callable:
+    def engine(onnx_path: Path, module, shape) -> Prepared:
+        import rt3d
+        from rt3d.models.sparse import sparsify
+        stem = Path(onnx_path).stem  # small test models: 2x, pruning every conv with >= 4 input channels
+        rate = SPARSE_RATES.get(stem, 2.0)
+        pruned, rates = sparsify(onnx_path, scheme, rate, seed=0, min_channels=16 if stem in SPARSE_RATES else 4)
+        mod = rt3d.build(pruned, target="host")
+        kept = sum(layer.macs for layer in mod.layers)
+        return Prepared(mod.run, {"version": rt3d.__version__, "precision": "f32", "sparsity": scheme,
+                                  "flops_reduction": rate, "layer_density": round(rates[0].density, 4),
+                                  "pruned_layers": len(rates), "kept_macs": kept, "pruned": True,
+                                  "threads": os.environ.get("TVM_NUM_THREADS"), "module": mod})
+    return engine
+
+
 def torch_engine(onnx_path: Path, module, shape) -> Prepared:
     import torch
     torch.set_num_threads(cores())
@@ -136,4 +157,7 @@ ENGINES: dict[str, Callable] = {
     "mnn": mnn_engine,
     "tvm-relax": tvm_relax_engine,
     "openvino-default": openvino_default_engine,
+    # the same models pruned at random (a different model: no output comparison with the dense engines)
+    "rt3d-kgs": _rt3d_sparse("kgs(8x4)"),
+    "rt3d-vanilla": _rt3d_sparse("vanilla(8x4)"),
 }

@@ -19,7 +19,7 @@ def bench_module(monkeypatch):
 
 def test_peer_benchmark_harness_on_a_small_model(tmp_path, bench_module):
     out = tmp_path / "results"
-    rc = bench_module.main(["--models", "r2plus1d_small", "--engines", "rt3d,onnxruntime,pytorch",
+    rc = bench_module.main(["--models", "r2plus1d_small", "--engines", "rt3d,onnxruntime,pytorch,rt3d-kgs",
                             "--rounds", "2", "--warmup", "1", "--out", str(out), "--cache", str(tmp_path / "cache")])
     assert rc == 0
     res = json.loads((out / "peer.json").read_text())
@@ -30,6 +30,7 @@ def test_peer_benchmark_harness_on_a_small_model(tmp_path, bench_module):
     assert m["engines"]["rt3d"]["layers"] and res["fma_peak"]["gflops"] > 0
     table = (out / "peer.md").read_text()
     assert "| r2plus1d_small" in table and "rt3d conv layers" in table
+    assert "Pruned models" in table and m["engines"]["rt3d-kgs"]["info"]["flops_reduction"] == 2.0
     assert bench_module.main(["--report-only", "--out", str(out)]) == 0
 
 

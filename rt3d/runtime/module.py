@@ -25,6 +25,7 @@ class LayerTime:
     impl: str
     ms: float
     macs: int
+    node: str = ""  # the IR node's text (ends with "# <source node name>")
 
     @property
     def gflops(self) -> float:
@@ -186,7 +187,7 @@ class Module:
             args.append(tvm.runtime.empty(layer.out_shape, "float32", dev))
             f = lib.time_evaluator(layer.kernel, dev, number=1, repeat=repeat, min_repeat_ms=20)
             ms = float(np.median(f(*args).results)) * 1e3
-            times.append(LayerTime(layer.kernel, layer.op, layer.impl, ms, layer.macs))
+            times.append(LayerTime(layer.kernel, layer.op, layer.impl, ms, layer.macs, layer.node))
         return times
 
     def _kernel_library(self):
