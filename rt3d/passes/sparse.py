@@ -52,6 +52,10 @@ def best_packing(w: np.ndarray, group: tuple[int, int], perm: tuple[int, ...] = 
     return packed, macs, "filter order kept"
 
 
+def a_stride(node) -> tuple[int, ...]:
+    return tuple(node.attrs.stride[-2:])
+
+
 def _sparse_weight_ok(node) -> str:
     """Why a conv3d cannot be made sparse ('' if it can)."""
     a = node.attrs
@@ -96,6 +100,18 @@ class EliminateKgsColumns(Pass):
     name: ClassVar[str] = "eliminate-kgs-columns"
     max_density: float = 0.85  # above this share of kept MACs the dense kernel is faster: keep it
     filter_group: str = "8x4"  # packing group for Filter sparsity (which has no group of its own)
+    cost_model: bool = True  # also keep layers the sparse kernel is predicted to run slower than dense
+
+    @staticmethod
+    def predicted_speedup(node, packed, density: float) -> float:
+        """Dense time / sparse time predicted from the per-layer measurements of bench/results/peer.json: the sparse
+        kernel reaches about 0.6 of the dense kernel's GFLOP/s when a row block keeps >= 64 columns, less in
+        proportion below that (the tile's zeroing and write-back are paid per row block), and about 0.15 with a
+        spatial stride (strided vector loads)."""
+        eff = 0.6 * min(1.0, (sum(packed.kept) / max(1, len(packed.kept))) / 64)
+        if any(s > 1 for s in node.attrs.stride[-2:]):
+            eff = min(eff, 0.15)
+        return eff / max(density, 1e-9)
 
     def apply(self, graph: Graph, report: PassReport) -> Graph:
         done = 0
@@ -111,6 +127,12 @@ class EliminateKgsColumns(Pass):
             dens = macs / (w[0].size * w.shape[0])
             if not why and dens > self.max_density:
                 why = f"{dens:.0%} of the MACs are kept (> max_density {self.max_density:.0%}): dense is faster"
+            if not why and self.cost_model:
+                gain = self.predicted_speedup(node, packed, dens)
+                if gain < 1.1:
+                    why = (f"predicted {gain:.2f}x over dense at {dens:.0%} kept MACs "
+                           f"({sum(packed.kept) / len(packed.kept):.0f} columns per row block"
+                           f"{', spatial stride' if any(v > 1 for v in a_stride(node)) else ''}): dense is faster")
             if why:
                 report.note(f"kept %{node.output.name} dense: {why}")
                 continue

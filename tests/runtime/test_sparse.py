@@ -18,6 +18,13 @@ from tests.helpers import assert_close, make_model, ort_run
 DENSE = "fold-constants,fold-bn,fuse,block-layout{block=%d},dce"
 
 
+def always_sparse(target="host") -> str:
+    """The target's pipeline with the sparse kernel forced on every annotated layer (no density or cost cut-off),
+    so the tests exercise it on small layers too."""
+    return get_target(target).default_passes().replace(
+        "eliminate-kgs-columns", "eliminate-kgs-columns{max_density=1.0,cost_model=false}")
+
+
 def conv_net(rng, cin, cout, k, stride, pad, dil, shape, sp, density, bias, act, residual):
     """Conv (+ bias) (+ residual add) (+ activation) as ONNX, the conv weight pruned with ``sp``."""
     w = rng.standard_normal((cout, cin) + k) * (2.0 / (cin * np.prod(k))) ** 0.5
@@ -83,8 +90,7 @@ def test_sparse_build_equals_dense_build_of_the_masked_weights(case):
     for node in graph.nodes:
         if node.op == "conv3d":
             node.attrs = replace(node.attrs, sparsity=str(case["sp"]))
-    sparse = rt3d.build(graph, passes=get_target("host").default_passes().replace(
-        "eliminate-kgs-columns", "eliminate-kgs-columns{max_density=1.0}"))
+    sparse = rt3d.build(graph, passes=always_sparse())
     dense = rt3d.build(model, passes=DENSE % lanes)
     assert sparse_impls(sparse), f"no sparse kernel ran for {case}: {[layer.impl for layer in sparse.layers]}"
     assert not sparse_impls(dense)
@@ -102,7 +108,7 @@ def test_sparse_kernel_at_other_vector_widths(lanes):
     model, inputs = conv_net(rng, 12, 16, (3, 3, 3), (1, 1, 1), (1,) * 6, (1, 1, 1), (1, 12, 4, 7, 9),
                              Sparsity("kgs", (8, 4)), 0.4, True, "relu", True)
     feeds = {n: rng.standard_normal(s).astype(np.float32) for n, s in inputs.items()}
-    mod = rt3d.build(model, target=narrow)
+    mod = rt3d.build(model, target=narrow, passes=always_sparse(narrow))
     assert any(f"x{lanes})" in impl for impl in sparse_impls(mod)), sparse_impls(mod)
     assert_close(mod.run(*feeds.values()), ort_run(model, feeds)[0], rtol=1e-4)
 
@@ -116,7 +122,7 @@ def test_pruned_zoo_model_runs_sparse_and_matches_onnxruntime(name, scheme, rate
     pruned, rates = sparsify(export_onnx(model, shape), scheme, rate, seed=1, min_channels=4)
     assert rates and all(r.density < 1 for r in rates)
     x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
-    mod = rt3d.build(pruned)
+    mod = rt3d.build(pruned, passes=always_sparse())
     impls = sparse_impls(mod)
     assert len(impls) >= len(rates) - 1, [layer.impl for layer in mod.layers]  # the densest may stay dense
     # detection names the coarsest scheme the zeros follow: a KGS mask of a 1x1x1 conv is also a Vanilla one
@@ -135,3 +141,16 @@ def test_pruned_zoo_model_runs_sparse_and_matches_onnxruntime(name, scheme, rate
         w = weights[node.inputs[1].name]
         per = np.count_nonzero(w) if layer.op == "sparse_conv3d" else w.size
         assert layer.macs == per * int(np.prod(node.output.type.shape[2:])), layer.node
+
+
+def test_cost_model_keeps_layers_the_sparse_kernel_would_slow_down():
+    """A strided conv and a conv with few kept columns per row block stay dense; a long reduction goes sparse."""
+    rng = np.random.default_rng(5)
+    cases = [((64, 64, (1, 3, 3), (1, 2, 2), (0, 1, 1, 0, 1, 1)), False),  # spatial stride
+             ((16, 32, (1, 1, 1), (1, 1, 1), (0,) * 6), False),  # 4 column blocks x 1 position
+             ((64, 64, (3, 3, 3), (1, 1, 1), (1,) * 6), True)]  # 16 x 27 columns, 30% kept
+    for (cin, cout, k, stride, pad), sparse in cases:
+        model, _ = conv_net(rng, cin, cout, k, stride, pad, (1, 1, 1), (1, cin, 4, 12, 12),
+                            Sparsity("kgs", (8, 4)), 0.3, True, "relu", False)
+        g = rt3d.passes.run_pipeline(rt3d.import_onnx(model), get_target("host").default_passes())
+        assert ("sparse_conv3d" in g.ops()) == sparse, (k, stride, g.ops())
