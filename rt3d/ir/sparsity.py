@@ -198,6 +198,12 @@ def unpack(values: np.ndarray, cols: np.ndarray, kept: tuple[int, ...], perm: tu
     return w.reshape(wshape)
 
 
+def chunk_sizes(blocks: int, chunks: int) -> list[int]:
+    """How many of ``blocks`` row blocks each of ``chunks`` contiguous thread chunks takes (the first ones one more)."""
+    chunks = max(1, min(chunks, blocks))
+    return [blocks // chunks + (i < blocks % chunks) for i in range(chunks)]
+
+
 def block_macs(kept_cols: np.ndarray, kept: tuple[int, ...], group: tuple[int, int], m: int, n: int,
                s: int) -> int:
     """Weights applied per output position by a packed weight, counting partial edge groups exactly."""

@@ -19,7 +19,7 @@ import numpy as np
 
 from ..ir import Graph
 from ..ir.ops import SparseConvAttrs
-from ..ir.sparsity import Sparsity, block_macs, detect, pack, unpack
+from ..ir.sparsity import Packed, Sparsity, block_macs, chunk_sizes, detect, pack, unpack
 from .base import Pass, PassReport, register_pass
 
 
@@ -37,7 +37,7 @@ def _pattern_perm(w: np.ndarray, group: tuple[int, int]) -> tuple[int, ...] | No
     return None if perm == tuple(range(m)) else perm
 
 
-def best_packing(w: np.ndarray, group: tuple[int, int], perm: tuple[int, ...] = ()) -> tuple[object, int, str]:
+def best_packing(w: np.ndarray, group: tuple[int, int], perm: tuple[int, ...] = ()) -> tuple[Packed, int, str]:
     """The packing of ``w`` (with ``perm``, or with filters regrouped by pattern when that computes fewer MACs),
     its MACs per output position, and what was done."""
     s = int(np.prod(w.shape[2:]))
@@ -52,8 +52,8 @@ def best_packing(w: np.ndarray, group: tuple[int, int], perm: tuple[int, ...] = 
     return packed, macs, "filter order kept"
 
 
-def a_stride(node) -> tuple[int, ...]:
-    return tuple(node.attrs.stride[-2:])
+def _spatially_strided(node) -> bool:
+    return any(v > 1 for v in node.attrs.stride[-2:])
 
 
 def _sparse_weight_ok(node) -> str:
@@ -109,7 +109,7 @@ class EliminateKgsColumns(Pass):
         proportion below that (the tile's zeroing and write-back are paid per row block), and about 0.15 with a
         spatial stride (strided vector loads)."""
         eff = 0.6 * min(1.0, (sum(packed.kept) / max(1, len(packed.kept))) / 64)
-        if any(s > 1 for s in node.attrs.stride[-2:]):
+        if _spatially_strided(node):
             eff = min(eff, 0.15)
         return eff / max(density, 1e-9)
 
@@ -132,7 +132,7 @@ class EliminateKgsColumns(Pass):
                 if gain < 1.1:
                     why = (f"predicted {gain:.2f}x over dense at {dens:.0%} kept MACs "
                            f"({sum(packed.kept) / len(packed.kept):.0f} columns per row block"
-                           f"{', spatial stride' if any(v > 1 for v in a_stride(node)) else ''}): dense is faster")
+                           f"{', spatial stride' if _spatially_strided(node) else ''}): dense is faster")
             if why:
                 report.note(f"kept %{node.output.name} dense: {why}")
                 continue
@@ -158,11 +158,10 @@ class EliminateKgsColumns(Pass):
 def _balanced_order(kept: tuple[int, ...], cols: list[set], threads: int) -> tuple[int, ...]:
     """Row blocks dealt to ``threads`` contiguous chunks of (nearly) equal kept work, each chunk ordered so that
     consecutive blocks share as many columns as possible."""
-    p = len(kept)
-    chunks: list[list[int]] = [[] for _ in range(max(1, min(threads, p)))]
+    sizes = chunk_sizes(len(kept), threads)
+    chunks: list[list[int]] = [[] for _ in sizes]
     work = [0] * len(chunks)
-    sizes = [p // len(chunks) + (i < p % len(chunks)) for i in range(len(chunks))]
-    for b in sorted(range(p), key=lambda i: -kept[i]):  # longest first into the least-loaded open chunk
+    for b in sorted(range(len(kept)), key=lambda i: -kept[i]):  # longest first into the least-loaded open chunk
         c = min((i for i in range(len(chunks)) if len(chunks[i]) < sizes[i]), key=lambda i: work[i])
         chunks[c].append(b)
         work[c] += kept[b]
@@ -204,9 +203,8 @@ class ReorderKernelGroups(Pass):
                 col_sets.append(set(packed.cols[b:b + k].tolist()))
                 b += k
             order = _balanced_order(packed.kept, col_sets, self.threads)
-            if packed.values is not values.data or packed.cols is not cols.data:
-                node.inputs = [node.inputs[0], graph.add_const(values.name, packed.values),
-                               graph.add_const(cols.name, packed.cols)] + node.inputs[3:]
+            node.inputs = [node.inputs[0], graph.add_const(values.name, packed.values),
+                           graph.add_const(cols.name, packed.cols)] + node.inputs[3:]
             node.attrs = replace(a, kept=packed.kept, perm=packed.perm, order=order)
             graph.retype(node)
             report.note(f"%{node.output.name}: {how}; row blocks ordered for {self.threads} thread chunk(s)"
@@ -218,11 +216,8 @@ class ReorderKernelGroups(Pass):
     def _balance(order, kept, threads) -> str:
         if threads <= 1 or len(order) < 2:
             return ""
-        p = len(order)
-        chunks = min(threads, p)
-        sizes = [p // chunks + (i < p % chunks) for i in range(chunks)]
         work, i = [], 0
-        for sz in sizes:
+        for sz in chunk_sizes(len(order), threads):
             work.append(sum(kept[b] for b in order[i:i + sz]))
             i += sz
         return f" (work per chunk {min(work)}..{max(work)} columns)"

@@ -17,17 +17,15 @@ its own kept columns ``indptr[k] .. indptr[k+1]``. Layout and loop nest (the rec
 from __future__ import annotations
 
 import numpy as np
+import tvm
 
 from ...errors import BuildError
 from ...ir import Node
 from ..base import Kernel
-from .common import to_5d
+from ...ir.sparsity import chunk_sizes
+from .common import spatial_5d, to_5d
 
 REGISTER_TILE = 24  # accumulators (vector registers) of the micro-kernel; AVX-512 and NEON both have 32
-
-
-def _spatial5(v, fill, r):
-    return (fill,) * (3 - r) + tuple(v)
 
 
 def _choose_v(gm: int, lanes: int, positions: int) -> int:
@@ -77,11 +75,11 @@ def lower_sparse_conv3d(node: Node, target) -> Kernel:
     L = target.vector_lanes
     r = x.type.rank - 2
     N, C, D, H, W = to_5d(x.type.shape)
-    KD, KH, KW = _spatial5(a.kernel, 1, r)
-    sd, sh, sw = _spatial5(a.stride, 1, r)
-    dd, dh, dw = _spatial5(a.dilation, 1, r)
-    pb = _spatial5(a.pad[:r], 0, r)
-    pe = _spatial5(a.pad[r:], 0, r)
+    KD, KH, KW = spatial_5d(a.kernel, 1, r)
+    sd, sh, sw = spatial_5d(a.stride, 1, r)
+    dd, dh, dw = spatial_5d(a.dilation, 1, r)
+    pb = spatial_5d(a.pad[:r], 0, r)
+    pe = spatial_5d(a.pad[r:], 0, r)
     OD, OH, OW = to_5d(node.output.type.shape)[2:]
     M = a.filters
     GM, GN = a.group
@@ -114,8 +112,7 @@ def lower_sparse_conv3d(node: Node, target) -> Kernel:
     off = (q * GN * cs + kd * dd * plane + kh * dh * Wp + kw * dw).astype(np.int32)
     indptr = np.concatenate([[0], np.cumsum(a.kept)]).astype(np.int32)
     order = np.asarray(a.order if a.order else range(P), dtype=np.int32)
-    sizes = [P // CH + (i < P % CH) for i in range(CH)]
-    bounds = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int32)
+    bounds = np.concatenate([[0], np.cumsum(chunk_sizes(P, CH))]).astype(np.int32)
     outch = np.asarray(a.perm if a.perm else list(range(M)) + [-1] * (P * GM - M), dtype=np.int32)
     wk = values.reshape(-1).astype(np.float32) if values.size else np.zeros(GN * GM, np.float32)
     off = off if off.size else np.zeros(1, np.int32)
@@ -143,10 +140,11 @@ def lower_sparse_conv3d(node: Node, target) -> Kernel:
         decode = (f"n = t // {OD * OH * JT * CH}\n        od = t // {OH * JT * CH} % {OD}\n"
                   f"        oh = t // {JT * CH} % {OH}\n        jt = t // {CH} % {JT}\n        ch = t % {CH}")
 
-    x_index = {3: "xn, xc, xd, xh, xw", 2: "xn, xc, xh, xw", 1: "xn, xc, xw"}[r]
+    x_index = {3: ("xn", "xc", "xd", "xh", "xw"), 2: ("xn", "xc", "xh", "xw"), 1: ("xn", "xc", "xw")}[r]
 
-    def value(i_expr: str, vo: int, idx: str, mask: str | None) -> str:
-        e = f"acc[{i_expr}, T.Ramp({vo * L}, 1, {L})]"
+    def value(vo: int, idx: str, mask: str | None) -> str:
+        """Vector vo of filter row i after the epilogue's bias and residual."""
+        e = f"acc[i, T.Ramp({vo * L}, 1, {L})]"
         if has_bias:
             e = f"({e} + T.Broadcast(bias[oc], {L}))"
         if has_res:
@@ -159,7 +157,7 @@ def lower_sparse_conv3d(node: Node, target) -> Kernel:
 
     def store(ind: str, idx: str, mask: str | None, vo: int) -> list[str]:
         """Lines (at indentation ``ind``) storing vector vo of filter row i at flat output index idx."""
-        v = value("i", vo, idx, mask)
+        v = value(vo, idx, mask)
         name = f"val_{len(wb)}"
         act = _activation(name, a.act, tuple(a.act_params), L)
         lines = [f"{ind}{name} = {v}"]
@@ -173,19 +171,20 @@ def lower_sparse_conv3d(node: Node, target) -> Kernel:
     wb: list[str] = []
     I8 = " " * 20
     if mode in ("flat3", "flat2"):
-        nseg = 1 + -(-(L - 1) // Wp)
+        # padded row R of the flattened volume holds output row R % H' of depth R // H' (flat3) or row R (flat2)
+        def row_ok(R):
+            return f"{R} % {Hp} < {OH} and {R} // {Hp} < {OD}" if mode == "flat3" else f"{R} < {OH}"
+
+        def out_idx(R, col):
+            if mode == "flat3":
+                return f"ybase + {R} // {Hp} * {oplane} + {R} % {Hp} * {OW} + {col}"
+            return f"ybase + od * {oplane} + {R} * {OW} + {col}"
+
+        nseg = 1 + -(-(L - 1) // Wp)  # padded rows one vector can touch
         for vo in range(V):
             wb.append(f"{I8}j0_{vo} = jt * {TJ} + {vo * L}")
             wb.append(f"{I8}r0_{vo} = j0_{vo} // {Wp}")
             wb.append(f"{I8}c0_{vo} = j0_{vo} - r0_{vo} * {Wp}")
-
-            def row_ok(R):
-                return f"{R} % {Hp} < {OH} and {R} // {Hp} < {OD}" if mode == "flat3" else f"{R} < {OH}"
-
-            def out_idx(R, col):
-                if mode == "flat3":
-                    return f"ybase + {R} // {Hp} * {oplane} + {R} % {Hp} * {OW} + {col}"
-                return f"ybase + od * {oplane} + {R} * {OW} + {col}"
             wb.append(f"{I8}if c0_{vo} + {L} <= {OW} and {row_ok(f'r0_{vo}')}:")
             wb += store(I8 + "    ", out_idx(f"r0_{vo}", f"c0_{vo}"), None, vo)
             wb.append(f"{I8}else:")
@@ -223,7 +222,7 @@ def lower_sparse_conv3d(node: Node, target) -> Kernel:
                              f"hp >= {pb[1]}", f"hp < {pb[1] + H}", f"wp >= {pb[2]}", f"wp < {pb[2] + W}"])
     res_alias = f'    rf = T.decl_buffer(({ysize},), "float32", data=res.data)' if has_res else ""
     wb_text = "\n".join(wb)
-    x_load = ", ".join(sub[k.strip()] for k in x_index.split(","))
+    x_load = ", ".join(sub[k] for k in x_index)
     zero_slack = (f"    for e in range({slack}):\n        xp[{N * xs} + e] = T.float32(0)\n" if slack > 0 else "")
     src = f'''
 @T.prim_func
@@ -256,7 +255,6 @@ def main({", ".join(params)}):
                     ybase = (n * {M} + oc) * {OD * oplane}
 {wb_text}
 '''
-    import tvm
     try:
         func = tvm.script.from_source(src)
     except Exception as e:  # a generator bug, not a user error: keep the source for the report
