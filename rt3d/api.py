@@ -66,22 +66,34 @@ def build(model, target: str = "host", passes: str | list | None = None,
     return Module(exe, meta, lowered.params, str(graph))
 
 
-def autotune(model, db: str | os.PathLike, target: str = "host", trials: int = 8, passes: str | list | None = None,
-         input_shapes: dict[str, tuple[int, ...]] | None = None, stream: TextIO | None = None):
-    """Measure up to ``trials`` new schedules per distinct conv layer on this machine and append them to ``db``.
+def autotune(model, db: str | os.PathLike, target: str = "host", trials: int = 64, passes: str | list | None = None,
+             input_shapes: dict[str, tuple[int, ...]] | None = None, stream: TextIO | None = None,
+             tracker: str | None = None, key: str | None = None, resume: bool = False, search: str = "guided",
+             timeout: float = 60.0, time_budget: float | None = None, seed: int = 0):
+    """Run a tuning session of ``trials`` schedule measurements for the whole model and append them to ``db``.
 
-    Example::
+    Measures on this machine, or with ``tracker="HOST:PORT"`` and ``key`` on the devices an RPC tracker holds
+    (several at once). ``resume=True`` continues this model's last session in ``db``; ``time_budget`` (seconds)
+    stops a session early. Example::
 
-        report = rt3d.autotune("c3d.onnx", db="c3d.tune.jsonl", trials=8)
+        report = rt3d.autotune("c3d.onnx", db="c3d.tune.jsonl", trials=200, tracker="127.0.0.1:9190", key="phone")
         mod = rt3d.build("c3d.onnx", tuning_db="c3d.tune.jsonl")
     """
-    from .tune import TuningDB, tune_graph
+    from .errors import TuneError
+    from .tune import LocalRunner, RPCRunner, TuningDB, tune_graph
     tgt = get_target(target)
-    if not tgt.runs_here:
-        raise BuildError(f"target '{tgt.name}' cannot be measured on this machine")
+    if tracker is None and not tgt.runs_here:
+        raise TuneError(f"target '{tgt.name}' cannot be measured on this machine: give a tracker and key")
+    if tracker is not None and not key:
+        raise TuneError("a tracker needs the device key its servers registered with (--key)")
     graph = model if isinstance(model, Graph) else import_model(model, input_shapes=input_shapes)
     graph = PassManager(tgt.default_passes() if passes is None else passes).run(graph)
-    return tune_graph(graph, tgt, TuningDB(db), trials=trials, out=stream or sys.stderr)
+    runner = RPCRunner(tracker, key, timeout=timeout) if tracker else LocalRunner(timeout=timeout)
+    tdb = TuningDB(db)
+    for problem in tdb.problems:
+        warnings.warn(problem, stacklevel=2)
+    return tune_graph(graph, tgt, tdb, runner, trials=trials, search=search, resume=resume,
+                      time_budget=time_budget, seed=seed, out=sys.stderr if stream is None else stream)
 
 
 def _version() -> str:

@@ -114,9 +114,50 @@ def cmd_tune(args) -> int:
     import rt3d
     _load_plugins(args.plugin)
     report = rt3d.autotune(_model_bytes(args.model), db=args.db, target=args.target, trials=args.trials,
-                       passes=args.passes, input_shapes=_shapes(args.input_shape))
+                           passes=args.passes, input_shapes=_shapes(args.input_shape), tracker=args.tracker,
+                           key=args.key, resume=args.resume, search=args.search, timeout=args.timeout,
+                           time_budget=args.time_budget * 60 if args.time_budget else None, seed=args.seed)
     print(report)
+    if args.json:
+        _write_json(args.json, report.to_json())
     print(f"records in {args.db}; build with: rt3d compile {args.model} --tuning-db {args.db} -o OUT")
+    return 0
+
+
+def _write_json(path: str, data) -> None:
+    """Written whole or not at all (a temporary file renamed over the target)."""
+    import os
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    tmp = p.with_name(p.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=1))
+    os.replace(tmp, p)
+
+
+def cmd_farm(args) -> int:
+    from .tune import farm
+    if args.action == "up":
+        f = farm.up(servers=args.servers, key=args.key, host=args.host, port=args.port, threads=args.threads,
+                    state_dir=args.state)
+        print(f"farm up: tracker {f.tracker}, {len(f.server_pids)} server(s) under key '{f.key}'")
+        print(f"tune with: rt3d tune MODEL --tracker {f.tracker} --key {f.key} --db tune.jsonl")
+    elif args.action == "status":
+        print(farm.load(args.state).status())
+    else:
+        f = farm.load(args.state)
+        f.down()
+        print(f"farm down: stopped the tracker {f.tracker} and {len(f.server_pids)} server(s)")
+    return 0
+
+
+def cmd_tune_groups(args) -> int:
+    from .tune.groups import select_group
+    groups = [tuple(int(v) for v in g.lower().split("x")) for g in args.groups.split(",")]
+    report = select_group(groups, rate=args.rate, target=args.target, tracker=args.tracker, key=args.key,
+                          scale=args.scale, seed=args.seed, timeout=args.timeout)
+    print(report)
+    if args.json:
+        _write_json(args.json, report.to_json())
     return 0
 
 
@@ -195,12 +236,43 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--tuning-db", help="tuning database (from `rt3d tune`) whose best schedules to use")
     c.set_defaults(fn=cmd_compile)
 
-    t = sub.add_parser("tune", help="measure conv schedules on this machine into a tuning database")
+    t = sub.add_parser("tune", help="autotune conv schedules (here or on a device farm) into a tuning database")
     common(t)
-    t.add_argument("--db", required=True, help="tuning database (JSON lines; appended to, so sessions resume)")
-    t.add_argument("--trials", type=int, default=8, help="new schedules to measure per distinct conv layer")
+    t.add_argument("--db", required=True, help="tuning database (JSON lines, appended to; shared across models)")
+    t.add_argument("--trials", type=int, default=64, help="schedules to measure in this session, whole model")
+    t.add_argument("--tracker", help="HOST:PORT of a TVM RPC tracker: measure on its devices (default: here)")
+    t.add_argument("--key", help="with --tracker: the device key the servers registered with")
+    t.add_argument("--resume", action="store_true", help="continue this model's last session in --db")
+    t.add_argument("--search", default="guided", choices=["guided", "random"],
+                   help="guided: a cost model learned from the records ranks candidates (default)")
+    t.add_argument("--timeout", type=float, default=60.0, help="seconds one measurement may take")
+    t.add_argument("--time-budget", type=float, help="stop after this many minutes")
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--json", help="write the session report as JSON here")
     t.add_argument("--input-shape", action="append")
     t.set_defaults(fn=cmd_tune)
+
+    f = sub.add_parser("farm", help="a device farm on loopback: TVM RPC tracker + servers (up, status, down)")
+    f.add_argument("action", choices=["up", "status", "down"])
+    f.add_argument("--servers", type=int, default=2, help="with up: how many RPC servers")
+    f.add_argument("--key", default="local", help="with up: the device key the servers register under")
+    f.add_argument("--host", default="127.0.0.1")
+    f.add_argument("--port", type=int, default=9190, help="with up: the tracker's port (or the next free one)")
+    f.add_argument("--threads", type=int, help="with up: TVM_NUM_THREADS of each server (default: all cores)")
+    f.add_argument("--state", help="state folder (default $RT3D_FARM_DIR or ~/.cache/rt3d/farm)")
+    f.set_defaults(fn=cmd_farm)
+
+    gs = sub.add_parser("tune-groups", help="measure KGS group sizes on a target and report the best for pruning")
+    gs.add_argument("--target", default="host", choices=target_names())
+    gs.add_argument("--groups", default="4x4,8x4,8x8", help="candidate gM x gN group sizes, comma-separated")
+    gs.add_argument("--rate", type=float, default=3.6, help="FLOPs reduction of the synthesized layers")
+    gs.add_argument("--scale", type=float, default=0.5, help="spatial scale of the C3D-shaped layers (1: full size)")
+    gs.add_argument("--tracker", help="HOST:PORT of a TVM RPC tracker (default: measure here)")
+    gs.add_argument("--key")
+    gs.add_argument("--timeout", type=float, default=60.0)
+    gs.add_argument("--seed", type=int, default=0)
+    gs.add_argument("--json", help="write the report as JSON here")
+    gs.set_defaults(fn=cmd_tune_groups)
 
     r = sub.add_parser("run", help="run a model or artifact on a clip (.npy) or a generated one")
     common(r)

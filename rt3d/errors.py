@@ -40,3 +40,11 @@ class BuildError(Rt3dError):
 
 class InputError(Rt3dError):
     """A run-time input does not match what the built module expects."""
+
+
+class TuneError(Rt3dError):
+    """A tuning session cannot go on (no devices left under the key, an unreadable tracker address...)."""
+
+
+class FarmError(Rt3dError):
+    """The loopback device farm (tracker + RPC servers) cannot be started, found or stopped."""

@@ -24,6 +24,8 @@ class Record:
     ok: bool = True
     error: str = ""
     time: float = field(default_factory=time.time)
+    session: str = ""  # the tuning session that measured it ("" for records of older files)
+    device: str = ""
 
 
 class TuningDB:
@@ -44,6 +46,8 @@ class TuningDB:
                     continue
                 try:
                     d = json.loads(line)
+                    if not isinstance(d, dict) or not isinstance(d.get("config"), dict):
+                        raise TypeError("not a record")
                     self.records.append(Record(**d))
                 except (json.JSONDecodeError, TypeError) as e:
                     self.problems.append(f"{self.path}:{lineno}: skipped unreadable record ({type(e).__name__})")

@@ -1,29 +1,138 @@
-"""Search spaces: the schedule knobs of a layer as small frozen records (the default choice comes first)."""
+"""Tuning tasks and their search spaces: the schedule knobs of a layer as small frozen records.
+
+A task is one distinct kernel of a graph (after passes): a workload key (shapes and attributes, plus the kept
+pattern for sparse layers), how many times the graph runs it, and its space of schedule records with the heuristic's
+default first. Kernels without knobs (pools, layout conversions, ...) are tasks with an empty space: they are
+measured once so that the session can estimate the end-to-end latency.
+"""
 from __future__ import annotations
 
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
 from ..ir import Node
+from ..ir.flops import node_macs
 from ..ir.interpreter import node_out_spatial
 from ..targets.arm_neon.conv3d import ConvTile, default_tile, workload_key
+from ..targets.arm_neon.sparse_conv3d import REGISTER_TILE, SparseTile, sparse_plan, sparse_workload_key
 
-__all__ = ["workload_key", "tunable", "conv_space"]
+__all__ = ["Task", "extract_tasks", "workload_key", "tunable", "conv_space", "sparse_space", "config_key",
+           "features"]
 
 
 def tunable(node: Node) -> bool:
+    if node.op == "sparse_conv3d":
+        return node.inputs[1].data is not None and node.inputs[2].data is not None
     return node.op == "conv3d" and node.attrs.groups == 1 and node.inputs[1].data is not None
 
 
+def task_key(node: Node) -> str:
+    if node.op == "sparse_conv3d":
+        return sparse_workload_key(node)
+    if node.op == "conv3d" and tunable(node):
+        return workload_key(node)
+    desc = {"op": node.op, "attrs": repr(node.attrs), "in": [str(v.type) for v in node.inputs],
+            "out": str(node.output.type)}
+    return node.op + "-" + hashlib.sha1(json.dumps(desc, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def config_key(config) -> str:
+    d = config if isinstance(config, dict) else asdict(config)
+    return json.dumps(d, sort_keys=True)
+
+
+@dataclass
+class Task:
+    workload: str
+    node: Node  # the first node of the graph with this workload
+    count: int  # how many nodes of the graph share it
+    space: list = field(default_factory=list)  # schedule records, the default first; empty: nothing to tune
+    lanes: int = 16  # the target's vector lanes and cores (the geometry of the sparse kernel depends on them)
+    cores: int = 1
+
+    @property
+    def tunable(self) -> bool:
+        return bool(self.space)
+
+    @property
+    def macs(self) -> int:
+        return node_macs(self.node)
+
+    def config(self, d: dict):
+        return (SparseTile if self.node.op == "sparse_conv3d" else ConvTile)(**d)
+
+    def describe(self) -> str:
+        return str(self.node).split("  #")[0][:90]
+
+
 def conv_space(node: Node, lanes: int, max_acc: int = 28) -> list[ConvTile]:
-    """Register tiles that divide the output plane and fit the register file; the heuristic default first."""
+    """Register tiles that divide the output plane and fit the register file, with and without unrolling the
+    innermost reduction loop; the heuristic default first, then the closest to it in accumulator count."""
     sp = node_out_spatial(node, node.attrs.out_block)
     oh, ow = (sp[-2] if len(sp) >= 2 else 1), sp[-1]
     default = default_tile(node, oh, ow, lanes)
-    tiles = [default]
+    tiles = []
     for tm in (1, 2, 3, 4):
         for th in (1, 2, 4):
             for tw in range(1, min(ow, 14) + 1):
-                t = ConvTile(th, tw, tm)
-                if oh % th == 0 and ow % tw == 0 and 8 <= th * tw * tm <= max_acc and t != default:
-                    tiles.append(t)
-    # most promising first: close to the default's accumulator count
+                if oh % th == 0 and ow % tw == 0 and 8 <= th * tw * tm <= max_acc:
+                    tiles += [ConvTile(th, tw, tm, ur) for ur in (0, 1)]
     acc = default.th * default.tw * default.tm
-    return tiles[:1] + sorted(tiles[1:], key=lambda t: (abs(t.th * t.tw * t.tm - acc), t.th, -t.tw))
+    rest = sorted((t for t in tiles if t != default),
+                  key=lambda t: (abs(t.th * t.tw * t.tm - acc), t.ur, t.th, -t.tw))
+    return [default] + rest
+
+
+def sparse_space(node: Node, lanes: int, cores: int) -> list[SparseTile]:
+    """Vectors per register tile (up to the register budget) x row-block chunking; the default first."""
+    plan = sparse_plan(node, lanes, cores)
+    gm = node.attrs.group[0]
+    blocks = len(node.attrs.kept)
+    chunks = sorted({1, min(cores, blocks), min(2 * cores, blocks)})
+    space = [SparseTile(v, c) for v in range(1, max(1, REGISTER_TILE // gm) + 1) for c in chunks]
+    return [plan.default] + [t for t in space if t != plan.default]
+
+
+def extract_tasks(graph, target) -> list[Task]:
+    """The distinct kernels of ``graph`` (after passes) in graph order, tunable or not."""
+    tasks: dict[str, Task] = {}
+    for node in graph.nodes:
+        key = task_key(node)
+        if key in tasks:
+            tasks[key].count += 1
+            continue
+        space = []
+        if tunable(node) and node.op in target.lowerings:
+            space = (sparse_space(node, target.vector_lanes, target.num_cores) if node.op == "sparse_conv3d"
+                     else conv_space(node, target.vector_lanes))
+        tasks[key] = Task(key, node, 1, space, target.vector_lanes, target.num_cores)
+    return list(tasks.values())
+
+
+def features(task: Task, config) -> np.ndarray:
+    """What the cost model sees of a (layer, schedule) pair: the knobs, their interactions with the layer's
+    geometry, and register/reuse quantities derived from both."""
+    n = task.node
+    if n.op == "sparse_conv3d":
+        gm = n.attrs.group[0]
+        plan = sparse_plan(n, task.lanes, task.cores)
+        lanes = task.lanes
+        tiles = -(-plan.positions // (lanes * config.v))
+        waste = tiles * lanes * config.v / max(1, plan.positions) - 1
+        acc = gm * config.v / REGISTER_TILE
+        return np.array([1, 1, 0, acc, acc * acc, 1 / config.v, waste, float(config.chunks > 1),
+                         float(plan.mode == "rows"), float(plan.mode == "rows") * acc, 0, 0, 0, 0, 0, 0, 0])
+    t: ConvTile = config
+    a = n.attrs
+    w = n.inputs[1].type.shape
+    acc = t.th * t.tw * t.tm
+    strided = float(tuple(a.stride[-2:]) != (1, 1))
+    plain_in = float(not a.in_block)
+    temporal = float(len(w) == 5 and w[2] > 1 and w[-1] == 1 and w[-2] == 1)
+    reuse = acc / (t.th * t.tw + t.tm)  # FMAs per loaded vector (broadcasts + weight vectors)
+    return np.array([1, 0, 1, acc / 28, (acc / 28) ** 2, t.tm / 4, t.th / 4, t.tw / 14, reuse / 8, float(t.ur),
+                     strided * t.tm / 4, plain_in * acc / 28, temporal * t.tm / 4, float(t.ur) * plain_in,
+                     float(t.th > 1), strided * acc / 28, temporal * acc / 28])

@@ -1,53 +1,197 @@
-"""A tuning session on this machine, resumed, and applied by rt3d.build."""
+"""Tuning sessions on this machine: budget, resume after an interruption, faults as failed trials, guided search,
+and the tuned build."""
 from __future__ import annotations
 
 import io
-import warnings
 
 import numpy as np
+import pytest
+import tvm
+from tvm.script import tirx as T
 
 import rt3d
+import rt3d.tune.session as session_mod
+from rt3d.errors import TuneError
+from rt3d.frontend.onnx import import_model
 from rt3d.models import export_onnx, get_model
-from rt3d.tune import TuningDB
+from rt3d.passes import PassManager
+from rt3d.targets import get_target
+from rt3d.tune import LocalRunner, TuningDB, extract_tasks, tune_graph
+from rt3d.tune.search import CostModel, Search
+from rt3d.tune.session import SESSION
+from rt3d.tune.space import config_key
 from tests.helpers import assert_close, rand
 
 
-def test_tune_resume_and_build(tmp_path):
-    model, shape = get_model("r2plus1d_small")
+def _graph(name):
+    model, shape = get_model(name)
     data = export_onnx(model, shape)
+    tgt = get_target("host")
+    return data, shape, tgt, PassManager(tgt.default_passes()).run(import_model(data))
+
+
+class _Interrupt(LocalRunner):
+    """Stops the session (as Ctrl-C would) after ``after`` measured trials."""
+
+    def __init__(self, after, **kw):
+        super().__init__(**kw)
+        self.after, self.seen = after, 0
+
+    def run(self, batch):
+        if all(b.config is not None for b in batch):
+            self.seen += len(batch)
+            if self.seen > self.after:
+                raise KeyboardInterrupt
+        return super().run(batch)
+
+
+def test_session_interrupted_resumes_and_builds(tmp_path):
+    data, shape, tgt, g = _graph("r2plus1d_small")
     db_path = tmp_path / "tune.jsonl"
-    report = rt3d.autotune(data, db=db_path, trials=2, stream=io.StringIO())
-    n_layers = len(report.layers)
-    assert n_layers >= 5 and all(r.trials == 2 and r.best_gflops for r in report.layers)
-    assert all(r.default_gflops for r in report.layers)  # the heuristic's choice is always measured first
-    first = len(TuningDB(db_path).records)
-    assert first == 2 * n_layers
-    rt3d.autotune(data, db=db_path, trials=1, stream=io.StringIO())  # resumes: one new candidate per layer
+    with pytest.raises(KeyboardInterrupt):
+        tune_graph(g, tgt, TuningDB(db_path), _Interrupt(5, timeout=30), trials=24, out=None)
     db = TuningDB(db_path)
-    assert len(db.records) == first + n_layers
-    for layer in report.layers:
-        configs = [str(sorted(r.config.items())) for r in db.records if r.workload == layer.workload]
-        assert len(configs) == len(set(configs)), "a candidate was measured twice"
+    assert not db.problems
+    heads = [r for r in db.records if r.workload == SESSION]
+    assert len(heads) == 1 and heads[0].config["trials"] == 24
+    sid = heads[0].config["id"]
+    assert sum(1 for r in db.records if r.session == sid and r.workload != SESSION) == 5
+
+    with pytest.raises(TuneError, match="nothing to resume"):
+        tune_graph(g, tgt, TuningDB(tmp_path / "other.jsonl"), LocalRunner(), trials=4, resume=True, out=None)
+    out = io.StringIO()
+    report = tune_graph(g, tgt, TuningDB(db_path), LocalRunner(timeout=30), trials=999, resume=True, out=out)
+    assert report.session == sid and report.trials == 19 and report.budget == 24  # the header's budget, not 999
+    assert "[tune 24/24 trials" in out.getvalue() and "est. end to end" in out.getvalue()
+    db = TuningDB(db_path)
+    trials = [r for r in db.records if r.session == sid and r.workload != SESSION]
+    assert len(trials) == 24
+    keys = [(r.workload, config_key(r.config)) for r in db.records if r.workload != SESSION]
+    assert len(keys) == len(set(keys)), "a candidate was measured twice"
+    tasks = extract_tasks(g, tgt)
+    fixed = [t for t in tasks if not t.space]
+    assert fixed and all(any(r.workload == t.workload for r in db.records) for t in fixed)  # for the estimate
+    # the 24 trials went to the defaults of all layers first, then to the heaviest layers
+    tunable = [t for t in tasks if t.space]
+    defaults = {(t.workload, config_key(t.space[0])) for t in tunable}
+    assert defaults <= set(keys)
+    assert report.est_best_ms <= report.est_default_ms
 
     x = rand(*shape, seed=2)
     tuned = rt3d.build(data, tuning_db=db_path)
-    assert tuned.meta["tuning"]["layers_tuned"] == n_layers
+    assert tuned.meta["tuning"]["layers_tuned"] == len(tunable)
     assert_close(tuned.run(x), rt3d.build(data).run(x))
-    best = {r.workload: r for r in (db.best(layer.workload, rt3d.targets.get_target("host").key())
-                                    for layer in report.layers)}
-    tiles = {f"tile={b.config['th']}x{b.config['tw']}x{b.config['tm']}" for b in best.values()}
-    used = {layer.impl.split("tile=")[1].rstrip(")") for layer in tuned.layers if "tile=" in layer.impl}
-    assert {t.split("=")[1] for t in tiles} <= used
 
 
-def test_build_warns_about_skipped_lines(tmp_path):
+def _lib(path, func):
+    tvm.compile(tvm.IRModule({"main": func}), target="llvm").export_library(str(path))
+    return str(path)
+
+
+@T.prim_func
+def _crash(a: T.Buffer((4,), "float32"), b: T.Buffer((4,), "float32")):
+    for i in range(4):
+        b[i + 2000000000] = a[i]  # far outside any mapping: the measuring process dies
+
+
+@T.prim_func
+def _hang(a: T.Buffer((4,), "float32"), b: T.Buffer((4,), "float32")):
+    for i, j in T.grid(2000000000, 2000000000):
+        b[0] = b[0] * a[0] + a[1]
+
+
+def test_build_failure_crash_and_hang_are_failed_trials(tmp_path, monkeypatch):
+    _, _, tgt, g = _graph("c3d_small")
+    crash, hang = _lib(tmp_path / "crash.so", _crash), _lib(tmp_path / "hang.so", _hang)
+    real = session_mod.build_candidate
+    calls = {"n": 0}
+
+    def faulty(task, config, target, workdir):
+        b = real(task, config, target, workdir)
+        if config is None:
+            return b
+        calls["n"] += 1
+        if calls["n"] == 2:
+            b.error = "build failed: RuntimeError: injected"
+        elif calls["n"] in (3, 4):
+            b.path = crash if calls["n"] == 3 else hang
+            b.args, b.out = [("rand", (4,), "float32")], ((4,), "float32")
+        return b
+
+    monkeypatch.setattr(session_mod, "build_candidate", faulty)
+    db_path = tmp_path / "t.jsonl"
+    report = tune_graph(g, tgt, TuningDB(db_path), LocalRunner(timeout=8), trials=8, out=None)
+    assert report.trials == 8 and report.failures == 3
+    errors = [r.error for r in TuningDB(db_path).records if not r.ok]
+    assert any(e.startswith("build failed") for e in errors)
+    assert any(e.startswith("crashed") for e in errors)
+    assert any(e.startswith("timeout") for e in errors)
+    assert sum(1 for r in TuningDB(db_path).records if r.ok and r.session == report.session and r.workload != SESSION) == 5
+
+
+def test_cost_model_learns_a_ranking():
+    """On a synthetic landscape (GFLOP/s grows with the accumulators, unrolling hurts) the fitted model ranks the
+    unseen candidates of a layer it never saw in the right order."""
+    _, _, tgt, g = _graph("c3d_small")
+    tasks = [t for t in extract_tasks(g, tgt) if t.space]
+    truth = lambda c: 100 * (c.th * c.tw * c.tm) / 28 * (0.6 if c.ur else 1.0)  # noqa: E731
+    samples, defaults = [], {}
+    for t in tasks[1:]:
+        defaults[t.workload] = truth(t.space[0])
+        samples += [(t, c, truth(c)) for c in t.space[:12]]
+    m = CostModel()
+    m.fit(samples, defaults)
+    held = tasks[0]
+    pred = m.predict(held, held.space)
+    real = np.array([truth(c) for c in held.space])
+    top = np.argsort(-pred)[:5]
+    assert real[top].mean() > np.percentile(real, 75)
+    s = Search("guided", seed=0, explore=0.0)
+    s.update(samples, defaults)
+    first = s.propose(held, set(), 3)
+    assert first[0] == held.space[0]  # the default always comes first
+    assert all(truth(c) >= np.percentile(real, 75) for c in first[1:])
+    with pytest.raises(TuneError, match="unknown search"):
+        Search("annealing")
+
+
+def test_cli_tune_json_and_group_selection(tmp_path, capsys):
+    from rt3d.cli import main
+    from rt3d.tune.groups import select_group
+    db, js = tmp_path / "t.jsonl", tmp_path / "r.json"
+    assert main(["tune", "zoo:c3d_small", "--db", str(db), "--trials", "3", "--search", "random",
+                 "--json", str(js)]) == 0
+    out = capsys.readouterr().out
+    assert "3 trials (0 failed) of 3" in out and "rt3d compile zoo:c3d_small --tuning-db" in out
+    import json
+    rep = json.loads(js.read_text())
+    assert rep["trials"] == 3 and sum(layer["trials"] for layer in rep["layers"]) == 3
+    assert main(["tune", "zoo:c3d_small", "--db", str(db), "--tracker", "nonsense", "--key", "k"]) == 2
+    assert "tracker address must be HOST:PORT" in capsys.readouterr().err
+
+    report = select_group([(4, 4), (8, 4)], rate=3.0, layers=[(16, 32, 4, 8), (32, 32, 2, 8)])
+    assert len(report.dense_layer_ms) == 2 and all(m > 0 for m in report.dense_layer_ms)
+    assert [r.group for r in report.results] == [(4, 4), (8, 4)]
+    assert all(not r.errors and len(r.layer_ms) == 2 and r.speedup > 0 for r in report.results)
+    assert report.best in ((4, 4), (8, 4)) and "best for the pruning stage" in str(report)
+    with pytest.raises(TuneError, match="must be > 1"):
+        select_group([(8, 4)], rate=0.5)
+
+
+def test_sparse_layers_are_tuned_and_applied(tmp_path):
+    from rt3d.models.sparse import sparsify
+    from tests.runtime.test_sparse import always_sparse
     model, shape = get_model("c3d_small")
-    data = export_onnx(model, shape)
-    db_path = tmp_path / "tune.jsonl"
-    db_path.write_text("garbage\n")
-    with warnings.catch_warnings(record=True) as w:
-        warnings.simplefilter("always")
-        mod = rt3d.build(data, tuning_db=db_path)
-    assert any("skipped unreadable record" in str(x.message) for x in w)
-    assert mod.meta["tuning"] == {"db": str(db_path), "layers_tuned": 0, "skipped_lines": 1}
-    assert np.isfinite(mod.run(rand(*shape))).all()
+    pruned, _ = sparsify(export_onnx(model, shape), "kgs(8x4)", 2.0, min_channels=4)
+    db_path = tmp_path / "s.jsonl"
+    report = rt3d.autotune(pruned, db=db_path, trials=30, passes=always_sparse(), stream=io.StringIO())
+    sparse = [r for r in report.layers if r.op == "sparse_conv3d"]
+    assert sparse and all(r.best and set(r.best) == {"v", "chunks"} for r in sparse)
+    assert sum(r.trials for r in sparse) >= len(sparse) + 2  # defaults and searched candidates
+    x = rand(*shape, seed=3)
+    tuned = rt3d.build(pruned, passes=always_sparse(), tuning_db=db_path)
+    assert tuned.meta["tuning"]["layers_tuned"] >= len(sparse)
+    impls = [layer.impl for layer in tuned.layers if layer.op == "sparse_conv3d"]
+    for r in sparse:
+        assert any(f"x{r.best['v']}x" in i for i in impls)
+    assert_close(tuned.run(x), rt3d.build(pruned, passes=always_sparse()).run(x))

@@ -25,11 +25,13 @@ from .common import epilogue, epilogue_placeholders, make_func, placeholder, sch
 
 @dataclass(frozen=True)
 class ConvTile:
-    """Register tile of the blocked kernel: th output rows x tw output columns x tm vectors of output channels."""
+    """Schedule record of the blocked kernel: a register tile of th output rows x tw output columns x tm vectors of
+    output channels; ``ur`` also unrolls the innermost reduction loop (input channels of a block, or kernel width)."""
 
     th: int
     tw: int
     tm: int = 1
+    ur: int = 0
 
 
 def workload_key(node: Node) -> str:
@@ -220,6 +222,8 @@ def lower_blocked(node: Node, target, tile: ConvTile | None = None) -> Kernel:
     sch.unroll(hi)
     sch.unroll(wi)
     sch.unroll(mi)
+    if tile.ur:
+        sch.unroll(red[-1])
     sch.vectorize(v)
     sch.decompose_reduction(blk, red[0])
     args_v = [node.inputs[0], wp]
@@ -229,7 +233,7 @@ def lower_blocked(node: Node, target, tile: ConvTile | None = None) -> Kernel:
         args_v.append(node.inputs[-1])
     layout = f"{'b' if g.in_block else 'p'}->{'b' if g.out_block else 'p'}"
     return Kernel(sch.mod["main"], args_v,
-                  f"conv3d.direct({layout}, lanes={L}, tile={tile.th}x{tile.tw}x{tile.tm})")
+                  f"conv3d.direct({layout}, lanes={L}, tile={tile.th}x{tile.tw}x{tile.tm}{', unroll' if tile.ur else ''})")
 
 
 def lower_generic(node: Node, target) -> Kernel:

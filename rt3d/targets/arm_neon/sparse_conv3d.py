@@ -16,6 +16,10 @@ its own kept columns ``indptr[k] .. indptr[k+1]``. Layout and loop nest (the rec
 """
 from __future__ import annotations
 
+import hashlib
+import json
+from dataclasses import dataclass
+
 import numpy as np
 import tvm
 
@@ -39,6 +43,61 @@ def _choose_v(gm: int, lanes: int, positions: int) -> int:
         if best_cost is None or cost < best_cost - 1e-9:
             best, best_cost = v, cost
     return best
+
+
+@dataclass(frozen=True)
+class SparseTile:
+    """Schedule record of the sparse kernel: v position vectors per register tile (gM x v accumulators) and the
+    number of row-block chunks the threads split (1: threads split the positions only)."""
+
+    v: int
+    chunks: int = 1
+
+
+@dataclass(frozen=True)
+class SparsePlan:
+    mode: str  # flat3 (unit stride), flat2 (depth stride only) or rows (spatial stride)
+    positions: int  # positions along the vectorized dimension
+    units: int  # parallel units before chunking (batch x planes/rows x position tiles of the default)
+    default: SparseTile
+
+
+def sparse_plan(node: Node, lanes: int, cores: int) -> SparsePlan:
+    """Geometry of the kernel and the heuristic's tile (the default of the tuning space)."""
+    a = node.attrs
+    x = node.inputs[0]
+    r = x.type.rank - 2
+    N, C, D, H, W = to_5d(x.type.shape)
+    sd, sh, sw = spatial_5d(a.stride, 1, r)
+    pb = spatial_5d(a.pad[:r], 0, r)
+    pe = spatial_5d(a.pad[r:], 0, r)
+    OD, OH, OW = to_5d(node.output.type.shape)[2:]
+    Hp, Wp = H + pb[1] + pe[1], W + pb[2] + pe[2]
+    GM = a.group[0]
+    if sh == 1 and sw == 1:
+        mode = "flat3" if sd == 1 else "flat2"
+        J = ((OD - 1) * Hp * Wp if mode == "flat3" else 0) + (OH - 1) * Wp + OW
+        V = _choose_v(GM, lanes, J)
+        JT = -(-J // (lanes * V))
+        units = N * JT if mode == "flat3" else N * OD * JT
+    else:
+        mode, J = "rows", OW
+        V = _choose_v(GM, lanes, OW)
+        units = N * OD * OH * -(-OW // (lanes * V))
+    P = len(a.kept)
+    ch = min(cores, P) if units < 4 * cores else 1
+    return SparsePlan(mode, J, units, SparseTile(V, max(1, ch)))
+
+
+def sparse_workload_key(node: Node) -> str:
+    """Tuning records of a sparse layer are about its shapes and its kept pattern (which sets the work)."""
+    a = node.attrs
+    h = hashlib.sha1()
+    h.update(json.dumps({"op": node.op, "x": node.inputs[0].type.shape, "y": node.output.type.shape,
+                         "stride": a.stride, "pad": a.pad, "dilation": a.dilation, "kernel": a.kernel,
+                         "group": a.group, "kept": a.kept, "order": a.order}, sort_keys=True).encode())
+    h.update(np.ascontiguousarray(node.inputs[2].data).tobytes())
+    return "sparse_conv3d-" + h.hexdigest()[:12]
 
 
 def _activation(expr: str, act: str, params: tuple, lanes: int) -> str:
@@ -90,22 +149,13 @@ def lower_sparse_conv3d(node: Node, target) -> Kernel:
     cs, xs = Dp * plane, Cp * Dp * plane
     oplane = OH * OW
 
-    if sh == 1 and sw == 1:
-        mode = "flat3" if sd == 1 else "flat2"
-        J = ((OD - 1) * plane if mode == "flat3" else 0) + (OH - 1) * Wp + OW
-        V = _choose_v(GM, L, J)
-        TJ = L * V
-        JT = -(-J // TJ)
-        units = N * JT if mode == "flat3" else N * OD * JT
-    else:
-        mode = "rows"
-        V = _choose_v(GM, L, OW)
-        TJ = L * V
-        JT = -(-OW // TJ)
-        units = N * OD * OH * JT
-    cores = max(1, target.num_cores)
-    CH = min(cores, P) if units < 4 * cores else 1
-
+    plan = sparse_plan(node, L, target.num_cores)
+    mode, J = plan.mode, plan.positions
+    tile = target.tuned.get(sparse_workload_key(node)) or plan.default
+    V, CH = tile.v, min(max(1, tile.chunks), max(1, P))
+    TJ = L * V
+    JT = -(-J // TJ)
+    units = N * JT * (1 if mode == "flat3" else OD) * (OH if mode == "rows" else 1)
     # build-time arrays: input offset of every kept column, row pointers, order, chunk bounds, output channels
     q, s = cols // S, cols % S
     kd, kh, kw = s // (KH * KW), (s // KW) % KH, s % KW

@@ -1,0 +1,82 @@
+"""Search strategies: which candidates of a task to measure next.
+
+``random``: the default first, then uniformly among the unmeasured. ``guided``: the default first, then the
+candidates a cost model ranks best, with a share of random exploration. The cost model is a ridge regression
+from ``space.features`` to log(GFLOP/s of a schedule / GFLOP/s of the layer's default schedule), fitted on every
+successful record of the target in the database, so a new layer learns from the layers (and models) tuned before.
+Until it has enough records, candidates go in the order of the space (the heuristic's neighbours first).
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from .space import Task, config_key, features
+
+MIN_RECORDS = 6  # records needed before the model ranks candidates
+
+
+class CostModel:
+    def __init__(self, ridge: float = 0.3):
+        self.ridge = ridge
+        self.coef: np.ndarray | None = None
+        self.n = 0
+
+    def fit(self, samples: list[tuple[Task, object, float]], defaults: dict[str, float]) -> None:
+        """``samples``: (task, config, gflops); ``defaults``: workload -> GFLOP/s of its default schedule."""
+        rows, ys = [], []
+        for task, cfg, gf in samples:
+            base = defaults.get(task.workload)
+            if base and gf > 0:
+                rows.append(features(task, cfg))
+                ys.append(math.log(gf / base))
+        self.n = len(rows)
+        if self.n < MIN_RECORDS:
+            self.coef = None
+            return
+        X, y = np.array(rows), np.array(ys)
+        A = X.T @ X + self.ridge * np.eye(X.shape[1])
+        self.coef = np.linalg.solve(A, X.T @ y)
+
+    def predict(self, task: Task, configs: list) -> np.ndarray:
+        if self.coef is None:
+            return -np.arange(len(configs), dtype=float)  # the space's own order
+        return np.array([features(task, c) @ self.coef for c in configs])
+
+
+class Search:
+    """Proposes unmeasured candidates for a task; ``measured`` maps config keys of the task's records to GFLOP/s
+    (0 for failures)."""
+
+    def __init__(self, kind: str = "guided", seed: int = 0, explore: float = 0.2):
+        if kind not in ("guided", "random"):
+            from ..errors import TuneError
+            raise TuneError(f"unknown search '{kind}': use 'guided' or 'random'")
+        self.kind, self.explore = kind, explore
+        self.rng = np.random.default_rng(seed)
+        self.model = CostModel()
+
+    def update(self, samples, defaults) -> None:
+        if self.kind == "guided":
+            self.model.fit(samples, defaults)
+
+    def propose(self, task: Task, measured: set[str], n: int) -> list:
+        todo = [c for c in task.space if config_key(c) not in measured]
+        if not todo or n <= 0:
+            return []
+        out = []
+        if config_key(task.space[0]) not in measured:  # the default is always measured first
+            out.append(todo.pop(0))
+        if self.kind == "random":
+            idx = self.rng.permutation(len(todo))[: n - len(out)]
+            return out + [todo[i] for i in idx]
+        scores = self.model.predict(task, todo)
+        order = list(np.argsort(-scores, kind="stable"))
+        while len(out) < n and order:
+            if self.model.coef is not None and self.rng.random() < self.explore:
+                pick = order.pop(int(self.rng.integers(len(order))))
+            else:
+                pick = order.pop(0)
+            out.append(todo[pick])
+        return out
