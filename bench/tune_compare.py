@@ -1,12 +1,17 @@
-"""Tuned against default schedules, end to end: run a local tuning session with a fixed trial budget per layer,
-then time the default and the tuned build interleaved (medians). Writes bench/results/tune_compare.json.
-Run: .venv/bin/python bench/tune_compare.py [--models c3d,r2plus1d_18] [--trials 6]
+"""Tuned against default schedules: a tuning session on C3D with a fixed time budget, then the default and the
+tuned build timed side by side (interleaved rounds, medians), end to end and per conv layer. With
+``--search-trials N`` it also runs the guided and the random search with the same N trials from empty databases
+and compares what each found (estimated end to end, the sum of the best kernel times).
+
+Writes bench/results/tune/<model>.json and .md. Run (about 30 minutes with the defaults):
+    TVM_NUM_THREADS=2 .venv/bin/python bench/tune_compare.py --model c3d --minutes 20 --search-trials 60
 """
 from __future__ import annotations
 
 import argparse
 import io
 import json
+import os
 import statistics
 import sys
 import time
@@ -20,40 +25,89 @@ import rt3d  # noqa: E402
 from peer_benchmark import export_models  # noqa: E402
 
 
+def session(path, db: Path, **kw):
+    db.unlink(missing_ok=True)
+    log = io.StringIO()
+    t0 = time.perf_counter()
+    report = rt3d.autotune(path, db=db, stream=log, **kw)
+    print(f"  {kw.get('search', 'guided')}: {report.trials} trials ({report.failures} failed) in "
+          f"{time.perf_counter() - t0:.0f} s; estimated end to end {report.est_default_ms:.1f} -> "
+          f"{report.est_best_ms:.1f} ms", flush=True)
+    return report
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--models", default="c3d,r2plus1d_18")
-    ap.add_argument("--trials", type=int, default=6, help="schedules measured per distinct conv layer")
+    ap.add_argument("--model", default="c3d")
+    ap.add_argument("--minutes", type=float, default=20.0, help="time budget of the main tuning session")
+    ap.add_argument("--search-trials", type=int, default=60, help="guided vs random at this many trials (0: skip)")
     ap.add_argument("--rounds", type=int, default=7)
     ap.add_argument("--cache", default=str(HERE / ".cache"))
-    ap.add_argument("--out", default=str(HERE / "results" / "tune_compare.json"))
+    ap.add_argument("--out", default=str(HERE / "results" / "tune"))
     args = ap.parse_args(argv)
-    Path(args.cache).mkdir(parents=True, exist_ok=True)
-    results = {}
-    for name, (path, _, shape) in export_models(args.models.split(","), Path(args.cache)).items():
-        db = Path(args.cache) / f"{name}.tune.jsonl"
-        db.unlink(missing_ok=True)
-        t0 = time.perf_counter()
-        report = rt3d.autotune(path, db=db, trials=args.trials, stream=io.StringIO())
-        tune_s = time.perf_counter() - t0
-        default, tuned = rt3d.build(path), rt3d.build(path, tuning_db=db)
-        x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
-        runs = {"default": [], "tuned": []}
-        for mod in (default, tuned):
+    cache, out = Path(args.cache), Path(args.out)
+    cache.mkdir(parents=True, exist_ok=True)
+    out.mkdir(parents=True, exist_ok=True)
+    name = args.model
+    path, _, shape = export_models([name], cache)[name]
+    res = {"model": name, "threads": os.environ.get("TVM_NUM_THREADS"), "minutes": args.minutes}
+
+    if args.search_trials:
+        print(f"{name}: guided vs random search, {args.search_trials} trials each", flush=True)
+        res["search"] = {}
+        for kind in ("random", "guided"):
+            r = session(path, cache / f"{name}.{kind}.jsonl", trials=args.search_trials, search=kind)
+            res["search"][kind] = {"trials": r.trials, "failures": r.failures, "est_default_ms": r.est_default_ms,
+                                   "est_best_ms": r.est_best_ms,
+                                   "layers": {x.workload: x.best_gflops for x in r.layers if x.tunable}}
+
+    print(f"{name}: tuning for {args.minutes:.0f} minutes (guided search)", flush=True)
+    db = cache / f"{name}.tune.jsonl"
+    report = session(path, db, trials=100000, time_budget=args.minutes * 60)
+    res["session"] = report.to_json()
+
+    default, tuned = rt3d.build(path), rt3d.build(path, tuning_db=db)
+    x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
+    runs = {"default": [], "tuned": []}
+    for mod in (default, tuned):
+        mod.run(x)
+    for _ in range(args.rounds):
+        for key, mod in (("default", default), ("tuned", tuned)):
+            t0 = time.perf_counter()
             mod.run(x)
-        for _ in range(args.rounds):
-            for key, mod in (("default", default), ("tuned", tuned)):
-                t0 = time.perf_counter()
-                mod.run(x)
-                runs[key].append((time.perf_counter() - t0) * 1e3)
-        results[name] = {"trials_per_layer": args.trials, "tuning_s": tune_s, "runs_ms": runs,
-                         "median_ms": {k: statistics.median(v) for k, v in runs.items()},
-                         "layers": [vars(r) for r in report.layers]}
-        print(f"{name}: tuning {tune_s:.0f} s; default {results[name]['median_ms']['default']:.1f} ms, "
-              f"tuned {results[name]['median_ms']['tuned']:.1f} ms (medians of {args.rounds} interleaved runs)")
-        print(report)
-    Path(args.out).write_text(json.dumps(results, indent=1))
+            runs[key].append((time.perf_counter() - t0) * 1e3)
+    res["end_to_end_ms"] = {k: statistics.median(v) for k, v in runs.items()}
+    res["runs_ms"] = runs
+    per = {}
+    for key, mod in (("default", default), ("tuned", tuned)):
+        rep = mod.benchmark(x, repeat=3, per_layer=True, layer_repeat=7)
+        per[key] = [lt for lt in rep.layers if lt.op == "conv3d"]
+    res["layers"] = [{"node": d.node.split("#")[-1].strip(), "default_ms": d.ms, "tuned_ms": t.ms,
+                      "default_impl": d.impl, "tuned_impl": t.impl, "default_gflops": d.gflops,
+                      "tuned_gflops": t.gflops} for d, t in zip(per["default"], per["tuned"])]
+    (out / f"{name}.json").write_text(json.dumps(res, indent=1))
+    md = markdown(res)
+    (out / f"{name}.md").write_text(md)
+    print(md)
     return 0
+
+
+def markdown(res: dict) -> str:
+    e = res["end_to_end_ms"]
+    s = res["session"]
+    lines = [f"{res['model']}: {s['trials']} trials ({s['failures']} failed) in {s['seconds'] / 60:.0f} min "
+             f"(TVM_NUM_THREADS={res['threads']}); end to end, median of interleaved runs: default "
+             f"{e['default']:.1f} ms, tuned {e['tuned']:.1f} ms ({e['default'] / e['tuned']:.2f}x)", "",
+             "| conv layer | default ms | tuned ms | speedup | default tile | tuned tile |", "|---|---|---|---|---|---|"]
+    for r in res["layers"]:
+        tile = lambda i: i.split("tile=")[-1].rstrip(")")  # noqa: E731
+        lines.append(f"| {r['node']} | {r['default_ms']:.2f} | {r['tuned_ms']:.2f} | "
+                     f"{r['default_ms'] / r['tuned_ms']:.2f}x | {tile(r['default_impl'])} | {tile(r['tuned_impl'])} |")
+    if "search" in res:
+        lines += ["", "| search | trials | estimated end to end (sum of best kernel times) |", "|---|---|---|"]
+        for kind, r in res["search"].items():
+            lines.append(f"| {kind} | {r['trials']} | {r['est_default_ms']:.1f} -> {r['est_best_ms']:.1f} ms |")
+    return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":

@@ -124,7 +124,8 @@ def features(task: Task, config) -> np.ndarray:
         waste = tiles * lanes * config.v / max(1, plan.positions) - 1
         acc = gm * config.v / REGISTER_TILE
         return np.array([1, 1, 0, acc, acc * acc, 1 / config.v, waste, float(config.chunks > 1),
-                         float(plan.mode == "rows"), float(plan.mode == "rows") * acc, 0, 0, 0, 0, 0, 0, 0])
+                         float(plan.mode == "rows"), float(plan.mode == "rows") * acc, 0, 0, 0, 0, 0, 0, 0,
+                         np.log(acc)])
     t: ConvTile = config
     a = n.attrs
     w = n.inputs[1].type.shape
@@ -135,4 +136,4 @@ def features(task: Task, config) -> np.ndarray:
     reuse = acc / (t.th * t.tw + t.tm)  # FMAs per loaded vector (broadcasts + weight vectors)
     return np.array([1, 0, 1, acc / 28, (acc / 28) ** 2, t.tm / 4, t.th / 4, t.tw / 14, reuse / 8, float(t.ur),
                      strided * t.tm / 4, plain_in * acc / 28, temporal * t.tm / 4, float(t.ur) * plain_in,
-                     float(t.th > 1), strided * acc / 28, temporal * acc / 28])
+                     float(t.th > 1), strided * acc / 28, temporal * acc / 28, np.log(acc / 28)])
