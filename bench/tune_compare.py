@@ -95,8 +95,10 @@ def main(argv=None) -> int:
 def markdown(res: dict) -> str:
     e = res["end_to_end_ms"]
     s = res["session"]
-    lines = [f"{res['model']}: {s['trials']} trials ({s['failures']} failed) in {s['seconds'] / 60:.0f} min "
-             f"(TVM_NUM_THREADS={res['threads']}); end to end, median of interleaved runs: default "
+    lines = [f"{res['model']}: {s['trials']} trials ({s['failures']} failed) in {s['seconds'] / 60:.1f} min of a "
+             f"{res['minutes']:.0f} min budget ({s['stopped']}; TVM_NUM_THREADS={res['threads']}); "
+             f"estimated end to end {s['est_default_ms']:.1f} -> {s['est_best_ms']:.1f} ms; "
+             f"measured end to end, median of interleaved runs: default "
              f"{e['default']:.1f} ms, tuned {e['tuned']:.1f} ms ({e['default'] / e['tuned']:.2f}x)", "",
              "| conv layer | default ms | tuned ms | speedup | default tile | tuned tile |", "|---|---|---|---|---|---|"]
     for r in res["layers"]:

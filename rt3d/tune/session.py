@@ -77,15 +77,19 @@ class TuneReport:
 class _State:
     def __init__(self, task: Task):
         self.task = task
-        self.measured: dict[str, float] = {}  # config key -> ms (0 for failed)
+        self.measured: dict[str, float] = {}  # config key -> ms (0 for failed), search trials
+        self.validated: dict[str, list[float]] = {}  # config key -> ms of the final re-measurements
+        self.validated_by = ""  # the session that made them
         self.trials = self.failures = 0
 
     def ok_ms(self) -> dict[str, float]:
+        if self.validated:
+            return {k: sum(v) / len(v) for k, v in self.validated.items()}
         return {k: v for k, v in self.measured.items() if v > 0}
 
     def default_ms(self) -> float | None:
         key = config_key(self.task.space[0]) if self.task.space else "{}"
-        v = self.measured.get(key)
+        v = self.ok_ms().get(key) if self.validated else self.measured.get(key)
         return v if v else None
 
     def best(self) -> tuple[str | None, float | None]:
@@ -101,16 +105,24 @@ class _State:
 
 class Progress:
     """One status line: trials, failures, devices, the layer being tuned with its best so far, and the estimated
-    end-to-end latency. Redrawn in place on a terminal, one line per round otherwise (logs, CI)."""
+    end-to-end latency. Redrawn in place on a terminal; in a log, one line every ``every`` seconds at most."""
 
-    def __init__(self, out: TextIO | None):
+    def __init__(self, out: TextIO | None, every: float = 5.0):
         self.out = out
         self.tty = bool(out is not None and getattr(out, "isatty", lambda: False)())
         self.width = 0
+        self.every, self.last, self.pending = every, -math.inf, ""
 
-    def show(self, text: str) -> None:
+    def show(self, text: str, force: bool = False) -> None:
         if self.out is None:
             return
+        if not self.tty and not force and time.monotonic() - self.last < self.every:
+            self.pending = text
+            return
+        if force and self.pending and self.pending != text:
+            pending, self.pending = self.pending, ""
+            self.show(pending, force=True)
+        self.last, self.pending = time.monotonic(), ""
         if self.tty:
             self.out.write("\r" + text.ljust(self.width))
             self.width = len(text)
@@ -119,6 +131,8 @@ class Progress:
         self.out.flush()
 
     def done(self) -> None:
+        if self.pending:
+            self.show(self.pending, force=True)
         if self.out is not None and self.tty:
             self.out.write("\n")
             self.out.flush()
@@ -129,8 +143,15 @@ def model_digest(tasks: list[Task], target_key: str) -> str:
 
 
 def tune_graph(graph, target, db: TuningDB, runner, trials: int = 64, search: str = "guided", resume: bool = False,
-               time_budget: float | None = None, seed: int = 0, out: TextIO | None = sys.stderr) -> TuneReport:
-    """Run (or with ``resume`` continue) a tuning session of ``graph`` (after passes) on ``runner``'s devices."""
+               time_budget: float | None = None, seed: int = 0, out: TextIO | None = sys.stderr,
+               validate: int = 3, validate_rounds: int = 2, builder=None) -> TuneReport:
+    """Run (or with ``resume`` continue) a tuning session of ``graph`` (after passes) on ``runner``'s devices.
+
+    At the end, the ``validate`` fastest candidates of every tuned layer are measured again next to its default,
+    ``validate_rounds`` times in turn; ``rt3d.build`` then takes the best mean of those re-measurements.
+    ``builder(task, config, target, workdir) -> Built`` replaces ``build_candidate`` (e.g. to replay recorded
+    measurements when comparing search strategies, bench/search_compare.py)."""
+    build = builder or build_candidate
     t_start = time.monotonic()
     tasks = extract_tasks(graph, target)
     tkey = target.key()
@@ -145,11 +166,18 @@ def tune_graph(graph, target, db: TuningDB, runner, trials: int = 64, search: st
         sid, budget = f"{digest}-{int(time.time() * 1000):x}", trials
         db.append(Record(SESSION, tkey, {"id": sid, "model": digest, "name": graph.name, "trials": trials,
                                          "search": search}, session=sid))
-    done_before = sum(1 for r in db.records if r.session == sid and r.workload != SESSION and r.config)
+    done_before = sum(1 for r in db.records if r.session == sid and r.workload != SESSION and not r.stage)
     states = {t.workload: _State(t) for t in tasks}
     for r in db.records:
         st = states.get(r.workload)
-        if st is not None and r.target == tkey:
+        if st is None or r.target != tkey:
+            continue
+        if r.stage == "validate":  # the last session's re-measurements decide, as in TuningDB.best
+            if r.session != st.validated_by:
+                st.validated, st.validated_by = {}, r.session
+            if r.ok:
+                st.validated.setdefault(config_key(r.config), []).append(r.ms)
+        else:
             st.measured[config_key(r.config)] = r.ms if r.ok and r.ms > 0 else 0.0
     strategy = Search(search, seed=seed)
     report = TuneReport(session=sid, budget=budget)
@@ -166,12 +194,17 @@ def tune_graph(graph, target, db: TuningDB, runner, trials: int = 64, search: st
                 known += 1
         return total, known
 
-    def record(built, res, counted: bool) -> None:
+    def record(built, res, counted: bool, stage: str = "") -> None:
         st = states[built.task.workload]
         cfg = asdict(built.config) if built.config is not None else {}
         gf = st.gflops(res.ms) if res.ok else 0.0
         db.append(Record(built.task.workload, tkey, cfg, gflops=gf or 0.0, ms=res.ms if res.ok else 0.0,
-                         ok=res.ok, error=res.error, session=sid if counted else "", device=res.device))
+                         ok=res.ok, error=res.error, session=sid if counted or stage else "", device=res.device,
+                         stage=stage))
+        if stage == "validate":
+            if res.ok:
+                st.validated.setdefault(config_key(cfg), []).append(res.ms)
+            return
         st.measured[config_key(cfg)] = res.ms if res.ok else 0.0
         if counted:
             st.trials += 1
@@ -198,9 +231,9 @@ def tune_graph(graph, target, db: TuningDB, runner, trials: int = 64, search: st
         while fixed:
             ndev = _devices(runner)
             batch, fixed = fixed[:ndev], fixed[ndev:]
-            built = [build_candidate(st.task, None, target, work.path) for st in batch]
+            built = [build(st.task, None, target, work.path) for st in batch]
             for b, res in zip(built, runner.run(built)):
-                record(b, res, counted=False)
+                record(b, res, counted=False, stage="estimate")
             work.clean(built)
             show(None, ndev)
 
@@ -214,7 +247,7 @@ def tune_graph(graph, target, db: TuningDB, runner, trials: int = 64, search: st
             if not picks:
                 stopped = "every candidate of every layer measured"
                 break
-            built = [build_candidate(t, c, target, work.path) for t, c in picks]
+            built = [build(t, c, target, work.path) for t, c in picks]
             results = runner.run(built)
             for b, res in zip(built, results):
                 record(b, res, counted=True)
@@ -234,6 +267,8 @@ def tune_graph(graph, target, db: TuningDB, runner, trials: int = 64, search: st
                 strategy.update(samples, defaults)
             show(picks[-1][0], ndev)
         report.stopped = stopped
+        if validate > 0 and report.trials > 0:
+            _validate(states, target, runner, work, record, validate, validate_rounds, progress, build)
     finally:
         progress.done()
         work.close()
@@ -249,6 +284,35 @@ def tune_graph(graph, target, db: TuningDB, runner, trials: int = 64, search: st
             t.workload, t.describe(), t.node.op, t.count, bool(t.space), dms, bms, st.gflops(dms), st.gflops(bms),
             json.loads(bkey) if bkey and t.space else None, st.trials, st.failures))
     return report
+
+
+def _validate(states, target, runner, work, record, top: int, rounds: int, progress, build) -> None:
+    """Re-measure each tuned layer's ``top`` fastest search results and its default, in turn, ``rounds`` times."""
+    finalists = []
+    for st in states.values():
+        if not st.task.space:
+            continue
+        by_key = {config_key(c): c for c in st.task.space}
+        ok = {k: v for k, v in st.measured.items() if v > 0 and k in by_key}
+        if len(ok) < 2:
+            continue
+        keys = sorted(ok, key=ok.get)[:top]
+        dkey = config_key(st.task.space[0])
+        if dkey in ok and dkey not in keys:
+            keys.append(dkey)
+        st.validated = {}  # this session's re-measurements decide from now on (older ones stay in the database)
+        for k in keys:
+            finalists.append(build(st.task, by_key[k], target, work.path))
+    for r in range(rounds):
+        progress.show(f"[validate round {r + 1}/{rounds}: {len(finalists)} finalists re-measured side by side]",
+                      force=True)
+        order = finalists if r % 2 == 0 else finalists[::-1]
+        n = max(1, _devices(runner))
+        for i in range(0, len(order), n):
+            batch = order[i:i + n]
+            for b, res in zip(batch, runner.run(batch)):
+                record(b, res, counted=False, stage="validate")
+    work.clean(finalists)
 
 
 def _devices(runner) -> int:

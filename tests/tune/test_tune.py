@@ -3,6 +3,7 @@ and the tuned build."""
 from __future__ import annotations
 
 import io
+import json
 
 import numpy as np
 import pytest
@@ -55,7 +56,7 @@ def test_session_interrupted_resumes_and_builds(tmp_path):
     heads = [r for r in db.records if r.workload == SESSION]
     assert len(heads) == 1 and heads[0].config["trials"] == 24
     sid = heads[0].config["id"]
-    assert sum(1 for r in db.records if r.session == sid and r.workload != SESSION) == 5
+    assert sum(1 for r in db.records if r.session == sid and r.workload != SESSION and not r.stage) == 5
 
     with pytest.raises(TuneError, match="nothing to resume"):
         tune_graph(g, tgt, TuningDB(tmp_path / "other.jsonl"), LocalRunner(), trials=4, resume=True, out=None)
@@ -64,9 +65,9 @@ def test_session_interrupted_resumes_and_builds(tmp_path):
     assert report.session == sid and report.trials == 19 and report.budget == 24  # the header's budget, not 999
     assert "[tune 24/24 trials" in out.getvalue() and "est. end to end" in out.getvalue()
     db = TuningDB(db_path)
-    trials = [r for r in db.records if r.session == sid and r.workload != SESSION]
+    trials = [r for r in db.records if r.session == sid and r.workload != SESSION and not r.stage]
     assert len(trials) == 24
-    keys = [(r.workload, config_key(r.config)) for r in db.records if r.workload != SESSION]
+    keys = [(r.workload, config_key(r.config)) for r in db.records if r.workload != SESSION and not r.stage]
     assert len(keys) == len(set(keys)), "a candidate was measured twice"
     tasks = extract_tasks(g, tgt)
     fixed = [t for t in tasks if not t.space]
@@ -75,7 +76,19 @@ def test_session_interrupted_resumes_and_builds(tmp_path):
     tunable = [t for t in tasks if t.space]
     defaults = {(t.workload, config_key(t.space[0])) for t in tunable}
     assert defaults <= set(keys)
-    assert report.est_best_ms <= report.est_default_ms
+    assert report.est_best_ms <= report.est_default_ms * 1.05
+    # the session ended by re-measuring each layer's finalists (up to 3 + its default) side by side, twice
+    val = [r for r in db.records if r.stage == "validate"]
+    assert val and all(r.session == sid for r in val)
+    for layer in report.layers:
+        mine = [r for r in val if r.workload == layer.workload]
+        if not mine:
+            continue
+        configs = {config_key(r.config) for r in mine}
+        assert 2 <= len(configs) <= 4 and len(mine) == 2 * len(configs)
+        means = {k: np.mean([r.ms for r in mine if config_key(r.config) == k]) for k in configs}
+        assert config_key(db.best(layer.workload, tgt.key()).config) == min(means, key=means.get)
+        assert layer.best == json.loads(min(means, key=means.get))
 
     x = rand(*shape, seed=2)
     tuned = rt3d.build(data, tuning_db=db_path)
@@ -126,7 +139,9 @@ def test_build_failure_crash_and_hang_are_failed_trials(tmp_path, monkeypatch):
     assert any(e.startswith("build failed") for e in errors)
     assert any(e.startswith("crashed") for e in errors)
     assert any(e.startswith("timeout") for e in errors)
-    assert sum(1 for r in TuningDB(db_path).records if r.ok and r.session == report.session and r.workload != SESSION) == 5
+    trials = [r for r in TuningDB(db_path).records if r.session == report.session and r.workload != SESSION
+              and not r.stage]
+    assert len(trials) == 8 and sum(r.ok for r in trials) == 5
 
 
 def test_cost_model_learns_a_ranking():
@@ -163,7 +178,6 @@ def test_cli_tune_json_and_group_selection(tmp_path, capsys):
                  "--json", str(js)]) == 0
     out = capsys.readouterr().out
     assert "3 trials (0 failed) of 3" in out and "rt3d compile zoo:c3d_small --tuning-db" in out
-    import json
     rep = json.loads(js.read_text())
     assert rep["trials"] == 3 and sum(layer["trials"] for layer in rep["layers"]) == 3
     assert main(["tune", "zoo:c3d_small", "--db", str(db), "--tracker", "nonsense", "--key", "k"]) == 2
