@@ -17,21 +17,38 @@ from .space import Task, config_key, features
 MIN_RECORDS = 6  # records needed before the model ranks candidates
 
 
+def layer_class(task: Task) -> tuple:
+    """Layers of one class take the same schedules well: same op, stride, input layout, kernel shape, width."""
+    n = task.node
+    a = n.attrs
+    if n.op == "sparse_conv3d":
+        return (n.op, tuple(a.stride), tuple(a.group), tuple(a.kernel))
+    w = n.inputs[1].type.shape
+    return (n.op, tuple(a.stride[-2:]), bool(a.in_block), tuple(w[2:]), n.output.type.shape[-2 if a.out_block else -1])
+
+
 class CostModel:
-    def __init__(self, ridge: float = 0.3):
-        self.ridge = ridge
+    """Ridge regression on ``features`` plus what the same schedule did on other layers of the same class: where a
+    schedule was measured on such layers, the mean of its measured ratios is blended with the regression's guess
+    (weighted by how many layers measured it)."""
+
+    def __init__(self, ridge: float = 0.3, prior: float = 1.0):
+        self.ridge, self.prior = ridge, prior
         self.coef: np.ndarray | None = None
         self.n = 0
+        self.seen: dict[tuple, dict[str, float]] = {}  # (class, config key) -> {workload: log ratio}
 
     def fit(self, samples: list[tuple[Task, object, float]], defaults: dict[str, float]) -> None:
         """``samples``: (task, config, gflops); ``defaults``: workload -> GFLOP/s of its default schedule."""
         rows, ys = [], []
+        self.seen = {}
         for task, cfg, gf in samples:
             base = defaults.get(task.workload)
             if base and gf > 0:
                 rows.append(features(task, cfg))
                 ys.append(math.log(gf / base))
-        self.n = len(rows)
+                self.seen.setdefault((layer_class(task), config_key(cfg)), {})[task.workload] = ys[-1]
+        self.n = sum(1 for y in ys if y != 0.0)  # defaults (ratio 1) carry no information
         if self.n < MIN_RECORDS:
             self.coef = None
             return
@@ -39,10 +56,17 @@ class CostModel:
         A = X.T @ X + self.ridge * np.eye(X.shape[1])
         self.coef = np.linalg.solve(A, X.T @ y)
 
-    def predict(self, task: Task, configs: list) -> np.ndarray:
-        if self.coef is None:
-            return -np.arange(len(configs), dtype=float)  # the space's own order
-        return np.array([features(task, c) @ self.coef for c in configs])
+    def predict(self, task: Task, configs: list, rng: np.random.Generator | None = None) -> np.ndarray:
+        """Predicted log(GFLOP/s / default's). Before the regression has enough data, schedules measured on
+        layers of the same class still count; the others score 0 and are ordered at random (``rng``)."""
+        cls = layer_class(task)
+        rng = rng or np.random.default_rng(0)
+        out = []
+        for c in configs:
+            guess = float(features(task, c) @ self.coef) if self.coef is not None else 1e-6 * rng.random()
+            other = [v for w, v in self.seen.get((cls, config_key(c)), {}).items() if w != task.workload]
+            out.append((self.prior * guess + sum(other)) / (self.prior + len(other)))
+        return np.array(out)
 
 
 class Search:
@@ -71,10 +95,10 @@ class Search:
         if self.kind == "random":
             idx = self.rng.permutation(len(todo))[: n - len(out)]
             return out + [todo[i] for i in idx]
-        scores = self.model.predict(task, todo)
+        scores = self.model.predict(task, todo, self.rng)
         order = list(np.argsort(-scores, kind="stable"))
         while len(out) < n and order:
-            if self.model.coef is not None and self.rng.random() < self.explore:
+            if self.rng.random() < self.explore:
                 pick = order.pop(int(self.rng.integers(len(order))))
             else:
                 pick = order.pop(0)
