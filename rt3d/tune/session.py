@@ -82,18 +82,20 @@ class _State:
         self.validated_by = ""  # the session that made them
         self.trials = self.failures = 0
 
-    def ok_ms(self) -> dict[str, float]:
-        if self.validated:
+    def ok_ms(self, final: bool = False) -> dict[str, float]:
+        """ms of every successful schedule: the search's measurements, or with ``final`` the mean of the last
+        side-by-side re-measurements where there are any (what TuningDB.best, and so rt3d.build, goes by)."""
+        if final and self.validated:
             return {k: sum(v) / len(v) for k, v in self.validated.items()}
         return {k: v for k, v in self.measured.items() if v > 0}
 
-    def default_ms(self) -> float | None:
+    def default_ms(self, final: bool = False) -> float | None:
         key = config_key(self.task.space[0]) if self.task.space else "{}"
-        v = self.ok_ms().get(key) if self.validated else self.measured.get(key)
+        v = self.ok_ms(final).get(key)
         return v if v else None
 
-    def best(self) -> tuple[str | None, float | None]:
-        ok = self.ok_ms()
+    def best(self, final: bool = False) -> tuple[str | None, float | None]:
+        ok = self.ok_ms(final)
         if not ok:
             return None, None
         k = min(ok, key=ok.get)
@@ -185,10 +187,10 @@ def tune_graph(graph, target, db: TuningDB, runner, trials: int = 64, search: st
     work = Workdir()
     remaining = budget - done_before
 
-    def estimate(which: str) -> tuple[float, int]:
+    def estimate(which: str, final: bool = False) -> tuple[float, int]:
         total, known = 0.0, 0
         for st in states.values():
-            ms = st.best()[1] if which == "best" else (st.default_ms() if st.task.space else st.best()[1])
+            ms = (st.best(final)[1] if which == "best" or not st.task.space else st.default_ms(final))
             if ms:
                 total += st.task.count * ms
                 known += 1
@@ -274,12 +276,12 @@ def tune_graph(graph, target, db: TuningDB, runner, trials: int = 64, search: st
         work.close()
         runner.close()
     report.seconds = time.monotonic() - t_start
-    report.est_default_ms, _ = estimate("default")
-    report.est_best_ms, _ = estimate("best")
+    report.est_default_ms, _ = estimate("default", final=True)
+    report.est_best_ms, _ = estimate("best", final=True)
     for st in states.values():
         t = st.task
-        bkey, bms = st.best()
-        dms = st.default_ms() if t.space else bms
+        bkey, bms = st.best(final=True)
+        dms = st.default_ms(final=True) if t.space else bms
         report.layers.append(LayerResult(
             t.workload, t.describe(), t.node.op, t.count, bool(t.space), dms, bms, st.gflops(dms), st.gflops(bms),
             json.loads(bkey) if bkey and t.space else None, st.trials, st.failures))
