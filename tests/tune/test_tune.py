@@ -180,6 +180,8 @@ def test_cli_tune_json_and_group_selection(tmp_path, capsys):
     assert "3 trials (0 failed) of 3" in out and "rt3d compile zoo:c3d_small --tuning-db" in out
     rep = json.loads(js.read_text())
     assert rep["trials"] == 3 and sum(layer["trials"] for layer in rep["layers"]) == 3
+    assert main(["tune", "zoo:c3d_small", "--db", str(db), "--resume"]) == 0  # the session had its 3 trials
+    assert f"session {rep['session']}: 0 trials (0 failed) of 3" in capsys.readouterr().out
     assert main(["tune", "zoo:c3d_small", "--db", str(db), "--tracker", "nonsense", "--key", "k"]) == 2
     assert "tracker address must be HOST:PORT" in capsys.readouterr().err
 
