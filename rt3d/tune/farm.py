@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from ..errors import FarmError
+from .measure import count_servers, tracker_summary
 
 
 def default_dir() -> Path:
@@ -59,14 +60,13 @@ class Farm:
         return f"{self.host}:{self.port}"
 
     def summary(self) -> dict:
-        from .measure import tracker_summary
         try:
             return tracker_summary(self.host, self.port)
         except Exception as e:  # noqa: BLE001
             raise FarmError(f"the farm's tracker at {self.tracker} does not answer ({type(e).__name__}: {e})") from None
 
     def servers(self) -> int:
-        return sum(1 for s in self.summary().get("server_info", []) if s.get("key") == f"server:{self.key}")
+        return count_servers(self.summary(), self.key)
 
     def status(self) -> str:
         lines = [f"tracker {self.tracker} (pid {self.tracker_pid}, {'running' if _alive(self.tracker_pid) else 'DEAD'})"]
@@ -75,7 +75,7 @@ class Farm:
         if _alive(self.tracker_pid):
             s = self.summary()
             for key, q in sorted(s.get("queue_info", {}).items()):
-                n = sum(1 for x in s.get("server_info", []) if x.get("key") == f"server:{key}")
+                n = count_servers(s, key)
                 lines.append(f"key '{key}': {n} registered, {q.get('free', 0)} free, {q.get('pending', 0)} pending")
         return "\n".join(lines)
 

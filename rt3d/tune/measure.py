@@ -142,6 +142,11 @@ def tracker_summary(host: str, port: int, probe_timeout: float = 5.0) -> dict:
     return rpc.connect_tracker(host, port).summary()
 
 
+def count_servers(summary: dict, key: str) -> int:
+    """How many servers a tracker summary lists under ``key``."""
+    return sum(1 for s in summary.get("server_info", []) if s.get("key") == f"server:{key}")
+
+
 class RPCRunner:
     """Times candidates on the devices a TVM RPC tracker holds under ``key``, as many at once as there are devices.
 
@@ -166,7 +171,7 @@ class RPCRunner:
             raise TuneError(f"no RPC tracker answers at {self.host}:{self.port} ({type(e).__name__}: {e})") from None
 
     def devices(self) -> int:
-        return sum(1 for s in self.summary().get("server_info", []) if s.get("key") == f"server:{self.key}")
+        return count_servers(self.summary(), self.key)
 
     def _trial(self, b: Built, box: dict) -> None:
         from tvm import rpc
