@@ -154,7 +154,7 @@ def cmd_tune_groups(args) -> int:
     from .tune.groups import select_group
     groups = [tuple(int(v) for v in g.lower().split("x")) for g in args.groups.split(",")]
     report = select_group(groups, rate=args.rate, target=args.target, tracker=args.tracker, key=args.key,
-                          scale=args.scale, seed=args.seed, timeout=args.timeout)
+                          scale=args.scale, seed=args.seed, timeout=args.timeout, tune=not args.no_tune)
     print(report)
     if args.json:
         _write_json(args.json, report.to_json())
@@ -271,6 +271,8 @@ def build_parser() -> argparse.ArgumentParser:
     gs.add_argument("--key")
     gs.add_argument("--timeout", type=float, default=60.0)
     gs.add_argument("--seed", type=int, default=0)
+    gs.add_argument("--no-tune", action="store_true",
+                    help="time the heuristic's sparse schedule only (default: every schedule, each layer at its best)")
     gs.add_argument("--json", help="write the report as JSON here")
     gs.set_defaults(fn=cmd_tune_groups)
 
