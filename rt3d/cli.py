@@ -71,17 +71,26 @@ def _module(spec: str, target: str, passes: str, plugins):
     return rt3d.build(_model_bytes(spec), target=target, passes=passes)
 
 
-def _input(mod, path: str | None, seed: int) -> np.ndarray:
+def _inputs(mod, path: str | None, seed: int) -> list[tuple[str, np.ndarray]]:
+    """(name, clip) pairs: a .npy array, a video file, every video of a folder, or a generated clip."""
     spec = mod.inputs[0]
-    if path:
-        if path.endswith(".npy"):
-            return np.load(path)
-        raise SystemExit(f"rt3d: cannot read input '{path}' (expected a .npy array of shape {spec['shape']})")
-    from .data import moving_shapes_clip
     shape = tuple(spec["shape"])
+    if path:
+        from .data import read_video, video_files
+        p = Path(path)
+        if p.suffix == ".npy":
+            return [(p.name, np.load(p))]
+        if len(shape) != 5:
+            raise SystemExit(f"rt3d: '{path}': videos need a model with an (N, 3, T, H, W) input, not {list(shape)}")
+        if not p.exists():
+            raise SystemExit(f"rt3d: input '{path}' does not exist (a .npy array, a video file or a folder)")
+        files = video_files(p) if p.is_dir() else [p]
+        return [(f.name, np.repeat(read_video(f, frames=shape[2], size=shape[3:]), shape[0], axis=0))
+                for f in files]
+    from .data import moving_shapes_clip
     if len(shape) == 5 and shape[1] == 3:
-        return moving_shapes_clip(shape, seed)
-    return np.random.default_rng(seed).standard_normal(shape).astype(np.float32)
+        return [("generated clip", moving_shapes_clip(shape, seed))]
+    return [("random input", np.random.default_rng(seed).standard_normal(shape).astype(np.float32))]
 
 
 def _print_top(y: np.ndarray, k: int) -> None:
@@ -94,12 +103,16 @@ def _print_top(y: np.ndarray, k: int) -> None:
 
 def cmd_run(args) -> int:
     mod = _module(args.model, args.target, args.passes, args.plugin)
-    x = _input(mod, args.input, args.seed)
-    y = mod.run(x)
-    ys = y if isinstance(y, list) else [y]
-    for o, arr in zip(mod.outputs, ys):
-        print(f"output {o['name']}: shape {list(arr.shape)}")
-    _print_top(ys[0], args.top)
+    clips = _inputs(mod, args.input, args.seed)
+    for name, x in clips:
+        y = mod.run(x)
+        ys = y if isinstance(y, list) else [y]
+        if len(clips) > 1:
+            print(f"{name}:")
+        for o, arr in zip(mod.outputs, ys):
+            print(f"output {o['name']}: shape {list(arr.shape)}")
+        _print_top(ys[0], args.top)
+    x = clips[-1][1]
     if args.output:
         np.save(args.output, ys[0])
     if args.benchmark:
@@ -278,7 +291,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     r = sub.add_parser("run", help="run a model or artifact on a clip (.npy) or a generated one")
     common(r)
-    r.add_argument("--input", help=".npy file with the input clip (default: a generated clip)")
+    r.add_argument("--input", help="a .npy clip, a video file, or a folder of videos (default: a generated clip)")
     r.add_argument("--output", help="save the first output to this .npy file")
     r.add_argument("--seed", type=int, default=0)
     r.add_argument("--top", type=int, default=5, help="how many top classes to print")
