@@ -112,7 +112,6 @@ def cmd_run(args) -> int:
         for o, arr in zip(mod.outputs, ys):
             print(f"output {o['name']}: shape {list(arr.shape)}")
         _print_top(ys[0], args.top)
-    x = clips[-1][1]
     if args.output:
         np.save(args.output, ys[0])
     if args.benchmark:
@@ -138,13 +137,9 @@ def cmd_tune(args) -> int:
 
 
 def _write_json(path: str, data) -> None:
-    """Written whole or not at all (a temporary file renamed over the target)."""
-    import os
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    tmp = p.with_name(p.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=1))
-    os.replace(tmp, p)
+    """Written whole or not at all."""
+    from .runtime.artifact import atomic_write_bytes
+    atomic_write_bytes(Path(path), json.dumps(data, indent=1).encode())
 
 
 def cmd_farm(args) -> int:

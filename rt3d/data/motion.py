@@ -4,10 +4,10 @@ No video data set can be downloaded here, so the pruning stage trains on this on
 function of (seed, split, index). One actor (the largest object; its shape, colour, size, start position and
 orientation random and independent of the class) does the class's motion; 1 to 3 smaller distractors move, turn
 and scale at random; the background is a random smooth gradient with a texture of blobs; pixel noise and a
-camera jitter of up to 2 pixels are added to every frame. Positions are uniform in every frame of every class (the frame wraps
-around), sizes and colours are drawn for the middle frame over ranges wide enough that zooming and fading stay
-inside what other classes show, so one frame says little about the class (tests/data check that a linear model on
-one frame is far below one on two frames); the motion over the 16 frames is what tells the classes apart.
+camera jitter of up to 2 pixels are added to every frame. Positions are uniform in every frame of every class (the
+frame wraps around), sizes and colours are drawn for the middle frame over ranges wide enough that zooming and fading
+stay inside what other classes show, so one frame says little about the class (tests/data check that a linear model
+on one frame is far below one on two frames); the motion over the 16 frames is what tells the classes apart.
 """
 from __future__ import annotations
 
@@ -15,7 +15,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-# name -> (velocity in sizes of the frame per clip (x, y), turns per clip, log2 scale change per clip, brightness change)
+# name -> (velocity (x, y) in frame sizes per clip, turns per clip, log2 scale change per clip,
+#          brightness change per clip)
 CLASSES: dict[str, tuple[tuple[float, float], float, float, float]] = {
     "right-slow": ((0.25, 0.0), 0.0, 0.0, 0.0),
     "right-fast": ((0.6, 0.0), 0.0, 0.0, 0.0),
@@ -106,14 +107,18 @@ def make_clip(label: int, rng: np.random.Generator, size: int = 112, frames: int
     return (clip - MEAN) / STD
 
 
+def _split_id(split: str) -> int:
+    if split not in _SPLITS:
+        raise ValueError(f"unknown split '{split}': use one of {', '.join(_SPLITS)}")
+    return _SPLITS[split]
+
+
 def motion_clip(index: int, seed: int = 0, split: str = "train", size: int = 112,
                 frames: int = 16) -> tuple[np.ndarray, int]:
     """Clip ``index`` of a split: (clip (3, T, H, W), label). Labels cycle through the classes, so any run of
     len(CLASSES) consecutive indices is balanced."""
-    if split not in _SPLITS:
-        raise ValueError(f"unknown split '{split}': use one of {', '.join(_SPLITS)}")
     label = index % len(NAMES)
-    rng = np.random.default_rng([seed, _SPLITS[split], index])
+    rng = np.random.default_rng([seed, _split_id(split), index])
     return make_clip(label, rng, size, frames), label
 
 
@@ -123,8 +128,7 @@ class MotionDataset:
     classes = NAMES
 
     def __init__(self, n: int, split: str = "train", seed: int = 0, size: int = 112, frames: int = 16):
-        if split not in _SPLITS:
-            raise ValueError(f"unknown split '{split}': use one of {', '.join(_SPLITS)}")
+        _split_id(split)
         self.n, self.split, self.seed, self.size, self.frames = n, split, seed, size, frames
 
     def __len__(self) -> int:

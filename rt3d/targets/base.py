@@ -43,9 +43,13 @@ class Target:
         t = self.tvm_target
         return f"{self.name}:{t.get('mcpu', t.get('mtriple', ''))}:{t.get('num-cores', '')}:{self.vector_lanes}"
 
-    def default_passes(self) -> str:
-        """The pipeline rt3d.build runs for this target unless told otherwise."""
-        sparse = (f"detect-sparsity,eliminate-kgs-columns,reorder-kernel-groups{{threads={self.num_cores}}},"
+    def default_passes(self, always_sparse: bool = False) -> str:
+        """The pipeline rt3d.build runs for this target unless told otherwise. ``always_sparse`` turns off the
+        density and cost cut-offs of eliminate-kgs-columns, so that every annotated layer gets the sparse kernel
+        (for measuring it on small layers: tests, ``rt3d tune-groups``)."""
+        eliminate = ("eliminate-kgs-columns{max_density=1.0,cost_model=false}" if always_sparse
+                     else "eliminate-kgs-columns")
+        sparse = (f"detect-sparsity,{eliminate},reorder-kernel-groups{{threads={self.num_cores}}},"
                   if "sparse_conv3d" in self.lowerings else "")
         return f"fold-constants,fold-bn,fuse,{sparse}block-layout{{block={self.vector_lanes}}},dce"
 

@@ -29,6 +29,12 @@ class Record:
     stage: str = ""  # "": a search trial; "estimate": a kernel without knobs; "validate": a final re-measurement
 
 
+def config_key(config) -> str:
+    """A schedule record (a frozen dataclass or its dict) as a canonical string: how records are compared."""
+    d = config if isinstance(config, dict) else asdict(config)
+    return json.dumps(d, sort_keys=True)
+
+
 class TuningDB:
     """``TuningDB(path)``: ``append(record)``, ``best(workload, target)``; ``problems`` lists skipped lines."""
 
@@ -66,27 +72,33 @@ class TuningDB:
             os.close(fd)
         self.records.append(record)
 
-    def best(self, workload: str, target: str) -> Record | None:
-        """The fastest schedule of a layer. Once a session has re-measured its finalists side by side ("validate"
-        records), the best mean of the last such session decides: the minimum over many noisy search trials
-        favours lucky measurements."""
-        ok = [r for r in self.records if r.workload == workload and r.target == target and r.ok and r.config]
+    def validated(self, workload: str, target: str) -> dict[str, list[Record]]:
+        """The successful side-by-side re-measurements ("validate" records) of the last session that made any for
+        this layer, by config key."""
+        ok = [r for r in self.records if r.workload == workload and r.target == target and r.ok
+              and r.stage == "validate"]
         val: dict[str, list[Record]] = {}
-        last = next((r.session for r in reversed(ok) if r.stage == "validate"), None)
         for r in ok:
-            if r.stage == "validate" and r.session == last:
-                val.setdefault(json.dumps(r.config, sort_keys=True), []).append(r)
+            if r.session == ok[-1].session:
+                val.setdefault(config_key(r.config), []).append(r)
+        return val
+
+    def best(self, workload: str, target: str) -> Record | None:
+        """The fastest schedule of a layer. Once a session has re-measured its finalists side by side, the best
+        mean of the last such session decides (``validated``): the minimum over many noisy search trials favours
+        lucky measurements."""
+        val = self.validated(workload, target)
         if val:
             runs = min(val.values(), key=lambda rs: sum(r.ms for r in rs) / len(rs))
             ms = sum(r.ms for r in runs) / len(runs)
             gf = sum(r.gflops for r in runs) / len(runs)
             return Record(workload, target, runs[-1].config, gflops=gf, ms=ms, session=runs[-1].session,
                           stage="validate")
+        ok = [r for r in self.records if r.workload == workload and r.target == target and r.ok and r.config]
         return max(ok, key=lambda r: r.gflops, default=None)
 
     def measured(self, workload: str, target: str) -> set[str]:
-        return {json.dumps(r.config, sort_keys=True) for r in self.records
-                if r.workload == workload and r.target == target}
+        return {config_key(r.config) for r in self.records if r.workload == workload and r.target == target}
 
 
 def _ends_with_newline(path: Path) -> bool:

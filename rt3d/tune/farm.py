@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from ..errors import FarmError
+from ..runtime.artifact import atomic_write_bytes
 from .measure import count_servers, tracker_summary
 
 
@@ -69,7 +70,8 @@ class Farm:
         return count_servers(self.summary(), self.key)
 
     def status(self) -> str:
-        lines = [f"tracker {self.tracker} (pid {self.tracker_pid}, {'running' if _alive(self.tracker_pid) else 'DEAD'})"]
+        state = "running" if _alive(self.tracker_pid) else "DEAD"
+        lines = [f"tracker {self.tracker} (pid {self.tracker_pid}, {state})"]
         for i, pid in enumerate(self.server_pids):
             lines.append(f"server {i} (pid {pid}, key '{self.key}', {'running' if _alive(pid) else 'DEAD'})")
         if _alive(self.tracker_pid):
@@ -173,9 +175,7 @@ def up(servers: int = 2, key: str = "local", host: str = "127.0.0.1", port: int 
 
 
 def _save(farm: Farm, d: Path) -> None:
-    tmp = d / "farm.json.tmp"
-    tmp.write_text(json.dumps(asdict(farm), indent=1))
-    os.replace(tmp, d / "farm.json")
+    atomic_write_bytes(d / "farm.json", json.dumps(asdict(farm), indent=1).encode())
 
 
 def load(state_dir: str | os.PathLike | None = None, missing_ok: bool = False) -> Farm | None:

@@ -63,7 +63,6 @@ class GroupReport:
 
 
 def _layer_model(cin: int, cout: int, d: int, hw: int, weight: np.ndarray):
-    import onnx
     from onnx import TensorProto, helper, numpy_helper
     x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, cin, d, hw, hw])
     y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, cout, d, hw, hw])
@@ -101,17 +100,14 @@ def select_group(groups: list[tuple[int, int]], rate: float = 3.6, target: str =
     work = Workdir()
     rng = np.random.default_rng(seed)
     report = GroupReport(tgt.name, rate, [f"{ci}->{co} {d}x{hw}x{hw}" for ci, co, d, hw in shapes])
-    lanes, cores = tgt.vector_lanes, tgt.num_cores
-    sparse_pipe = (f"fold-constants,fold-bn,fuse,detect-sparsity,eliminate-kgs-columns{{max_density=1.0,"
-                   f"cost_model=false}},reorder-kernel-groups{{threads={cores}}},block-layout{{block={lanes}}},dce")
 
-    def time_conv(model, pipeline) -> tuple[float, float, str]:
+    def time_conv(model, sparse: bool) -> tuple[float, float, str]:
         """(best ms, default ms, error) of the model's conv kernel."""
-        g = PassManager(pipeline).run(import_model(model))
+        g = PassManager(tgt.default_passes(always_sparse=sparse)).run(import_model(model))
         task = next(t for t in extract_tasks(g, tgt) if t.node.op in ("conv3d", "sparse_conv3d"))
-        if pipeline != tgt.default_passes() and task.node.op != "sparse_conv3d":
+        if sparse and task.node.op != "sparse_conv3d":
             return 0.0, 0.0, "layer was not compiled sparse"
-        configs = task.space if tune and task.node.op == "sparse_conv3d" else [None]
+        configs = task.space if tune and sparse else [None]
         built = [build_candidate(task, c, tgt, work.path) for c in configs]
         results = runner.run(built)
         work.clean(built)
@@ -123,7 +119,7 @@ def select_group(groups: list[tuple[int, int]], rate: float = 3.6, target: str =
     try:
         weights = [rng.standard_normal((co, ci, 3, 3, 3)).astype(np.float32) * 0.05 for ci, co, _, _ in shapes]
         for (ci, co, d, hw), w in zip(shapes, weights):
-            ms, _, err = time_conv(_layer_model(ci, co, d, hw, w), tgt.default_passes())
+            ms, _, err = time_conv(_layer_model(ci, co, d, hw, w), sparse=False)
             if err:
                 raise TuneError(f"dense reference layer {ci}->{co} {d}x{hw}x{hw} failed: {err}")
             report.dense_layer_ms.append(ms)
@@ -133,7 +129,7 @@ def select_group(groups: list[tuple[int, int]], rate: float = 3.6, target: str =
             sp = Sparsity("kgs", tuple(g))
             for (ci, co, d, hw), w in zip(shapes, weights):
                 mask = random_mask(w.shape, sp, 1.0 / rate, rng)
-                ms, dms, err = time_conv(_layer_model(ci, co, d, hw, (w * mask).astype(np.float32)), sparse_pipe)
+                ms, dms, err = time_conv(_layer_model(ci, co, d, hw, (w * mask).astype(np.float32)), sparse=True)
                 if err:
                     r.errors.append(f"{ci}->{co}: {err}")
                 r.layer_ms.append(ms)

@@ -2,9 +2,10 @@
 
 ``random``: the default first, then uniformly among the unmeasured. ``guided``: the default first, then the
 candidates a cost model ranks best, with a share of random exploration. The cost model is a ridge regression
-from ``space.features`` to log(GFLOP/s of a schedule / GFLOP/s of the layer's default schedule), fitted on every
-successful record of the target in the database, so a new layer learns from the layers (and models) tuned before.
-Until it has enough records, candidates go in the order of the space (the heuristic's neighbours first).
+from ``space.features`` to log(GFLOP/s of a schedule / GFLOP/s of the layer's default schedule), fitted after
+every round on the successful measurements of the model's layers (this session's and those already in the
+database), blended with what the same schedule did on other layers of the same class. Until the regression has
+MIN_RECORDS informative samples, only the class transfer ranks; the rest is in random order.
 """
 from __future__ import annotations
 
@@ -37,6 +38,14 @@ class CostModel:
         self.coef: np.ndarray | None = None
         self.n = 0
         self.seen: dict[tuple, dict[str, float]] = {}  # (class, config key) -> {workload: log ratio}
+        self._features: dict[tuple[str, str], np.ndarray] = {}  # refitted every round: computed once per pair
+
+    def features(self, task: Task, config) -> np.ndarray:
+        key = (task.workload, config_key(config))
+        f = self._features.get(key)
+        if f is None:
+            f = self._features[key] = features(task, config)
+        return f
 
     def fit(self, samples: list[tuple[Task, object, float]], defaults: dict[str, float]) -> None:
         """``samples``: (task, config, gflops); ``defaults``: workload -> GFLOP/s of its default schedule."""
@@ -45,7 +54,7 @@ class CostModel:
         for task, cfg, gf in samples:
             base = defaults.get(task.workload)
             if base and gf > 0:
-                rows.append(features(task, cfg))
+                rows.append(self.features(task, cfg))
                 ys.append(math.log(gf / base))
                 self.seen.setdefault((layer_class(task), config_key(cfg)), {})[task.workload] = ys[-1]
         self.n = sum(1 for y in ys if y != 0.0)  # defaults (ratio 1) carry no information
@@ -63,15 +72,14 @@ class CostModel:
         rng = rng or np.random.default_rng(0)
         out = []
         for c in configs:
-            guess = float(features(task, c) @ self.coef) if self.coef is not None else 1e-6 * rng.random()
+            guess = float(self.features(task, c) @ self.coef) if self.coef is not None else 1e-6 * rng.random()
             other = [v for w, v in self.seen.get((cls, config_key(c)), {}).items() if w != task.workload]
             out.append((self.prior * guess + sum(other)) / (self.prior + len(other)))
         return np.array(out)
 
 
 class Search:
-    """Proposes unmeasured candidates for a task; ``measured`` maps config keys of the task's records to GFLOP/s
-    (0 for failures)."""
+    """Proposes candidates of a task whose config keys are not in ``measured`` (the default first)."""
 
     def __init__(self, kind: str = "guided", seed: int = 0, explore: float = 0.2):
         if kind not in ("guided", "random"):

@@ -22,7 +22,7 @@ from ..errors import TuneError
 from .db import Record, TuningDB
 from .measure import Workdir, build_candidate
 from .search import Search
-from .space import Task, config_key, extract_tasks, task_key, tunable
+from .space import Task, config_key, extract_tasks, schedule_record, task_key, tunable
 
 SESSION = "@session"
 
@@ -77,9 +77,10 @@ class TuneReport:
 class _State:
     def __init__(self, task: Task):
         self.task = task
+        self.by_key = {config_key(c): c for c in task.space}  # the search space by config key
+        self.default_key = config_key(task.space[0]) if task.space else "{}"
         self.measured: dict[str, float] = {}  # config key -> ms (0 for failed), search trials
         self.validated: dict[str, list[float]] = {}  # config key -> ms of the final re-measurements
-        self.validated_by = ""  # the session that made them
         self.trials = self.failures = 0
 
     def ok_ms(self, final: bool = False) -> dict[str, float]:
@@ -90,8 +91,7 @@ class _State:
         return {k: v for k, v in self.measured.items() if v > 0}
 
     def default_ms(self, final: bool = False) -> float | None:
-        key = config_key(self.task.space[0]) if self.task.space else "{}"
-        v = self.ok_ms(final).get(key)
+        v = self.ok_ms(final).get(self.default_key)
         return v if v else None
 
     def best(self, final: bool = False) -> tuple[str | None, float | None]:
@@ -159,7 +159,8 @@ def tune_graph(graph, target, db: TuningDB, runner, trials: int = 64, search: st
     tkey = target.key()
     digest = model_digest(tasks, tkey)
     if resume:
-        heads = [r for r in db.records if r.workload == SESSION and r.target == tkey and r.config.get("model") == digest]
+        heads = [r for r in db.records
+                 if r.workload == SESSION and r.target == tkey and r.config.get("model") == digest]
         if not heads:
             raise TuneError(f"nothing to resume: {db.path} has no session of model '{graph.name}' for target {tkey}")
         head = heads[-1]
@@ -172,15 +173,10 @@ def tune_graph(graph, target, db: TuningDB, runner, trials: int = 64, search: st
     states = {t.workload: _State(t) for t in tasks}
     for r in db.records:
         st = states.get(r.workload)
-        if st is None or r.target != tkey:
-            continue
-        if r.stage == "validate":  # the last session's re-measurements decide, as in TuningDB.best
-            if r.session != st.validated_by:
-                st.validated, st.validated_by = {}, r.session
-            if r.ok:
-                st.validated.setdefault(config_key(r.config), []).append(r.ms)
-        else:
+        if st is not None and r.target == tkey and r.stage != "validate":
             st.measured[config_key(r.config)] = r.ms if r.ok and r.ms > 0 else 0.0
+    for st in states.values():  # the last session's re-measurements decide, as in TuningDB.best
+        st.validated = {k: [r.ms for r in rs] for k, rs in db.validated(st.task.workload, tkey).items()}
     strategy = Search(search, seed=seed)
     report = TuneReport(session=sid, budget=budget)
     progress = Progress(out)
@@ -196,19 +192,19 @@ def tune_graph(graph, target, db: TuningDB, runner, trials: int = 64, search: st
                 known += 1
         return total, known
 
-    def record(built, res, counted: bool, stage: str = "") -> None:
+    def record(built, res, stage: str = "") -> None:
+        """Append a result; search trials (stage "") count against the budget."""
         st = states[built.task.workload]
         cfg = asdict(built.config) if built.config is not None else {}
         gf = st.gflops(res.ms) if res.ok else 0.0
         db.append(Record(built.task.workload, tkey, cfg, gflops=gf or 0.0, ms=res.ms if res.ok else 0.0,
-                         ok=res.ok, error=res.error, session=sid if counted or stage else "", device=res.device,
-                         stage=stage))
+                         ok=res.ok, error=res.error, session=sid, device=res.device, stage=stage))
         if stage == "validate":
             if res.ok:
                 st.validated.setdefault(config_key(cfg), []).append(res.ms)
             return
         st.measured[config_key(cfg)] = res.ms if res.ok else 0.0
-        if counted:
+        if not stage:
             st.trials += 1
             st.failures += int(not res.ok)
             report.trials += 1
@@ -235,7 +231,7 @@ def tune_graph(graph, target, db: TuningDB, runner, trials: int = 64, search: st
             batch, fixed = fixed[:ndev], fixed[ndev:]
             built = [build(st.task, None, target, work.path) for st in batch]
             for b, res in zip(built, runner.run(built)):
-                record(b, res, counted=False, stage="estimate")
+                record(b, res, stage="estimate")
             work.clean(built)
             show(None, ndev)
 
@@ -252,7 +248,7 @@ def tune_graph(graph, target, db: TuningDB, runner, trials: int = 64, search: st
             built = [build(t, c, target, work.path) for t, c in picks]
             results = runner.run(built)
             for b, res in zip(built, results):
-                record(b, res, counted=True)
+                record(b, res)
             work.clean(built)
             remaining -= len(picks)
             if strategy.kind == "guided":
@@ -260,10 +256,9 @@ def tune_graph(graph, target, db: TuningDB, runner, trials: int = 64, search: st
                 for st in states.values():
                     if not st.task.space:
                         continue
-                    by_key = {config_key(c): c for c in st.task.space}
                     for k, ms in st.ok_ms().items():
-                        if k in by_key:
-                            samples.append((st.task, by_key[k], st.gflops(ms)))
+                        if k in st.by_key:
+                            samples.append((st.task, st.by_key[k], st.gflops(ms)))
                     if st.default_ms():
                         defaults[st.task.workload] = st.gflops(st.default_ms())
                 strategy.update(samples, defaults)
@@ -294,17 +289,15 @@ def _validate(states, target, runner, work, record, top: int, rounds: int, progr
     for st in states.values():
         if not st.task.space:
             continue
-        by_key = {config_key(c): c for c in st.task.space}
-        ok = {k: v for k, v in st.measured.items() if v > 0 and k in by_key}
+        ok = {k: v for k, v in st.measured.items() if v > 0 and k in st.by_key}
         if len(ok) < 2:
             continue
         keys = sorted(ok, key=ok.get)[:top]
-        dkey = config_key(st.task.space[0])
-        if dkey in ok and dkey not in keys:
-            keys.append(dkey)
+        if st.default_key in ok and st.default_key not in keys:
+            keys.append(st.default_key)
         st.validated = {}  # this session's re-measurements decide from now on (older ones stay in the database)
         for k in keys:
-            finalists.append(build(st.task, by_key[k], target, work.path))
+            finalists.append(build(st.task, st.by_key[k], target, work.path))
     for r in range(rounds):
         progress.show(f"[validate round {r + 1}/{rounds}: {len(finalists)} finalists re-measured side by side]",
                       force=True)
@@ -313,7 +306,7 @@ def _validate(states, target, runner, work, record, top: int, rounds: int, progr
         for i in range(0, len(order), n):
             batch = order[i:i + n]
             for b, res in zip(batch, runner.run(batch)):
-                record(b, res, counted=False, stage="validate")
+                record(b, res, stage="validate")
     work.clean(finalists)
 
 
@@ -335,9 +328,9 @@ def _schedule(states: dict[str, _State], search: Search, n: int) -> list[tuple[T
             if not st.task.space:
                 continue
             seen = set(st.measured) | taken.get(st.task.workload, set())
-            if all(config_key(c) in seen for c in st.task.space):
+            if st.by_key.keys() <= seen:
                 continue
-            if config_key(st.task.space[0]) not in seen:
+            if st.default_key not in seen:
                 w = (1, 0.0, st.task.macs)  # defaults first, heavier layers first
             else:
                 ms = st.best()[1] or st.default_ms() or 1.0
@@ -359,8 +352,6 @@ def _schedule(states: dict[str, _State], search: Search, n: int) -> list[tuple[T
 def apply_db(graph, target, db: TuningDB):
     """The target with its ``tuned`` table filled from the best records of ``db`` for this graph's layers."""
     import dataclasses
-    from ..targets.arm_neon.conv3d import ConvTile
-    from ..targets.arm_neon.sparse_conv3d import SparseTile
     tuned, tkey = {}, target.key()
     for n in graph.nodes:
         if tunable(n):
@@ -368,7 +359,7 @@ def apply_db(graph, target, db: TuningDB):
             rec = db.best(key, tkey)
             if rec is not None and rec.config:
                 try:
-                    tuned[key] = (SparseTile if n.op == "sparse_conv3d" else ConvTile)(**rec.config)
+                    tuned[key] = schedule_record(n.op, rec.config)
                 except TypeError:
                     continue  # a record of another kernel version: the default stays
     return dataclasses.replace(target, tuned=tuned), len(tuned)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -18,9 +18,10 @@ from ..ir.flops import node_macs
 from ..ir.interpreter import node_out_spatial
 from ..targets.arm_neon.conv3d import ConvTile, default_tile, workload_key
 from ..targets.arm_neon.sparse_conv3d import REGISTER_TILE, SparseTile, sparse_plan, sparse_workload_key
+from .db import config_key
 
 __all__ = ["Task", "extract_tasks", "workload_key", "tunable", "conv_space", "sparse_space", "config_key",
-           "features"]
+           "schedule_record", "features"]
 
 
 def tunable(node: Node) -> bool:
@@ -39,9 +40,9 @@ def task_key(node: Node) -> str:
     return node.op + "-" + hashlib.sha1(json.dumps(desc, sort_keys=True).encode()).hexdigest()[:12]
 
 
-def config_key(config) -> str:
-    d = config if isinstance(config, dict) else asdict(config)
-    return json.dumps(d, sort_keys=True)
+def schedule_record(op: str, config: dict):
+    """The schedule record type of an op's kernel, built from a database record's config."""
+    return (SparseTile if op == "sparse_conv3d" else ConvTile)(**config)
 
 
 @dataclass
@@ -54,15 +55,8 @@ class Task:
     cores: int = 1
 
     @property
-    def tunable(self) -> bool:
-        return bool(self.space)
-
-    @property
     def macs(self) -> int:
         return node_macs(self.node)
-
-    def config(self, d: dict):
-        return (SparseTile if self.node.op == "sparse_conv3d" else ConvTile)(**d)
 
     def describe(self) -> str:
         return str(self.node).split("  #")[0][:90]

@@ -21,8 +21,7 @@ DENSE = "fold-constants,fold-bn,fuse,block-layout{block=%d},dce"
 def always_sparse(target="host") -> str:
     """The target's pipeline with the sparse kernel forced on every annotated layer (no density or cost cut-off),
     so the tests exercise it on small layers too."""
-    return get_target(target).default_passes().replace(
-        "eliminate-kgs-columns", "eliminate-kgs-columns{max_density=1.0,cost_model=false}")
+    return get_target(target).default_passes(always_sparse=True)
 
 
 def conv_net(rng, cin, cout, k, stride, pad, dil, shape, sp, density, bias, act, residual):

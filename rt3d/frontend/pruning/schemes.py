@@ -117,13 +117,13 @@ def count_flops(model: torch.nn.Module, input_shape: tuple[int, ...]) -> tuple[l
     for name, mod in model.named_modules():
         if isinstance(mod, (torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.Conv3d, torch.nn.Linear)):
             hooks.append(mod.register_forward_hook(hook(name)))
+    was = model.training
     try:
-        was = model.training
         model.eval()
         with torch.no_grad():
             model(torch.zeros(input_shape))
-        model.train(was)
     finally:
+        model.train(was)
         for h in hooks:
             h.remove()
     return layers, sum(x.macs for x in layers), sum(x.dense_macs for x in layers)

@@ -16,6 +16,7 @@ its own kept columns ``indptr[k] .. indptr[k+1]``. Layout and loop nest (the rec
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from dataclasses import dataclass
@@ -61,8 +62,12 @@ class SparseTile:
 class SparsePlan:
     mode: str  # flat3 (unit stride), flat2 (depth stride only) or rows (spatial stride)
     positions: int  # positions along the vectorized dimension
-    units: int  # parallel units before chunking (batch x planes/rows x position tiles of the default)
+    outer: int  # batch x planes (flat2) or x rows (rows): what the position tiles repeat over
     default: SparseTile
+
+    def units(self, lanes: int, v: int) -> int:
+        """Parallel units before row-block chunking: outer x position tiles of lanes x v."""
+        return self.outer * -(-self.positions // (lanes * v))
 
 
 def sparse_plan(node: Node, lanes: int, cores: int) -> SparsePlan:
@@ -80,16 +85,14 @@ def sparse_plan(node: Node, lanes: int, cores: int) -> SparsePlan:
     if sh == 1 and sw == 1:
         mode = "flat3" if sd == 1 else "flat2"
         J = ((OD - 1) * Hp * Wp if mode == "flat3" else 0) + (OH - 1) * Wp + OW
-        V = _choose_v(GM, lanes, J, a.group[1])
-        JT = -(-J // (lanes * V))
-        units = N * JT if mode == "flat3" else N * OD * JT
+        outer = N if mode == "flat3" else N * OD
     else:
-        mode, J = "rows", OW
-        V = _choose_v(GM, lanes, OW, a.group[1])
-        units = N * OD * OH * -(-OW // (lanes * V))
+        mode, J, outer = "rows", OW, N * OD * OH
+    V = _choose_v(GM, lanes, J, a.group[1])
+    plan = SparsePlan(mode, J, outer, SparseTile(V))
     P = len(a.kept)
-    ch = min(cores, P) if units < 4 * cores else 1
-    return SparsePlan(mode, J, units, SparseTile(V, max(1, ch)))
+    ch = min(cores, P) if plan.units(lanes, V) < 4 * cores else 1
+    return dataclasses.replace(plan, default=SparseTile(V, max(1, ch)))
 
 
 def sparse_workload_key(node: Node) -> str:
@@ -158,7 +161,7 @@ def lower_sparse_conv3d(node: Node, target) -> Kernel:
     V, CH = tile.v, min(max(1, tile.chunks), max(1, P))
     TJ = L * V
     JT = -(-J // TJ)
-    units = N * JT * (1 if mode == "flat3" else OD) * (OH if mode == "rows" else 1)
+    units = plan.units(L, V)
     # build-time arrays: input offset of every kept column, row pointers, order, chunk bounds, output channels
     q, s = cols // S, cols % S
     kd, kh, kw = s // (KH * KW), (s // KW) % KH, s % KW
