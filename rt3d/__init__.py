@@ -21,6 +21,19 @@ from .ir import Graph, parse_graph  # noqa: E402
 from .passes import Pass, register_pass  # noqa: E402
 from .runtime import Module, load  # noqa: E402
 
-__all__ = ["build", "autotune", "load", "import_onnx", "Module", "Graph", "parse_graph", "Pass", "register_pass", "passes",
+
+
+def prune(model, train, val, scheme: str = "kgs", group=(8, 4), algorithm: str = "reweighted",
+          flops_target: float = 3.6, **options):
+    """Learn structured sparsity on a torch model; see ``rt3d.frontend.pruning.prune`` (imports torch lazily).
+
+    Example: ``pruned, report = rt3d.prune(model, train, val, scheme="kgs", flops_target=3.6)``.
+    """
+    from .frontend.pruning import prune as _prune
+    return _prune(model, train, val, scheme=scheme, group=group, algorithm=algorithm, flops_target=flops_target,
+                  **options)
+
+
+__all__ = ["build", "autotune", "prune", "load", "import_onnx", "Module", "Graph", "parse_graph", "Pass", "register_pass", "passes",
            "Rt3dError", "ModelLoadError", "UnsupportedOpsError", "ConversionError", "IRError", "PassError",
            "BuildError", "InputError"]

@@ -169,6 +169,81 @@ def cmd_tune_groups(args) -> int:
     return 0
 
 
+def _torch_model(spec: str):
+    """zoo:NAME (freshly initialized) or a file saved with torch.save(model): (module, clip shape or None)."""
+    if spec.startswith(ZOO_PREFIX):
+        from .models import get_model
+        model, shape = get_model(spec[len(ZOO_PREFIX):], randomize_bn=False)
+        return model, shape
+    import torch
+    try:
+        model = torch.load(spec, weights_only=False, map_location="cpu")
+    except Exception as e:
+        raise SystemExit(f"rt3d prune: cannot load torch model '{spec}': {type(e).__name__}: {e}")
+    if isinstance(model, dict):
+        raise SystemExit(f"rt3d prune: '{spec}' holds a state dict; save the whole module (torch.save(model, path))")
+    return model, None
+
+
+def _prune_data(args, shape):
+    """(train, val) from --data: motion (generated) or TRAIN.npz,VAL.npz with arrays x and y."""
+    if args.data == "motion":
+        from .data.motion import MotionDataset
+        if shape is None and (args.clip_size is None or args.frames is None):
+            raise SystemExit("rt3d prune: --data motion with a saved model needs --clip-size and --frames")
+        size = args.clip_size or shape[-1]
+        frames = args.frames or shape[2]
+        return (MotionDataset(args.train_clips, "train", args.seed, size, frames),
+                MotionDataset(args.val_clips, "val", args.seed, size, frames))
+    parts = args.data.split(",")
+    if len(parts) != 2:
+        raise SystemExit(f"rt3d prune: --data is 'motion' or TRAIN.npz,VAL.npz, got '{args.data}'")
+    out = []
+    for part in parts:
+        try:
+            with np.load(part) as z:
+                out.append((z["x"], z["y"]))
+        except (OSError, KeyError, ValueError) as e:
+            raise SystemExit(f"rt3d prune: cannot read clips from '{part}' (an .npz with arrays x and y): {e}")
+    return out[0], out[1]
+
+
+def cmd_prune(args) -> int:
+    import rt3d
+    import torch
+    from .frontend.pruning.export import export_pruned
+    from .frontend.pruning.train import fit, rank
+    torch.manual_seed(args.seed)
+    model, shape = _torch_model(args.model)
+    train, val = _prune_data(args, shape)
+    if args.dense_epochs:
+        fit(model, train, args.dense_epochs, lr=args.dense_lr, seed=args.seed)
+    group = tuple(int(v) for v in args.group.lower().split("x"))
+    epochs = tuple(float(v) for v in args.epochs.split(","))
+    pruned, report = rt3d.prune(model, train, val, scheme=args.scheme, group=group, algorithm=args.algorithm,
+                                flops_target=args.flops_target, epochs=epochs if len(epochs) == 2 else epochs[0],
+                                lr=args.lr, norm=args.norm, lam=args.lam, rounds=args.rounds, seed=args.seed,
+                                min_channels=args.min_channels)
+    if rank() != 0:
+        return 0
+    print(report.table())
+    if args.output:
+        first = train[0][0]  # a data set's first (clip, label), or the first clip of (clips, labels)
+        export_pruned(pruned, (1,) + tuple(np.shape(first)), args.output)
+        print(f"wrote {args.output} (pruned weights are exact zeros; masks in its rt3d.sparsity metadata)")
+    if args.save:
+        import io
+
+        from .runtime.artifact import atomic_write_bytes
+        buf = io.BytesIO()
+        torch.save(pruned, buf)
+        atomic_write_bytes(Path(args.save), buf.getvalue())
+        print(f"wrote {args.save} (the pruned torch model)")
+    if args.json:
+        _write_json(args.json, report.to_dict())
+    return 0
+
+
 def cmd_inspect(args) -> int:
     import rt3d
     from .ir.flops import graph_macs
@@ -283,6 +358,31 @@ def build_parser() -> argparse.ArgumentParser:
                     help="time the heuristic's sparse schedule only (default: every schedule, each layer at its best)")
     gs.add_argument("--json", help="write the report as JSON here")
     gs.set_defaults(fn=cmd_tune_groups)
+
+    pr = sub.add_parser("prune", help="learn Filter / Vanilla / KGS sparsity at a FLOPs reduction (PyTorch)")
+    pr.add_argument("model", help="zoo:NAME (trained first with --dense-epochs) or a torch.save(model) file")
+    pr.add_argument("--scheme", default="kgs", choices=["filter", "vanilla", "kgs"])
+    pr.add_argument("--group", default="8x4", help="kernel group gMxgN (default 8x4)")
+    pr.add_argument("--algorithm", default="reweighted", choices=["heuristic", "group-lasso", "reweighted"])
+    pr.add_argument("--flops-target", type=float, default=3.6, help="whole-model FLOPs reduction (default 3.6)")
+    pr.add_argument("--epochs", default="6,4", help="pruning,retraining epochs (default 6,4)")
+    pr.add_argument("--lr", type=float, default=5e-4)
+    pr.add_argument("--norm", default="mixed", choices=["l1", "l2", "mixed"])
+    pr.add_argument("--lam", type=float, default=0.05, help="initial lambda (then driven by the FLOPs target)")
+    pr.add_argument("--rounds", type=int, default=4, help="reweighting rounds")
+    pr.add_argument("--min-channels", type=int, default=8, help="prune convs with at least this many input channels")
+    pr.add_argument("--data", default="motion", help="'motion' (generated) or TRAIN.npz,VAL.npz with arrays x, y")
+    pr.add_argument("--train-clips", type=int, default=2000)
+    pr.add_argument("--val-clips", type=int, default=500)
+    pr.add_argument("--clip-size", type=int, help="motion clips' side (default: the model's input)")
+    pr.add_argument("--frames", type=int, help="motion clips' length (default: the model's input)")
+    pr.add_argument("--dense-epochs", type=float, default=0, help="train the dense model first (zoo models)")
+    pr.add_argument("--dense-lr", type=float, default=1e-3)
+    pr.add_argument("--seed", type=int, default=0)
+    pr.add_argument("-o", "--output", help="write the pruned model as ONNX (exact zeros + masks)")
+    pr.add_argument("--save", help="write the pruned torch model (torch.save)")
+    pr.add_argument("--json", help="write the report as JSON")
+    pr.set_defaults(fn=cmd_prune)
 
     r = sub.add_parser("run", help="run a model or artifact on a clip (.npy) or a generated one")
     common(r)

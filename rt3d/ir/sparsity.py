@@ -10,6 +10,7 @@ three. The pruning stage learns these masks; this module only describes, detects
 """
 from __future__ import annotations
 
+import base64
 import re
 from dataclasses import dataclass
 
@@ -130,6 +131,22 @@ def random_mask(wshape: tuple[int, ...], sp: Sparsity, density: float, rng: np.r
     keep = np.zeros(total, bool)
     keep[rng.choice(total, size=k, replace=False)] = True
     return expand(keep.reshape(shape), sp, wshape)
+
+
+def encode_keep(keep: np.ndarray) -> dict:
+    """A structural keep mask as JSON-able {"shape", "keep": base64 of its packed bits}."""
+    keep = np.asarray(keep, bool)
+    return {"shape": list(keep.shape), "keep": base64.b64encode(np.packbits(keep.reshape(-1))).decode()}
+
+
+def decode_keep(entry: dict) -> np.ndarray:
+    """The inverse of ``encode_keep``."""
+    shape = tuple(int(v) for v in entry["shape"])
+    bits = np.unpackbits(np.frombuffer(base64.b64decode(entry["keep"]), np.uint8))
+    n = int(np.prod(shape, dtype=np.int64))
+    if bits.size < n:
+        raise ValueError(f"keep mask of {bits.size} bits, but shape {shape} needs {n}")
+    return bits[:n].astype(bool).reshape(shape)
 
 
 # ---- the packed (column-eliminated) form ------------------------------------------------------------------------

@@ -12,15 +12,19 @@ _FULL = [("conv1", 64, ((1, 2, 2), (1, 2, 2), 0)), ("conv2", 128, ((2, 2, 2), (2
 
 
 class C3D(nn.Module):
-    """C3D for clips of shape (N, 3, T, H, W); ``width`` scales every layer (1.0 is the published network)."""
+    """C3D for clips of shape (N, 3, T, H, W); ``width`` scales every layer (1.0 is the published network).
+    ``bn`` puts a BatchNorm after every conv (the published C3D has none; small C3Ds train far more easily with it,
+    and rt3d folds it into the conv)."""
 
-    def __init__(self, num_classes: int = 487, width: float = 1.0, input_size=(16, 112, 112), fc_width: int = 4096):
+    def __init__(self, num_classes: int = 487, width: float = 1.0, input_size=(16, 112, 112), fc_width: int = 4096,
+                 bn: bool = False, dropout: float = 0.5):
         super().__init__()
         layers, c = [], 3
         t, h, w = input_size
         for name, out, pool in _FULL:
             out = max(4, int(out * width))
-            layers += [nn.Conv3d(c, out, 3, padding=1), nn.ReLU(inplace=True)]
+            layers += [nn.Conv3d(c, out, 3, padding=1, bias=not bn)] + ([nn.BatchNorm3d(out)] if bn else [])
+            layers.append(nn.ReLU(inplace=True))
             if pool:
                 k, s, p = pool
                 layers.append(nn.MaxPool3d(k, s, p))
@@ -30,8 +34,8 @@ class C3D(nn.Module):
         self.features = nn.Sequential(*layers)
         fc = max(16, int(fc_width * width)) if width < 1 else fc_width
         self.classifier = nn.Sequential(
-            nn.Linear(c * t * h * w, fc), nn.ReLU(inplace=True), nn.Dropout(0.5),
-            nn.Linear(fc, fc), nn.ReLU(inplace=True), nn.Dropout(0.5),
+            nn.Linear(c * t * h * w, fc), nn.ReLU(inplace=True), nn.Dropout(dropout),
+            nn.Linear(fc, fc), nn.ReLU(inplace=True), nn.Dropout(dropout),
             nn.Linear(fc, num_classes))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

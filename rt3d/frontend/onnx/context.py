@@ -31,6 +31,8 @@ class Context:
         self.env: dict[str, Value | np.ndarray] = {}
         self._const_values: dict[str, Value] = {}
         self.node: onnx.NodeProto | None = None
+        # initializer name -> (Sparsity, structural keep mask) from the model's rt3d.sparsity metadata
+        self.sparsity: dict = {}
 
     # ---- errors ----------------------------------------------------------------------------------------------
     def fail(self, msg: str) -> ConversionError:

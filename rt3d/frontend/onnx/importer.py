@@ -12,6 +12,7 @@ from onnx import numpy_helper
 from ...errors import ConversionError, ModelLoadError, UnsupportedOpsError
 from ...ir import Graph, TensorType, verify
 from . import nn, tensor  # noqa: F401  (registers the converters)
+from .annotations import read_annotations
 from .context import Context, sanitize
 from .registry import SUPPORTED_OPSETS, lookup, supported_ops
 
@@ -109,6 +110,7 @@ def import_model(model, input_shapes: dict[str, tuple[int, ...]] | None = None, 
     check_supported(proto, label, opset)
     g = Graph(sanitize(name or proto.graph.name or "main").replace("/", "_").replace(":", "_"))
     ctx = Context(g, opset, label)
+    ctx.sparsity = read_annotations(proto, label)
     inits = {i.name for i in proto.graph.initializer}
     for init in proto.graph.initializer:
         ctx.env[init.name] = numpy_helper.to_array(init)

@@ -5,6 +5,7 @@ import numpy as np
 
 from ...ir.ops import (AxisAttrs, BatchNormAttrs, ClipAttrs, ConvAttrs, DenseAttrs, LeakyReluAttrs, PoolAttrs,
                        ReduceAttrs, ReshapeAttrs, TransposeAttrs)
+from ...ir.sparsity import expand
 from .registry import converter
 
 
@@ -37,6 +38,26 @@ def _spatial(ctx, x):
     return r
 
 
+def _annotated_sparsity(ctx, node, w) -> str:
+    """The sparsity the model's metadata declares for this conv's weight, checked against its zeros ('' if none)."""
+    entry = ctx.sparsity.get(node.input[1])
+    if entry is None:
+        return ""
+    sp, keep = entry
+    if w.data is None or len(w.type.shape) < 3:
+        raise ctx.fail(f"weight '{node.input[1]}' is annotated {sp} but is not a constant conv weight")
+    try:
+        mask = expand(keep, sp, w.data.shape)
+    except ValueError as e:
+        raise ctx.fail(f"the {sp} mask of weight '{node.input[1]}' (shape {keep.shape}) does not fit the weight "
+                       f"{w.data.shape}: {e}") from e
+    stray = int(np.count_nonzero(w.data[~mask]))
+    if stray:
+        raise ctx.fail(f"weight '{node.input[1]}' is annotated {sp} but {stray} weights in its pruned groups are "
+                       f"not zero")
+    return str(sp)
+
+
 @converter("Conv", since=1)
 def conv(ctx, node):
     x, w = ctx.value(0), ctx.value(1)
@@ -45,7 +66,8 @@ def conv(ctx, node):
     strides = list(ctx.attr("strides", [1] * r))
     dil = list(ctx.attr("dilations", [1] * r))
     pads = _auto_pads(ctx, x.type.shape[2:], kernel, strides, dil)
-    attrs = ConvAttrs(stride=tuple(strides), pad=tuple(pads), dilation=tuple(dil), groups=int(ctx.attr("group", 1)))
+    attrs = ConvAttrs(stride=tuple(strides), pad=tuple(pads), dilation=tuple(dil), groups=int(ctx.attr("group", 1)),
+                      sparsity=_annotated_sparsity(ctx, node, w))
     ins = [x, w] + ([ctx.value(2)] if ctx.has_input(2) else [])
     return [ctx.add("conv3d", ins, attrs)]
 
