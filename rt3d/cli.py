@@ -368,7 +368,7 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--epochs", default="6,4", help="pruning,retraining epochs (default 6,4)")
     pr.add_argument("--lr", type=float, default=5e-4)
     pr.add_argument("--norm", default="mixed", choices=["l1", "l2", "mixed"])
-    pr.add_argument("--lam", type=float, default=0.05, help="initial lambda (then driven by the FLOPs target)")
+    pr.add_argument("--lam", type=float, help="initial lambda (default: automatic; then driven by the FLOPs target)")
     pr.add_argument("--rounds", type=int, default=4, help="reweighting rounds")
     pr.add_argument("--min-channels", type=int, default=8, help="prune convs with at least this many input channels")
     pr.add_argument("--data", default="motion", help="'motion' (generated) or TRAIN.npz,VAL.npz with arrays x, y")

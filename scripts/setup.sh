@@ -36,3 +36,5 @@ if ! "$VENV/bin/python" -c "import rt3d, tvm, onnx, onnxruntime, hypothesis" 2>/
   $PIP install -e ".[test]"
   touch "$VENV/.rt3d-installed"
 fi
+# the TVM runtime for aarch64 devices (PyPI's aarch64 wheels of the same versions), for the arm64 runner and tests
+"$VENV/bin/python" -m rt3d.targets.arm_neon.deploy fetch-runtime >/dev/null

@@ -15,7 +15,8 @@ import numpy as np
 from ..errors import InputError, Rt3dError
 from ..targets.lower import LayerInfo
 
-ARTIFACT_VERSION = 1
+ARTIFACT_VERSION = 2  # 2: weights.bin + params.txt + io.txt (readable from C++) and runner/ instead of weights.npz
+_ALIGN = 64  # weights.bin offsets
 
 
 @dataclass
@@ -80,6 +81,8 @@ class Module:
         self._library_path = library_path
         self._vm = None
         self._param_tensors = None
+        self._artifact_dir: Path | None = None  # an exported copy, for running under emulation
+        self._tmp_artifact = None
         self.layers = [LayerInfo.from_json(d) for d in meta["layers"]]
 
     # ---- properties ----------------------------------------------------------------------------------------
@@ -100,13 +103,17 @@ class Module:
         return int(self.meta["macs"])
 
     # ---- running -------------------------------------------------------------------------------------------
+    def _emulated(self) -> bool:
+        """aarch64-linux modules run here under qemu (see rt3d.targets.arm_neon.deploy)."""
+        return not self.meta.get("runs_here", True) and self.meta.get("emulate") == "qemu-aarch64"
+
     def _ensure_vm(self):
         if self._vm is None:
             import tvm
             from tvm import relax
             if not self.meta.get("runs_here", True):
                 raise Rt3dError(f"module built for target '{self.target}' cannot run on this machine; "
-                                "export it and run it on the device")
+                                "export it (Module.export) and run it on the device with the exported runner")
             self._vm = relax.VirtualMachine(self._exe, tvm.cpu())
             self._param_tensors = [tvm.runtime.tensor(p, tvm.cpu()) for p in self._params]
         return self._vm
@@ -145,6 +152,9 @@ class Module:
         """Run the model; returns one array, or a list when the model has several outputs."""
         import tvm
         arrays = self._check_inputs(inputs, named)
+        if self._emulated():
+            outs, _ = self._run_emulated(arrays)
+            return outs[0] if len(outs) == 1 else outs
         vm = self._ensure_vm()
         res = vm["main"](*[tvm.runtime.tensor(a) for a in arrays], *self._param_tensors)
         if len(self.outputs) == 1:
@@ -157,6 +167,10 @@ class Module:
         import tvm
         arrays = self._check_inputs(inputs, {}) if inputs else [
             np.random.default_rng(0).standard_normal(s["shape"]).astype(s["dtype"]) for s in self.inputs]
+        if self._emulated():
+            raise Rt3dError(f"module for '{self.target}' runs here only under emulation (qemu), whose timings say "
+                            "nothing about a device: benchmark it on the device with the exported runner "
+                            "(rt3d_runner DIR --repeat N)")
         vm = self._ensure_vm()
         args = [tvm.runtime.tensor(a) for a in arrays] + self._param_tensors
         for _ in range(warmup):
@@ -198,20 +212,69 @@ class Module:
         raise Rt3dError("cannot find the kernel library inside the compiled module")
 
     # ---- artifacts -----------------------------------------------------------------------------------------
+    def _run_emulated(self, arrays: list[np.ndarray]):
+        from ..targets.arm_neon.deploy import run_emulated
+        if self._artifact_dir is None:
+            self._tmp_artifact = tempfile.TemporaryDirectory(prefix="rt3d-aarch64-")
+            self._artifact_dir = self.export(Path(self._tmp_artifact.name) / "artifact")
+        return run_emulated(self._artifact_dir, arrays)
+
+    def _export_library(self, tmp: Path) -> str:
+        """Write the compiled code for the target; returns its file name."""
+        if self._library_path is not None:
+            shutil.copy2(self._library_path, tmp / self._library_path.name)
+            return self._library_path.name
+        link = self.meta.get("link", {})
+        kind = link.get("kind", "native")
+        if kind == "native":
+            self._exe.export_library(str(tmp / "model.so"))
+            return "model.so"
+        cc = os.environ.get(link["cc_env"]) if link.get("cc_env") else None
+        cc = cc or link.get("cc")
+        if cc is None:
+            # no compiler for the device (Android without an NDK): the object files, and how to link them
+            self._exe.export_library(str(tmp / "model.tar"))
+            (tmp / "LINKING.txt").write_text(link.get("howto", ""))
+            return "model.tar"
+        if shutil.which(cc.split()[0]) is None:
+            raise Rt3dError(f"cannot link the '{self.target}' library: compiler '{cc}' not found"
+                            + (f" (set {link['cc_env']} to your NDK's clang++)" if link.get("cc_env") else ""))
+        self._exe.export_library(str(tmp / "model.so"), cc=cc)
+        return "model.so"
+
     def export(self, directory: str | os.PathLike) -> Path:
-        """Write a deployable artifact folder: model.so, weights.npz, meta.json and graph.rt3d (atomically)."""
+        """Write a deployable artifact folder (atomically): the library (model.so, or model.tar of object files when
+        no device linker is configured), weights.bin with params.txt (dtype, offset, bytes and shape per weight),
+        io.txt (inputs and outputs), meta.json (inputs/outputs/shapes/target/rt3d version, layers), graph.rt3d and
+        runner/ (the C++ runner's source and build script)."""
         directory = Path(directory)
         directory.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
         try:
-            lib = tmp / "model.so"
-            if self._library_path is not None:
-                shutil.copy2(self._library_path, lib)
-            else:
-                self._exe.export_library(str(lib))
-            np.savez(tmp / "weights.npz", **{f"p{i}": p for i, p in enumerate(self._params)})
-            (tmp / "meta.json").write_text(json.dumps(self.meta, indent=1))
+            library = self._export_library(tmp)
+            offsets, pos = [], 0
+            with open(tmp / "weights.bin", "wb") as f:
+                for p in self._params:
+                    pad = (-pos) % _ALIGN
+                    f.write(b"\0" * pad)
+                    pos += pad
+                    data = np.ascontiguousarray(p).tobytes()
+                    f.write(data)
+                    offsets.append((pos, len(data)))
+                    pos += len(data)
+            (tmp / "params.txt").write_text("# dtype offset nbytes ndim dims...\n" + "".join(
+                f"{p.dtype} {off} {n} {p.ndim} {' '.join(map(str, p.shape))}\n"
+                for p, (off, n) in zip(self._params, offsets)))
+            (tmp / "io.txt").write_text("# input|output name dtype ndim dims...\n" + "".join(
+                f"{kind} {s['name']} {s['dtype']} {len(s['shape'])} {' '.join(map(str, s['shape']))}\n"
+                for kind, specs in (("input", self.inputs), ("output", self.outputs)) for s in specs))
+            meta = dict(self.meta, library=library,
+                        params=[{"dtype": str(p.dtype), "shape": list(p.shape), "offset": off, "nbytes": n}
+                                for p, (off, n) in zip(self._params, offsets)])
+            (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
             (tmp / "graph.rt3d").write_text(self.graph_text)
+            from ..targets.arm_neon.deploy import RUNNER_DIR
+            shutil.copytree(RUNNER_DIR, tmp / "runner", ignore=shutil.ignore_patterns("rt3d_runner", "__pycache__"))
             if directory.exists():
                 old = directory.with_name(f".{directory.name}.old")
                 shutil.rmtree(old, ignore_errors=True)
@@ -237,8 +300,17 @@ def load(directory: str | os.PathLike) -> Module:
     if meta.get("artifact_version") != ARTIFACT_VERSION:
         raise Rt3dError(f"'{directory}': artifact version {meta.get('artifact_version')} is not supported "
                         f"(this rt3d reads version {ARTIFACT_VERSION})")
-    with np.load(directory / "weights.npz") as z:
-        params = [z[f"p{i}"] for i in range(len(z.files))]
-    lib = tvm.runtime.load_module(str(directory / "model.so")) if meta.get("runs_here", True) else None
+    blob = (directory / "weights.bin").read_bytes()
+    params = []
+    for spec in meta["params"]:
+        if spec["offset"] + spec["nbytes"] > len(blob):
+            raise Rt3dError(f"'{directory}': weights.bin is truncated ({len(blob)} bytes, a weight ends at "
+                            f"{spec['offset'] + spec['nbytes']})")
+        params.append(np.frombuffer(blob, dtype=spec["dtype"], count=int(np.prod(spec["shape"], dtype=np.int64)),
+                                    offset=spec["offset"]).reshape(spec["shape"]).copy())
+    library = directory / meta.get("library", "model.so")
+    lib = tvm.runtime.load_module(str(library)) if meta.get("runs_here", True) else None
     text = (directory / "graph.rt3d").read_text() if (directory / "graph.rt3d").exists() else ""
-    return Module(lib, meta, params, text, library_path=directory / "model.so")
+    mod = Module(lib, meta, params, text, library_path=library)
+    mod._artifact_dir = directory if library.suffix == ".so" else None
+    return mod

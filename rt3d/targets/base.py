@@ -37,6 +37,10 @@ class Target:
     lowerings: dict[str, Lowering] = field(default_factory=dict)
     doc: str = ""
     tuned: dict = field(default_factory=dict)  # workload key -> schedule record, from a tuning database
+    # how Module.export links the library: {"kind": "native"} (this machine), or {"kind": "cross", "cc": compiler}
+    # / {"cc_env": variable naming it, "howto": what to do when it is unset}
+    link: dict = field(default_factory=lambda: {"kind": "native"})
+    emulate: str = ""  # "qemu-aarch64": Module.run runs the exported artifact under emulation here
 
     def key(self) -> str:
         """Identifies the machine kind tuning records apply to (target, CPU, cores, vector width)."""

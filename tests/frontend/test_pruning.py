@@ -66,7 +66,9 @@ def test_reweighting_updates_penalties_as_specified(norm):
     reg_rms = {lay.name: float(lay.weight.detach().pow(2).mean().sqrt()) for lay in layers}
     assert all(torch.equal(p, torch.ones_like(p)) for p in reg.P)  # before the first round: plain group lasso
     for _ in range(2):
+        before = reg._grad_norm()
         reg.reweight()
+        assert reg._grad_norm() == pytest.approx(before, rel=1e-4)  # lambda keeps the penalty's strength
         for i, lay in enumerate(layers):
             expect = 1.0 / (normalized(lay) ** 2 + cfg.eps)
             torch.testing.assert_close(reg.P[i], expect, rtol=1e-5, atol=0)
@@ -74,7 +76,7 @@ def test_reweighting_updates_penalties_as_specified(norm):
         # the penalty: lambda x mean over all groups of f_g x P_g x ||W_g||, f_g = group MACs / mean group MACs
         macs = np.concatenate([lay.group_macs for lay in layers]).astype(np.float64)
         by_hand = sum((torch.as_tensor(lay.group_macs / macs.mean(), dtype=torch.float32) * reg.P[i]
-                       * normalized(lay)).sum() for i, lay in enumerate(layers)) * cfg.lam / macs.size
+                       * normalized(lay)).sum() for i, lay in enumerate(layers)) * reg.lam / macs.size
         torch.testing.assert_close(reg().detach(), by_hand.detach(), rtol=1e-5, atol=0)
         with torch.no_grad():  # the weights move (training); the next reweighting must follow them
             layers[1].weight.mul_(torch.rand_like(layers[1].weight) + 0.5)
@@ -91,15 +93,34 @@ def test_lambda_is_driven_by_the_flops_still_to_prune():
     model = Tiny()
     layers = find_layers(model, (1, 3, 4, 6, 6), "kgs", (4, 4))
     reg = Regularizer(layers, need_macs=1e9, cfg=RegConfig(lam=0.1), reweighted=True)
-    reg.check()  # nothing has converged: lambda doubles
-    assert reg.lam == pytest.approx(0.2)
+    reg.check()  # nothing has converged: lambda grows by the largest step
+    assert reg.lam == pytest.approx(0.125)
     with torch.no_grad():
         for lay in layers:
             lay.weight.zero_()
-    reg.need = float(sum(lay.dense_macs for lay in layers)) / 4  # 4x more converged than needed: halve
+    reg.need = float(sum(lay.dense_macs for lay in layers)) / 4  # 4x more converged than needed: shrink
     reg.check()
-    assert reg.lam == pytest.approx(0.1)
-    assert reg.state.converged[-1] == pytest.approx(4.0)
+    assert reg.lam == pytest.approx(0.125 * 0.8)
+    reg.need *= 4.0 / 1.05  # within 5 % of the target: leave lambda alone
+    reg.check()
+    assert reg.lam == pytest.approx(0.125 * 0.8)
+    reg.check(progress=0.375)  # half-way up the ramp, everything at zero is far too much: shrink
+    assert reg.lam == pytest.approx(0.125 * 0.8 * 0.8)
+    assert reg.state.converged == pytest.approx([0.0, 4.0, 1.05, 1.05])
+
+
+def test_automatic_lambda_balances_the_gradients():
+    torch.manual_seed(0)
+    model = Tiny()
+    layers = find_layers(model, (1, 3, 4, 6, 6), "kgs", (4, 4))
+    reg = Regularizer(layers, 1e6, RegConfig(lam_ratio=0.5), reweighted=True)
+    x, y = _data(8, (1, 3, 4, 6, 6))
+    lam = reg.calibrate(model, x, y)
+    weights = [lay.weight for lay in layers]
+    g_loss = torch.autograd.grad(nn.functional.cross_entropy(model(x), y), weights)
+    g_pen = torch.autograd.grad(reg(), weights)
+    norm = lambda gs: float(sum(g.pow(2).sum() for g in gs).sqrt())  # noqa: E731
+    assert lam > 0 and norm(g_pen) == pytest.approx(0.5 * norm(g_loss), rel=1e-4)
 
 
 def test_global_selection_prunes_the_lowest_scores_to_the_target():
@@ -207,6 +228,13 @@ def test_pruned_onnx_runs_anywhere_and_carries_the_masks(small_data, tmp_path):
     assert len(annotated) == len(pruned.rt3d_sparsity)
     assert set(annotated.values()) == {"kgs(4x4)"}
     assert "sparsity=kgs(4x4)" in str(graph).replace('"', "")
+    # without the metadata (a model pruned elsewhere), detect-sparsity finds the same scheme and group in the zeros
+    bare = onnx.ModelProto()
+    bare.CopyFrom(proto)
+    del bare.metadata_props[:]
+    g2 = rt3d.passes.run_pipeline(rt3d.import_onnx(bare), "detect-sparsity")
+    detected = {n.inputs[1].name: n.attrs.sparsity for n in g2.nodes if n.op == "conv3d" and n.attrs.sparsity}
+    assert detected == annotated
     # the compiler runs it with its sparse kernels and agrees with onnxruntime
     mod = rt3d.build(str(path), target="host")
     np.testing.assert_allclose(mod.run(x.numpy()), out, rtol=1e-4, atol=1e-4)

@@ -25,9 +25,20 @@ def test_export_load_round_trip(tmp_path, small):
     data, shape, mod = small
     x = rand(*shape, seed=7)
     out = mod.export(tmp_path / "art")
-    assert sorted(p.name for p in out.iterdir()) == ["graph.rt3d", "meta.json", "model.so", "weights.npz"]
+    assert sorted(p.name for p in out.iterdir()) == ["graph.rt3d", "io.txt", "meta.json", "model.so", "params.txt",
+                                                     "runner", "weights.bin"]
+    assert sorted(p.name for p in (out / "runner").iterdir()) == ["build.sh", "runner.cc"]
     meta = json.loads((out / "meta.json").read_text())
     assert meta["target"] == "host" and meta["inputs"][0]["shape"] == list(shape) and meta["rt3d_version"]
+    # the C++ runner's view of the weights: params.txt lines agree with meta.json and weights.bin
+    lines = [ln.split() for ln in (out / "params.txt").read_text().splitlines() if not ln.startswith("#")]
+    assert len(lines) == len(meta["params"])
+    size = (out / "weights.bin").stat().st_size
+    for ln, p in zip(lines, meta["params"]):
+        assert ln[0] == p["dtype"] and int(ln[1]) == p["offset"] and int(ln[2]) == p["nbytes"]
+        assert int(ln[1]) % 64 == 0 and int(ln[1]) + int(ln[2]) <= size and list(map(int, ln[4:])) == p["shape"]
+    io = (out / "io.txt").read_text()
+    assert f"input {meta['inputs'][0]['name']} float32 5 {' '.join(map(str, shape))}" in io
     loaded = rt3d.load(out)
     np.testing.assert_array_equal(loaded.run(x), mod.run(x))
     assert loaded.graph_text == mod.graph_text

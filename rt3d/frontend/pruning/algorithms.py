@@ -18,8 +18,10 @@ reweighted    the same with R = mean of f_g * P_g * ||W_g||_g and P_g = 1 / (||W
 f_g = MACs of group g / mean MACs of a group: each layer's term weighted by its FLOPs, so one lambda works on the
 whole model's FLOPs and no per-layer rate is given. Norms are measured in units of the layer's initial weight scale
 (rms weight x sqrt(group size); x group size for l1), so one lambda and one eps serve layers of any fan-in.
-lambda itself is driven by the target: after every check (twice per epoch) it is scaled by the ratio of the FLOPs
-still to prune to the FLOPs whose groups have converged to zero (normalized norm < zero_tol), within [1/2, 2].
+lambda starts where the penalty's gradient on the prunable weights equals the loss's (on one batch) and is then
+driven by the target: at every check (8 per epoch) the MACs of the groups that have converged to zero (normalized norm
+< zero_tol) are compared with a ramp that reaches the MACs to prune at 3/4 of the phase, and lambda is scaled by
+their ratio, by at most 1.25x per check.
 """
 from __future__ import annotations
 
@@ -33,7 +35,7 @@ from torch import nn
 from ...errors import InputError
 from .layers import Layer
 from .schemes import group_rows, structure_shape
-from .train import Data, TrainConfig, all_reduce_, broadcast_, train
+from .train import Data, TrainConfig, all_reduce_, broadcast_, train, world
 
 ALGORITHMS = ("heuristic", "group-lasso", "reweighted")
 
@@ -41,11 +43,14 @@ ALGORITHMS = ("heuristic", "group-lasso", "reweighted")
 @dataclass
 class RegConfig:
     norm: str = "mixed"  # group norm in the regularizer: l1 | l2 | mixed (the paper's best: a mix of l1 and l2)
-    lam: float = 0.05  # initial lambda (then driven by the FLOPs target)
+    lam: float | None = None  # initial lambda; None: where the penalty's gradient is as large as the loss's
+    lam_ratio: float = 1.0  # the automatic initial lambda: penalty gradient / loss gradient
     eps: float = 0.01  # reweighting: P = 1 / (||W_g||^2 + eps), norms in units of the layer's weight scale
     rounds: int = 4  # reweighting rounds (the paper: 3 to 4)
     zero_tol: float = 0.05  # a group whose normalized norm is below this has converged to zero
-    checks_per_epoch: int = 2
+    checks_per_epoch: int = 8
+    ramp: float = 0.75  # the FLOPs at zero should reach the target by this share of the phase
+    lam_step: float = 1.25  # lambda changes by at most this factor per check
 
 
 @dataclass
@@ -74,7 +79,7 @@ class Regularizer:
                 unit = size if cfg.norm == "l1" else size.sqrt()
                 self.scale.append(unit * max(rms, 1e-12))
         self.P = [torch.ones_like(f) for f in self.f]
-        self.lam = cfg.lam
+        self.lam = cfg.lam if cfg.lam is not None else 1.0
         self.state = RegState()
 
     def norms(self, i: int) -> torch.Tensor:
@@ -89,12 +94,21 @@ class Regularizer:
             total = total + (self.f[i].to(dev) * self.P[i].to(dev) * self.norms(i)).sum()
         return self.lam * total / self.count
 
-    @torch.no_grad()
-    def reweight(self) -> None:
-        """P_g = 1 / (||W_g||^2 + eps) from the current weights (the paper's update between iterations)."""
+    def _grad_norm(self) -> float:
+        g = torch.autograd.grad(self(), [lay.weight for lay in self.layers])
+        return float(sum(x.pow(2).sum() for x in g).sqrt())
+
+    def reweight(self, keep_strength: bool = True) -> None:
+        """P_g = 1 / (||W_g||^2 + eps) from the current weights (the paper's update between iterations). With
+        ``keep_strength`` lambda is rescaled so that the penalty's gradient keeps its size across the update: the
+        new P changes which groups are pushed, lambda's controller alone how hard."""
         if not self.reweighted:
             return
-        self.P = [1.0 / (self.norms(i).detach().cpu() ** 2 + self.cfg.eps) for i in range(len(self.layers))]
+        before = self._grad_norm() if keep_strength else 0.0
+        with torch.no_grad():
+            self.P = [1.0 / (self.norms(i).detach().cpu() ** 2 + self.cfg.eps) for i in range(len(self.layers))]
+        if keep_strength and before > 0:
+            self.lam *= before / max(self._grad_norm(), 1e-30)
         allp = torch.cat(self.P)
         self.state.penalties.append({"min": float(allp.min()), "median": float(allp.median()),
                                      "max": float(allp.max())})
@@ -104,13 +118,31 @@ class Regularizer:
         return float(sum(lay.group_macs[(self.norms(i).cpu() < self.cfg.zero_tol).numpy()].sum()
                          for i, lay in enumerate(self.layers)))
 
-    def check(self) -> None:
-        """Record progress and drive lambda toward converging the FLOPs still to prune."""
+    def check(self, progress: float = 1.0) -> None:
+        """Record progress and steer lambda: the FLOPs at zero should grow steadily to what the target needs by
+        ``ramp`` of the phase (``progress`` = share of the phase done), not all at once (the shares respond late to
+        lambda, and a jump in lambda collapses the model)."""
         conv = self.converged_macs()
         share = conv / max(self.need, 1.0)
+        want = min(1.0, progress / self.cfg.ramp)
         self.state.lam.append(self.lam)
         self.state.converged.append(share)
-        self.lam *= float(np.clip(1.0 / max(share, 1e-9), 0.5, 2.0)) if share < 0.95 or share > 1.1 else 1.0
+        if share < 0.95 * want or share > 1.1 * max(want, 1e-9):
+            self.lam *= float(np.clip(want / max(share, 1e-9), 1 / self.cfg.lam_step, self.cfg.lam_step))
+
+    def calibrate(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
+        """Set lambda so that the penalty's gradient on the prunable weights is ``lam_ratio`` times the loss's on
+        one batch (the same on every rank: the gradients are all-reduced)."""
+        weights = [lay.weight for lay in self.layers]
+        loss = nn.functional.cross_entropy(model(x), y)
+        g_loss = torch.autograd.grad(loss, weights)
+        lam, self.lam = self.lam, 1.0
+        g_pen = torch.autograd.grad(self(), weights)
+        self.lam = lam
+        norms = torch.stack([sum(g.pow(2).sum() for g in g_loss), sum(g.pow(2).sum() for g in g_pen)]).detach()
+        all_reduce_(norms)
+        self.lam = self.cfg.lam_ratio * float(norms[0].sqrt() / norms[1].sqrt().clamp_min(1e-30))
+        return self.lam
 
     @torch.no_grad()
     def scores(self) -> list[np.ndarray]:
@@ -139,14 +171,20 @@ def select_global(layers: list[Layer], scores: list[np.ndarray], need_macs: floa
     return keeps
 
 
-def select_per_layer(layer: Layer, score: np.ndarray, remove_macs: float) -> np.ndarray:
-    """Prune the lowest-scoring groups of one layer until at least ``remove_macs`` of its MACs are gone (it keeps
-    at least its best group)."""
-    order = np.argsort(score, kind="stable")
-    removed = np.cumsum(layer.group_macs[order].astype(np.float64))
-    k = int(np.searchsorted(removed, remove_macs - 1e-6)) + 1 if remove_macs > 0 else 0
-    keep = np.ones(score.size, bool)
-    keep[order[:min(k, score.size - 1)]] = False
+def select_per_layer(layer: Layer, score: np.ndarray, remove_macs: float, keep: np.ndarray | None = None,
+                     nearest: bool = False) -> np.ndarray:
+    """Prune the lowest-scoring kept groups of one layer until at least ``remove_macs`` more of its MACs are gone,
+    or (``nearest``) until the MACs removed are closest to it; it keeps at least its best group. ``keep``: the
+    groups kept so far (default all)."""
+    keep = np.ones(score.size, bool) if keep is None else keep.reshape(-1).copy()
+    kept = np.flatnonzero(keep)
+    order = kept[np.argsort(score[kept], kind="stable")]
+    removed = np.concatenate([[0.0], np.cumsum(layer.group_macs[order].astype(np.float64))])
+    if nearest:
+        k = int(np.argmin(np.abs(removed - remove_macs)))
+    else:
+        k = min(int(np.searchsorted(removed, remove_macs - 1e-6)), order.size)
+    keep[order[:min(k, order.size - 1)]] = False
     return keep
 
 
@@ -250,17 +288,35 @@ def heuristic(model: nn.Module, layers: list[Layer], calib: Data, need_macs: flo
     consumers = _consumers(model, {lay.name for lay in layers})
     mods = dict(model.named_modules())
     left_need, left_macs = float(need_macs), prunable
+    scores = {}
     for i in reversed(range(len(layers))):
         lay = layers[i]
         c = _sensitivity(lay, consumers, mods)
         w = lay.weight.detach().double().cpu()
         contrib = w.pow(2) * energy[i].reshape((1, -1) + (1,) * (w.ndim - 2)) * c.reshape((-1,) + (1,) * (w.ndim - 1))
-        score = group_rows(contrib, lay.sp).sum(1).numpy()
-        keep = select_per_layer(lay, score, left_need * lay.dense_macs / left_macs)
-        keep = broadcast_(torch.from_numpy(keep.astype(np.uint8))).numpy().astype(bool)
-        lay.set_keep(keep)
+        scores[i] = group_rows(contrib, lay.sp).sum(1).numpy()
+        keep = select_per_layer(lay, scores[i], left_need * lay.dense_macs / left_macs, nearest=True)
+        lay.set_keep(broadcast_(torch.from_numpy(keep.astype(np.uint8))).numpy().astype(bool))
         left_need -= float(lay.group_macs[~keep].sum())
         left_macs -= lay.dense_macs
+    # a layer with too few groups (a stem of one 8x4 group) cannot give its share: the other layers make it up, one
+    # group at a time, each offering its next-lowest-scoring group; the smallest offer that covers what is left
+    # wins (else the largest), so the target is passed by as little as the groups allow
+    while left_need > 1e-6 * need_macs:
+        offers = []
+        for i, lay in enumerate(layers):
+            kept = np.flatnonzero(lay.keep.reshape(-1))
+            if kept.size > 1:
+                g = kept[np.argmin(scores[i][kept])]
+                offers.append((float(lay.group_macs[g]), i, g))
+        if not offers:
+            break
+        covering = [o for o in offers if o[0] >= left_need]
+        macs, i, g = min(covering) if covering else max(offers)
+        keep = layers[i].keep.reshape(-1).copy()
+        keep[g] = False
+        layers[i].set_keep(broadcast_(torch.from_numpy(keep.astype(np.uint8))).numpy().astype(bool))
+        left_need -= macs
     if left_need > 1e-6 * need_macs:
         raise InputError(f"the heuristic could prune only {need_macs - left_need:.3g} of {need_macs:.3g} MACs per "
                          f"clip (every layer keeps a group); lower flops_target or prune more layers")
@@ -274,29 +330,39 @@ def regularize(model: nn.Module, layers: list[Layer], train_data: Data, need_mac
     """The regularization phase (fixed learning rate, ``rcfg.rounds`` rounds), then global hard pruning to the
     target. Returns the keep masks (already applied) and what happened."""
     reg = Regularizer(layers, need_macs, rcfg, reweighted)
+    reg.reweight(keep_strength=False)  # round 1: P from the trained weights
+    if rcfg.lam is None:
+        x, y = next(iter(train_data.batches(tcfg.batch_size, True, tcfg.seed)))
+        was = model.training
+        model.train()
+        reg.calibrate(model, x.to(layers[0].weight.device), y.to(layers[0].weight.device))
+        model.train(was)
     rounds = max(1, rcfg.rounds)
-    per_round = epochs / rounds
-    checks = max(1, int(math.ceil(per_round * rcfg.checks_per_epoch)))
+    check_every = max(1, len(train_data) // world() // tcfg.batch_size // max(1, rcfg.checks_per_epoch))
+
+    def after_step(step: int, total: int) -> str:
+        round_of = lambda s: min(rounds - 1, s * rounds // total)  # noqa: E731  (steps done -> round index)
+        if step % check_every == 0 or step == total:
+            reg.check(step / total)
+        if step < total and round_of(step) != round_of(step - 1):
+            reg.reweight()  # rounds 2..: P from the converging weights
+        share = reg.state.converged[-1] if reg.state.converged else 0.0
+        return f"round {round_of(min(step, total - 1)) + 1}/{rounds} lambda {reg.lam:.3g} at zero {share:.0%}"
+
     name = "reweighted" if reweighted else "group-lasso"
-    for r in range(rounds):
-        reg.reweight()  # round 0: P from the trained weights; later rounds: from the converging ones
-        for c in range(checks):
-            train(model, train_data, per_round / checks, tcfg, "fixed", penalty=reg,
-                  desc=f"{name} round {r + 1}/{rounds} ({c + 1}/{checks}) lambda {reg.lam:.3g}",
-                  epoch_offset=1000 * (r + 1) + 10 * c)
-            reg.check()
+    train(model, train_data, epochs, tcfg, "fixed", penalty=reg, after_step=after_step, desc=name, epoch_offset=1000)
     keeps = select_global(layers, reg.scores(), need_macs)
     for lay, keep in zip(layers, keeps):
         keep = broadcast_(torch.from_numpy(keep.astype(np.uint8))).numpy().astype(bool)
         lay.set_keep(keep.reshape(structure_shape(lay.shape, lay.sp)))
-    reg.state.converged.append(reg.converged_macs() / max(need_macs, 1.0))
     return [lay.keep for lay in layers], reg.state
 
 
 def retrain(model: nn.Module, layers: list[Layer], train_data: Data, epochs: float, tcfg: TrainConfig) -> float:
     """Masked retraining with a cosine learning rate: pruned weights stay exactly zero."""
-    def after_step():
+    def after_step(step: int, total: int) -> str:
         for lay in layers:
             lay.apply_mask()
+        return ""
     return train(model, train_data, epochs, tcfg, "cosine", after_step=after_step, desc="retrain",
                  epoch_offset=500)

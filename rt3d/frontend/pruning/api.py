@@ -85,7 +85,7 @@ def _split_epochs(epochs, algorithm: str) -> tuple[float, float]:
 
 def prune(model: nn.Module, train_data, val_data, scheme: str = "kgs", group=(8, 4), algorithm: str = "reweighted",
           flops_target: float = 3.6, *, epochs=(6, 4), lr: float = 5e-4, batch_size: int = 32, norm: str = "mixed",
-          lam: float = 0.05, eps: float = 0.01, rounds: int = 4, layers: list[str] | None = None,
+          lam: float | None = None, eps: float = 0.01, rounds: int = 4, layers: list[str] | None = None,
           min_channels: int = 8, calib_clips: int = 256, optimizer: str = "adam", seed: int = 0,
           progress: bool = True, inplace: bool = False) -> tuple[nn.Module, PruneReport]:
     """Prune ``model`` to ``flops_target`` x fewer whole-model FLOPs with structured sparsity.

@@ -152,11 +152,11 @@ def make_optimizer(params, cfg: TrainConfig) -> torch.optim.Optimizer:
 
 
 def train(model: nn.Module, data: Data, epochs: float, cfg: TrainConfig, schedule: str = "fixed",
-          penalty: Callable[[], torch.Tensor] | None = None, after_step: Callable[[], None] | None = None,
+          penalty: Callable[[], torch.Tensor] | None = None, after_step: Callable[[int, int], str] | None = None,
           desc: str = "train", epoch_offset: int = 0) -> float:
     """Train ``epochs`` (may be fractional) epochs with cross entropy (+ ``penalty()``), the learning rate fixed or
-    annealed to 0 on a cosine (``schedule``); ``after_step`` runs after every optimizer step (masks). Returns the
-    mean loss of the last epoch."""
+    annealed to 0 on a cosine (``schedule``). ``after_step(step, total)`` runs after every optimizer step (masks,
+    reweighting, lambda) and may return a status for the progress bar. Returns the mean loss of the last epoch."""
     if epochs <= 0:
         return float("nan")
     net = nn.parallel.DistributedDataParallel(model) if distributed() else model
@@ -180,11 +180,10 @@ def train(model: nn.Module, data: Data, epochs: float, cfg: TrainConfig, schedul
             opt.zero_grad(set_to_none=True)
             full.backward()
             opt.step()
-            if after_step is not None:
-                after_step()
-            losses.append(loss.item())
             step += 1
-            bar.update(1, f"loss {np.mean(losses[-20:]):.3f}")
+            status = after_step(step, total) if after_step is not None else ""
+            losses.append(loss.item())
+            bar.update(1, f"loss {np.mean(losses[-20:]):.3f}" + (f" {status}" if status else ""))
         epoch += 1
     bar.close()
     model.eval()

@@ -44,3 +44,38 @@ def host() -> Target:
     cores = os.cpu_count() or 1
     return Target("host", {"kind": "llvm", "mcpu": cpu, "num-cores": cores}, host_lanes(), cores,
                   runs_here=True, lowerings=dict(LOWERINGS), doc=f"this machine's CPU ({cpu}, LLVM)")
+
+
+def device_cores() -> int:
+    """Cores of the device the ARM targets compile for (parallel loops are split for them): $RT3D_DEVICE_CORES,
+    default 4 (the big cores of a phone SoC)."""
+    return int(os.environ.get("RT3D_DEVICE_CORES", "4"))
+
+
+@register_target("arm64-linux")
+def arm64_linux() -> Target:
+    cores = device_cores()
+    return Target("arm64-linux", {"kind": "llvm", "mtriple": "aarch64-linux-gnu", "mattr": ["+neon"],
+                                  "num-cores": cores}, 4, cores, runs_here=False, lowerings=dict(LOWERINGS),
+                  doc="64-bit ARM Linux with NEON (LLVM aarch64); runs here under qemu-aarch64",
+                  link={"kind": "cross", "cc": "aarch64-linux-gnu-g++"}, emulate="qemu-aarch64")
+
+
+ANDROID_LINK_HOWTO = """model.tar holds the compiled model as aarch64 object files (no Android NDK was configured when
+it was exported). Link them into the shared library the runner loads with the NDK's clang:
+
+    tar xf model.tar
+    $NDK/toolchains/llvm/prebuilt/linux-x86_64/bin/aarch64-linux-android24-clang++ -shared -fPIC -o model.so *.o
+
+or export again with TVM_NDK_CC=<that clang++> set, which writes model.so directly. Build runner/ with the same
+compiler (CXX=... TVM_RUNTIME=... bash runner/build.sh) against a TVM runtime built for Android.
+"""
+
+
+@register_target("android-cpu")
+def android_cpu() -> Target:
+    cores = device_cores()
+    return Target("android-cpu", {"kind": "llvm", "mtriple": "aarch64-linux-android", "mattr": ["+neon"],
+                                  "num-cores": cores}, 4, cores, runs_here=False, lowerings=dict(LOWERINGS),
+                  doc="Android phones' ARM CPU with NEON (LLVM aarch64); links with the NDK named by TVM_NDK_CC",
+                  link={"kind": "cross", "cc_env": "TVM_NDK_CC", "howto": ANDROID_LINK_HOWTO})
