@@ -64,8 +64,14 @@ def build(model, target: str = "host", passes: str | list | None = None,
         "passes": [{"name": r.name, "ms": r.ms, "notes": r.notes} for r in pm.reports],
         "tuning": tuning,
         "layers": [layer.to_json() for layer in lowered.layers],
+        "output_layers": lowered.output_layers,
     }
-    return Module(exe, meta, lowered.params, str(graph))
+    opencl = None
+    if tgt.emulate == "pyopencl":
+        from .targets.opencl.launcher import launch_plan, opencl_source
+        opencl = opencl_source(exe)
+        meta["opencl_plan"] = launch_plan(lowered, opencl)
+    return Module(exe, meta, lowered.params, str(graph), opencl_source=opencl)
 
 
 def autotune(model, db: str | os.PathLike, target: str = "host", trials: int = 64, passes: str | list | None = None,

@@ -41,9 +41,11 @@ class BenchmarkReport:
     runs_ms: list[float]
     macs: int
     layers: list[LayerTime] = field(default_factory=list)
+    device: str = ""  # where it ran, when not this machine's CPU (an OpenCL device)
 
     def __str__(self) -> str:
-        lines = [f"latency: median {self.median_ms:.2f} ms over {len(self.runs_ms)} runs "
+        lines = [(f"device: {self.device}; kernel times are the device's own (OpenCL profiling)\n"
+                  if self.device else "") + f"latency: median {self.median_ms:.2f} ms over {len(self.runs_ms)} runs "
                  f"(min {min(self.runs_ms):.2f}, max {max(self.runs_ms):.2f}); "
                  f"{2 * self.macs / 1e9:.2f} GFLOP, {2 * self.macs / (self.median_ms * 1e6):.1f} GFLOP/s"]
         if self.layers:
@@ -57,7 +59,7 @@ class BenchmarkReport:
         return "\n".join(lines)
 
     def to_json(self) -> dict:
-        return {"median_ms": self.median_ms, "runs_ms": self.runs_ms, "macs": self.macs,
+        return {"median_ms": self.median_ms, "runs_ms": self.runs_ms, "macs": self.macs, "device": self.device,
                 "layers": [lt.__dict__ | {"gflops": lt.gflops} for lt in self.layers]}
 
 
@@ -73,7 +75,7 @@ class Module:
     """
 
     def __init__(self, executable, meta: dict, params: list[np.ndarray], graph_text: str = "",
-                 library_path: Path | None = None):
+                 library_path: Path | None = None, opencl_source: str | None = None):
         self.meta = meta
         self.graph_text = graph_text
         self._exe = executable
@@ -83,6 +85,8 @@ class Module:
         self._param_tensors = None
         self._artifact_dir: Path | None = None  # an exported copy, for running under emulation
         self._tmp_artifact = None
+        self.opencl_source = opencl_source  # android-gpu: the kernels' OpenCL C (kernels.cl in the artifact)
+        self._launcher = None
         self.layers = [LayerInfo.from_json(d) for d in meta["layers"]]
 
     # ---- properties ----------------------------------------------------------------------------------------
@@ -106,6 +110,16 @@ class Module:
     def _emulated(self) -> bool:
         """aarch64-linux modules run here under qemu (see rt3d.targets.arm_neon.deploy)."""
         return not self.meta.get("runs_here", True) and self.meta.get("emulate") == "qemu-aarch64"
+
+    def _opencl(self):
+        """android-gpu modules run their kernels through pyopencl (rt3d.targets.opencl.launcher)."""
+        if self.meta.get("emulate") != "pyopencl":
+            return None
+        if self._launcher is None:
+            from ..targets.opencl.launcher import OpenCLLauncher
+            self._launcher = OpenCLLauncher(self.opencl_source, self.meta["opencl_plan"], self.layers, self._params,
+                                            self.meta["output_layers"])
+        return self._launcher
 
     def _ensure_vm(self):
         if self._vm is None:
@@ -155,6 +169,9 @@ class Module:
         if self._emulated():
             outs, _ = self._run_emulated(arrays)
             return outs[0] if len(outs) == 1 else outs
+        if self._opencl() is not None:
+            outs = self._opencl().run(arrays)
+            return outs[0] if len(outs) == 1 else outs
         vm = self._ensure_vm()
         res = vm["main"](*[tvm.runtime.tensor(a) for a in arrays], *self._param_tensors)
         if len(self.outputs) == 1:
@@ -171,6 +188,14 @@ class Module:
             raise Rt3dError(f"module for '{self.target}' runs here only under emulation (qemu), whose timings say "
                             "nothing about a device: benchmark it on the device with the exported runner "
                             "(rt3d_runner DIR --repeat N)")
+        if self._opencl() is not None:
+            runs, ktimes = self._opencl().benchmark(arrays, repeat=repeat, warmup=warmup)
+            report = BenchmarkReport(statistics.median(runs), runs, self.macs)
+            report.device = self._opencl().device_name
+            if per_layer:
+                report.layers = [LayerTime(lay.kernel, lay.op, lay.impl, kt.ms, lay.macs, lay.node)
+                                 for lay, kt in zip(self.layers, ktimes)]
+            return report
         vm = self._ensure_vm()
         args = [tvm.runtime.tensor(a) for a in arrays] + self._param_tensors
         for _ in range(warmup):
@@ -273,6 +298,8 @@ class Module:
                                 for p, (off, n) in zip(self._params, offsets)])
             (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
             (tmp / "graph.rt3d").write_text(self.graph_text)
+            if self.opencl_source is not None:
+                (tmp / "kernels.cl").write_text(self.opencl_source)
             from ..targets.arm_neon.deploy import RUNNER_DIR
             shutil.copytree(RUNNER_DIR, tmp / "runner", ignore=shutil.ignore_patterns("rt3d_runner", "__pycache__"))
             if directory.exists():
@@ -311,6 +338,8 @@ def load(directory: str | os.PathLike) -> Module:
     library = directory / meta.get("library", "model.so")
     lib = tvm.runtime.load_module(str(library)) if meta.get("runs_here", True) else None
     text = (directory / "graph.rt3d").read_text() if (directory / "graph.rt3d").exists() else ""
-    mod = Module(lib, meta, params, text, library_path=library)
+    cl = directory / "kernels.cl"
+    mod = Module(lib, meta, params, text, library_path=library,
+                 opencl_source=cl.read_text() if cl.exists() else None)
     mod._artifact_dir = directory if library.suffix == ".so" else None
     return mod

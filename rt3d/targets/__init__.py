@@ -28,5 +28,6 @@ def target_names() -> list[str]:
 
 
 from . import arm_neon  # noqa: E402,F401  (registers the CPU targets)
+from . import opencl  # noqa: E402,F401  (registers the GPU target)
 
 __all__ = ["Target", "Kernel", "get_target", "target_names", "register_target"]

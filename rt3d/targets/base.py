@@ -40,7 +40,9 @@ class Target:
     # how Module.export links the library: {"kind": "native"} (this machine), or {"kind": "cross", "cc": compiler}
     # / {"cc_env": variable naming it, "howto": what to do when it is unset}
     link: dict = field(default_factory=lambda: {"kind": "native"})
-    emulate: str = ""  # "qemu-aarch64": Module.run runs the exported artifact under emulation here
+    emulate: str = ""  # "qemu-aarch64": Module.run runs the exported artifact under emulation here;
+    #                    "pyopencl": runs its OpenCL kernels through pyopencl (PoCL here)
+    gpu_threads: int = 0  # GPU targets: threads per work-group of the default schedule (0: a CPU target)
 
     def key(self) -> str:
         """Identifies the machine kind tuning records apply to (target, CPU, cores, vector width)."""
@@ -55,7 +57,8 @@ class Target:
                      else "eliminate-kgs-columns")
         sparse = (f"detect-sparsity,{eliminate},reorder-kernel-groups{{threads={self.num_cores}}},"
                   if "sparse_conv3d" in self.lowerings else "")
-        return f"fold-constants,fold-bn,fuse,{sparse}block-layout{{block={self.vector_lanes}}},dce"
+        block = f"block-layout{{block={self.vector_lanes}}}," if not self.gpu_threads else ""  # GPUs: plain NCDHW
+        return f"fold-constants,fold-bn,fuse,{sparse}{block}dce"
 
     def tvm(self):
         import tvm

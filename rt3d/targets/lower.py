@@ -46,6 +46,7 @@ class Lowered:
     mod: tvm.IRModule
     params: list[np.ndarray]
     layers: list[LayerInfo]
+    output_layers: list[int]  # the layer computing each graph output
 
 
 def _symbol(i: int, node: Node) -> str:
@@ -98,15 +99,16 @@ def lower_graph(graph: Graph, target: Target) -> Lowered:
                           if r[0] == "param" else kernels[r[1]][3].output.type.shape for r in refs]
                 layers.append(LayerInfo(sym, str(node), node.op, k.impl, [list(r) for r in refs], shapes,
                                         out_t.shape, node_macs(node)))
-            outs = []
+            outs, output_layers = [], []
             for v in graph.outputs:
                 ref = env[v]
                 if ref[0] != "value":
                     raise BuildError(f"graph output {v.ref()} is not computed by any node; nothing to compile")
                 outs.append(vals[ref[1]])
+                output_layers.append(ref[1])
             result = bb.emit_output(outs[0] if len(outs) == 1 else relax.Tuple(outs))
         bb.emit_func_output(result)
-    return Lowered(bb.get(), params, layers)
+    return Lowered(bb.get(), params, layers, output_layers)
 
 
 def compile_lowered(lowered: Lowered, target: Target):

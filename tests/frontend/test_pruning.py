@@ -140,6 +140,11 @@ def test_global_selection_prunes_the_lowest_scores_to_the_target():
     assert all(sc[k].min() >= threshold for sc, k in zip(scores, keeps))  # nothing kept scores lower
     with pytest.raises(InputError, match="cannot prune"):
         select_global(layers, scores, 2.0 * sum(lay.dense_macs for lay in layers))
+    # a floor: no layer below half of its MACs, even where its scores are the lowest
+    scores[0] = scores[0] * 1e-3
+    keeps = select_global(layers, scores, 0.45 * sum(lay.dense_macs for lay in layers), min_density=0.5)
+    for lay, k in zip(layers, keeps):
+        assert lay.group_macs[k].sum() >= 0.5 * lay.dense_macs
 
 
 def test_heuristic_reads_the_next_layer():

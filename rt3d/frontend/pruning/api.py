@@ -85,7 +85,8 @@ def _split_epochs(epochs, algorithm: str) -> tuple[float, float]:
 
 def prune(model: nn.Module, train_data, val_data, scheme: str = "kgs", group=(8, 4), algorithm: str = "reweighted",
           flops_target: float = 3.6, *, epochs=(6, 4), lr: float = 5e-4, batch_size: int = 32, norm: str = "mixed",
-          lam: float | None = None, eps: float = 0.01, rounds: int = 4, layers: list[str] | None = None,
+          lam: float | None = None, eps: float = 0.01, rounds: int = 4, min_density: float = 0.1,
+          layers: list[str] | None = None,
           min_channels: int = 8, calib_clips: int = 256, optimizer: str = "adam", seed: int = 0,
           progress: bool = True, inplace: bool = False) -> tuple[nn.Module, PruneReport]:
     """Prune ``model`` to ``flops_target`` x fewer whole-model FLOPs with structured sparsity.
@@ -94,7 +95,8 @@ def prune(model: nn.Module, train_data, val_data, scheme: str = "kgs", group=(8,
     ``algorithm``: heuristic | group-lasso | reweighted (see ``rt3d.frontend.pruning.algorithms``). ``train_data`` /
     ``val_data``: torch-style data sets (len + indexing to (clip, label)) or (clips, labels) arrays. ``epochs``:
     (pruning phase, masked retraining), the same total for every algorithm (the heuristic retrains for both).
-    Runs unchanged under ``torchrun`` (DistributedDataParallel). Returns the pruned model (a copy unless
+    ``min_density``: no layer keeps less than this share of its MACs (the regularization algorithms choose the
+    per-layer rates themselves; this only stops them from emptying a layer). Runs unchanged under ``torchrun`` (DistributedDataParallel). Returns the pruned model (a copy unless
     ``inplace``) with exact zeros and ``model.rt3d_sparsity`` (layer name -> (Sparsity, keep mask)), and a report.
 
     Example::
@@ -116,7 +118,7 @@ def prune(model: nn.Module, train_data, val_data, scheme: str = "kgs", group=(8,
     model = model if inplace else copy.deepcopy(model)
     input_shape = (1,) + tuple(train_data.x.shape[1:])
     tcfg = TrainConfig(batch_size=batch_size, lr=lr, optimizer=optimizer, seed=seed, progress=progress)
-    rcfg = RegConfig(norm=norm, lam=lam, eps=eps, rounds=rounds)
+    rcfg = RegConfig(norm=norm, lam=lam, eps=eps, rounds=rounds, min_density=min_density)
     prune_e, retrain_e = _split_epochs(epochs, algorithm)
 
     found = find_layers(model, input_shape, scheme, group, layers, min_channels)

@@ -68,11 +68,20 @@ def is_reduction(sch, block) -> bool:
     return any(iv.iter_type == 2 for iv in sch.get(block).iter_vars)
 
 
-def schedule_default(sch, lanes: int, root_name: str = "root") -> None:
-    """Inline non-output injective stages; parallelize outer loops; vectorize an innermost spatial loop.
+def schedule_default(sch, target, root_name: str = "root") -> None:
+    """Inline non-output injective stages; parallelize outer loops; vectorize an innermost spatial loop. On a GPU
+    target (``target.gpu_threads``) the output's spatial loops are bound to blocks x threads instead and the
+    remaining stages are computed per thread (one kernel per function, no intermediate buffers).
 
     Good enough for pooling, elementwise and layout ops, so that the end-to-end time stays conv-bound.
+    ``target``: a Target, or the vector width for a CPU.
     """
+    threads = getattr(target, "gpu_threads", 0)
+    if threads:
+        from ..opencl.schedule import schedule_gpu_default
+        schedule_gpu_default(sch, threads, root_name)
+        return
+    lanes = target.vector_lanes if hasattr(target, "vector_lanes") else int(target)
     root = sch.get_sblock(root_name)
     blocks = sch.get_child_blocks(root)
     outputs = {sch.get(b).name_hint for b in sch.get_output_blocks(root)}
@@ -80,7 +89,7 @@ def schedule_default(sch, lanes: int, root_name: str = "root") -> None:
         if sch.get(b).name_hint not in outputs and not is_reduction(sch, b):
             try:
                 sch.compute_inline(b)
-            except tvm.TVMError:
+            except Exception:  # noqa: BLE001  (a ScheduleError or ValueError: the stage stays)
                 pass  # a stage that cannot be inlined stays materialized; it is scheduled below
     for b in sch.get_child_blocks(root):
         _schedule_block(sch, b, lanes)

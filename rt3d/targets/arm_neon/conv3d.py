@@ -265,5 +265,5 @@ def lower_generic(node: Node, target) -> Kernel:
     Y = te.compute(g.out, out_f, name="out")
     args = [X, W] + [t for t in (B, R) if t is not None] + [Y]
     sch = tvm.s_tir.Schedule(make_func(args, "main"))
-    schedule_default(sch, target.vector_lanes)
+    schedule_default(sch, target)
     return Kernel(sch.mod["main"], list(node.inputs), f"conv3d.direct_generic(groups={a.groups})")

@@ -51,7 +51,7 @@ def _dense_generic(node: Node, target) -> Kernel:
 
     Y = te.compute(node.output.type.shape, lambda m, n: epilogue(node, acc[m, n], n, (m, n), B, R), name="out")
     sch = tvm.s_tir.Schedule(make_func([X, W] + [t for t in (B, R) if t is not None] + [Y], "main"))
-    schedule_default(sch, target.vector_lanes)
+    schedule_default(sch, target)
     return Kernel(sch.mod["main"], list(node.inputs), "dense.generic")
 
 
@@ -80,5 +80,5 @@ def lower_matmul(node: Node, target) -> Kernel:
         return te.sum(A[tuple(ai)] * Bt[tuple(bi)], axis=k)
     Y = te.compute(out, f, name="out")
     sch = tvm.s_tir.Schedule(make_func([A, Bt, Y], "main"))
-    schedule_default(sch, target.vector_lanes)
+    schedule_default(sch, target)
     return Kernel(sch.mod["main"], list(node.inputs), "matmul.direct")

@@ -13,7 +13,7 @@ from .common import activation, broadcast_index, make_func, placeholder, schedul
 
 def _finish(node: Node, target, tensors, args, impl: str) -> Kernel:
     sch = tvm.s_tir.Schedule(make_func(tensors, "main"))
-    schedule_default(sch, target.vector_lanes)
+    schedule_default(sch, target)
     return Kernel(sch.mod["main"], args, impl)
 
 

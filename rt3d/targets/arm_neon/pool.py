@@ -62,7 +62,7 @@ def lower_pool(node: Node, target) -> Kernel:
     if a.block:
         _schedule_blocked_pool(sch, r, is_max)
         return Kernel(sch.mod["main"], args, f"{node.op}.blocked(vector={a.block})")
-    schedule_default(sch, target.vector_lanes)
+    schedule_default(sch, target)
     return Kernel(sch.mod["main"], args, f"{node.op}.direct")
 
 
@@ -108,7 +108,7 @@ def _mean(node: Node, target, axes: list[int], keepdims: bool) -> Kernel:
     S = te.compute(node.output.type.shape, f, name="sum")
     Y = te.compute(node.output.type.shape, lambda *i: S[i] * tirx.const(1.0 / count, X.dtype), name="out")
     sch = tvm.s_tir.Schedule(make_func([X, Y], "main"))
-    schedule_default(sch, target.vector_lanes)
+    schedule_default(sch, target)
     return Kernel(sch.mod["main"], [node.inputs[0]], f"{node.op}.direct")
 
 
@@ -138,5 +138,5 @@ def lower_softmax(node: Node, target) -> Kernel:
     sm = te.compute(red_shape, lambda *i: te.sum(ex[at(i, k2)], axis=k2), name="sum")
     Y = te.compute(shape, lambda *i: ex[i] / sm[i[:ax] + i[ax + 1:]], name="out")
     sch = tvm.s_tir.Schedule(make_func([X, Y], "main"))
-    schedule_default(sch, target.vector_lanes)
+    schedule_default(sch, target)
     return Kernel(sch.mod["main"], [node.inputs[0]], "softmax.direct")

@@ -1,0 +1,33 @@
+"""The OpenCL target ("android-gpu"): GPU schedules for every IR op, one OpenCL kernel per IR node.
+
+The artifact holds the host library (the Relax VM code that launches the kernels, for a TVM runtime built with
+OpenCL on the device) and the kernels' OpenCL C (``kernels.cl``) with a launch plan (``meta.json``: every kernel's
+grid, work-group and argument order). On this machine, where TVM's runtime has no OpenCL, ``Module.run`` executes
+the kernels in order through pyopencl (PoCL's CPU device here, a real GPU where its driver is installed): see
+``launcher.py``.
+"""
+from __future__ import annotations
+
+from .. import register_target
+from ..arm_neon import ANDROID_LINK_HOWTO
+from ..arm_neon import LOWERINGS as CPU_LOWERINGS
+from ..arm_neon.dense import _dense_generic
+from ..base import Target
+from .conv3d import lower_conv3d, lower_sparse_conv3d
+
+WORK_GROUP = 64  # threads per work-group of the default GPU schedule
+
+LOWERINGS = dict(CPU_LOWERINGS)  # the TE of the other ops is shared; their schedule follows target.gpu_threads
+LOWERINGS.update({"conv3d": lower_conv3d, "sparse_conv3d": lower_sparse_conv3d,
+                  "dense": lambda node, target: _dense_generic(node, target)})
+for _op in ("to_blocked", "from_blocked"):
+    LOWERINGS.pop(_op, None)
+
+
+@register_target("android-gpu")
+def android_gpu() -> Target:
+    return Target("android-gpu", {"kind": "opencl", "host": {"kind": "llvm", "mtriple": "aarch64-linux-android"}},
+                  4, 1, runs_here=False, lowerings=dict(LOWERINGS),
+                  doc="OpenCL for mobile GPUs (host code aarch64 Android); runs here through pyopencl on PoCL",
+                  link={"kind": "cross", "cc_env": "TVM_NDK_CC", "howto": ANDROID_LINK_HOWTO},
+                  emulate="pyopencl", gpu_threads=WORK_GROUP)

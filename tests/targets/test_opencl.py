@@ -1,0 +1,75 @@
+"""The android-gpu target: OpenCL kernels for whole small models (dense and sparse) run through pyopencl on the
+machine's OpenCL device (PoCL here) and checked against onnxruntime; the artifact and the launch plan."""
+from __future__ import annotations
+
+import json
+import re
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+
+import rt3d
+from rt3d.models import export_onnx, get_model
+from rt3d.models.sparse import sparsify
+from rt3d.targets import get_target
+
+cl = pytest.importorskip("pyopencl")
+try:
+    _DEVICES = [d for p in cl.get_platforms() for d in p.get_devices()]
+except cl.Error:  # no ICD loader / platform
+    _DEVICES = []
+pytestmark = pytest.mark.skipif(not _DEVICES, reason="no OpenCL device (scripts/setup.sh installs PoCL)")
+
+
+def _reference(data, x):
+    blob = data if isinstance(data, bytes) else data.SerializeToString()
+    return ort.InferenceSession(blob, providers=["CPUExecutionProvider"]).run(None, {"input": x})[0]
+
+
+@pytest.mark.parametrize("name", ["c3d_small", "r2plus1d_small", "s3d_small"])
+def test_whole_models_match_onnxruntime(name):
+    model, shape = get_model(name)
+    data = export_onnx(model, shape)
+    x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
+    mod = rt3d.build(data, target="android-gpu")
+    assert all(lay.impl.startswith(("conv3d.gpu", "sparse_conv3d.gpu")) for lay in mod.layers if "conv" in lay.op)
+    ref = _reference(data, x)
+    np.testing.assert_allclose(mod.run(x), ref, rtol=1e-4, atol=1e-4 * float(np.abs(ref).max()))
+
+
+@pytest.mark.parametrize("sparsity", ["kgs(8x4)", "kgs(4x4)", "vanilla(8x4)", "filter"])
+def test_sparse_kernels_match_onnxruntime(sparsity):
+    model, shape = get_model("r2plus1d_small")  # strided and residual layers
+    data, _ = sparsify(export_onnx(model, shape), sparsity, 1.6, seed=2, min_channels=8)
+    x = np.random.default_rng(1).standard_normal(shape).astype(np.float32)
+    mod = rt3d.build(data, target="android-gpu", passes=get_target("android-gpu").default_passes(always_sparse=True))
+    sparse = [lay for lay in mod.layers if lay.op == "sparse_conv3d"]
+    assert sparse and all("gpu_ell" in lay.impl for lay in sparse)
+    ref = _reference(data, x)
+    np.testing.assert_allclose(mod.run(x), ref, rtol=1e-4, atol=1e-4 * float(np.abs(ref).max()))
+
+
+def test_launch_plan_and_artifact(tmp_path, monkeypatch):
+    monkeypatch.delenv("TVM_NDK_CC", raising=False)
+    model, shape = get_model("c3d_small")
+    data = export_onnx(model, shape)
+    mod = rt3d.build(data, target="android-gpu")
+    plan = mod.meta["opencl_plan"]
+    assert len(plan) == len(mod.layers)
+    for p, lay in zip(plan, mod.layers):
+        assert p["kernel"] == f"{lay.kernel}_kernel"
+        assert sorted(p["params"]) == list(range(len(lay.args) + 1))  # every argument and the output, once
+        assert all(g % loc == 0 for g, loc in zip(p["global"], p["local"])) and p["local"][0] <= 64
+        sig = re.search(rf"__kernel void {p['kernel']}\(([^)]*)\)", mod.opencl_source)
+        assert sig, p["kernel"]
+    out = mod.export(tmp_path / "art")
+    names = {f.name for f in out.iterdir()}
+    assert {"kernels.cl", "model.tar", "LINKING.txt", "meta.json", "weights.bin"} <= names
+    assert json.loads((out / "meta.json").read_text())["opencl_plan"] == plan
+    x = np.random.default_rng(3).standard_normal(shape).astype(np.float32)
+    loaded = rt3d.load(out)
+    np.testing.assert_array_equal(loaded.run(x), mod.run(x))
+    report = loaded.benchmark(x, repeat=2, warmup=1)
+    assert report.device and len(report.layers) == len(mod.layers) and report.median_ms > 0
+    assert "device:" in str(report)
