@@ -43,6 +43,7 @@ class Target:
     emulate: str = ""  # "qemu-aarch64": Module.run runs the exported artifact under emulation here;
     #                    "pyopencl": runs its OpenCL kernels through pyopencl (PoCL here)
     gpu_threads: int = 0  # GPU targets: threads per work-group of the default schedule (0: a CPU target)
+    precision: str = "float32"  # "float16": the pipeline stores every tensor as float16 (to-fp16)
 
     def key(self) -> str:
         """Identifies the machine kind tuning records apply to (target, CPU, cores, vector width)."""
@@ -58,7 +59,8 @@ class Target:
         sparse = (f"detect-sparsity,{eliminate},reorder-kernel-groups{{threads={self.num_cores}}},"
                   if "sparse_conv3d" in self.lowerings else "")
         block = f"block-layout{{block={self.vector_lanes}}}," if not self.gpu_threads else ""  # GPUs: plain NCDHW
-        return f"fold-constants,fold-bn,fuse,{sparse}{block}dce"
+        fp16 = "to-fp16," if self.precision == "float16" else ""
+        return f"fold-constants,fold-bn,fuse,{sparse}{block}{fp16}dce"
 
     def tvm(self):
         import tvm

@@ -29,16 +29,18 @@ class LayerInfo:
     arg_shapes: list[tuple[int, ...]]
     out_shape: tuple[int, ...]
     macs: int
+    out_dtype: str = "float32"
 
     def to_json(self) -> dict:
         return {"kernel": self.kernel, "node": self.node, "op": self.op, "impl": self.impl, "args": self.args,
                 "arg_shapes": [list(s) for s in self.arg_shapes], "out_shape": list(self.out_shape),
-                "macs": self.macs}
+                "macs": self.macs, "out_dtype": self.out_dtype}
 
     @staticmethod
     def from_json(d: dict) -> "LayerInfo":
         return LayerInfo(d["kernel"], d["node"], d["op"], d["impl"], [tuple(a) for a in d["args"]],
-                         [tuple(s) for s in d["arg_shapes"]], tuple(d["out_shape"]), d["macs"])
+                         [tuple(s) for s in d["arg_shapes"]], tuple(d["out_shape"]), d["macs"],
+                         d.get("out_dtype", "float32"))
 
 
 @dataclass
@@ -98,7 +100,7 @@ def lower_graph(graph: Graph, target: Target) -> Lowered:
                 shapes = [graph.inputs[r[1]].type.shape if r[0] == "input" else params[r[1]].shape
                           if r[0] == "param" else kernels[r[1]][3].output.type.shape for r in refs]
                 layers.append(LayerInfo(sym, str(node), node.op, k.impl, [list(r) for r in refs], shapes,
-                                        out_t.shape, node_macs(node)))
+                                        out_t.shape, node_macs(node), out_t.dtype))
             outs, output_layers = [], []
             for v in graph.outputs:
                 ref = env[v]

@@ -73,3 +73,27 @@ def test_launch_plan_and_artifact(tmp_path, monkeypatch):
     report = loaded.benchmark(x, repeat=2, warmup=1)
     assert report.device and len(report.layers) == len(mod.layers) and report.median_ms > 0
     assert "device:" in str(report)
+
+
+def test_fp16_kernels():
+    """android-gpu-fp16: every tensor float16, conv sums accumulated in float32. Run where the device has
+    cl_khr_fp16 (tolerance 3e-2 of the output's range: float16 keeps 11 significant bits); PoCL's CPU device has
+    no fp16, so here the launcher must refuse with a clear error instead."""
+    model, shape = get_model("r2plus1d_small")
+    data, _ = sparsify(export_onnx(model, shape), "kgs(8x4)", 1.6, seed=2, min_channels=8)
+    target = get_target("android-gpu-fp16")
+    mod = rt3d.build(data, target=target, passes=target.default_passes(always_sparse=True))
+    assert mod.inputs[0]["dtype"] == "float16" and mod.outputs[0]["dtype"] == "float16"
+    assert any(lay.op == "sparse_conv3d" for lay in mod.layers)
+    src = mod.opencl_source
+    assert "cl_khr_fp16" in src and "half" in src
+    body = re.search(r"__kernel void k\d+_conv3d_kernel\([^)]*\) \{(.*?)\n}\n", src, re.S).group(1)
+    assert re.search(r"\bfloat conv_local\w*\[8\]", body), "conv sums accumulate in float32 (4x2 register tile)"
+    x = np.random.default_rng(4).standard_normal(shape).astype(np.float32)
+    if any("cl_khr_fp16" in d.extensions for d in _DEVICES):
+        ref = _reference(data, x)
+        y = mod.run(x).astype(np.float32)
+        np.testing.assert_allclose(y, ref, rtol=0, atol=3e-2 * float(np.abs(ref).max()))
+    else:
+        with pytest.raises(rt3d.Rt3dError, match="cl_khr_fp16"):
+            mod.run(x)

@@ -49,11 +49,14 @@ def epilogue_placeholders(node) -> tuple[te.Tensor | None, te.Tensor | None]:
 
 
 def epilogue(node, acc, channel, out_idx, bias: te.Tensor | None, residual: te.Tensor | None):
-    """act(acc + bias[channel] + residual[out_idx]) for a conv3d/dense node's fused epilogue."""
+    """act(acc + bias[channel] + residual[out_idx]) for a conv3d/dense node's fused epilogue, in acc's type (a
+    float32 accumulator of float16 tensors reads the bias and residual widened)."""
+    dt = dtype_of(acc)
     if bias is not None:
-        acc = acc + bias[channel]
+        acc = acc + (bias[channel] if bias.dtype == dt else bias[channel].astype(dt))
     if residual is not None:
-        acc = acc + residual[tuple(broadcast_index(residual, out_idx))]
+        r = residual[tuple(broadcast_index(residual, out_idx))]
+        acc = acc + (r if residual.dtype == dt else r.astype(dt))
     return activation(acc, node.attrs.act, node.attrs.act_params)
 
 

@@ -53,8 +53,8 @@ def lower_pool(node: Node, target) -> Kernel:
         Y = te.compute(out_phys, lambda *idx: te.max(window(*idx), axis=rk), name="pool")
         tensors, args = [X, Y], [node.inputs[0]]
     else:
-        cnt = avg_counts(node)
-        Cnt = te.placeholder(cnt.shape, "float32", name="count")
+        cnt = avg_counts(node).astype(node.inputs[0].type.dtype)
+        Cnt = te.placeholder(cnt.shape, str(cnt.dtype), name="count")
         S = te.compute(out_phys, lambda *idx: te.sum(window(*idx), axis=rk), name="pool")
         Y = te.compute(out_phys, lambda *idx: S[idx] / Cnt[idx[2:2 + r]], name="out")
         tensors, args = [X, Cnt, Y], [node.inputs[0], cnt]

@@ -31,3 +31,13 @@ def android_gpu() -> Target:
                   doc="OpenCL for mobile GPUs (host code aarch64 Android); runs here through pyopencl on PoCL",
                   link={"kind": "cross", "cc_env": "TVM_NDK_CC", "howto": ANDROID_LINK_HOWTO},
                   emulate="pyopencl", gpu_threads=WORK_GROUP)
+
+
+@register_target("android-gpu-fp16")
+def android_gpu_fp16() -> Target:
+    """android-gpu with every tensor in float16 (float32 accumulation in conv and dense), as the paper runs its GPU
+    kernels; needs a device with cl_khr_fp16 (every mobile GPU; not PoCL's CPU device)."""
+    t = android_gpu()
+    t.name, t.precision = "android-gpu-fp16", "float16"
+    t.doc = "android-gpu in 16-bit floats (float32 accumulation); needs cl_khr_fp16"
+    return t

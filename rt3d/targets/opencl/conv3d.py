@@ -16,10 +16,19 @@ from tvm import te, tirx
 
 from ...errors import BuildError
 from ...ir import Node
-from ..arm_neon.common import epilogue, epilogue_placeholders, make_func, placeholder
+from ..arm_neon.common import dtype_of, epilogue, epilogue_placeholders, make_func, placeholder
 from ..arm_neon.conv3d import _Geometry, _padded_input
 from ..base import Kernel
 from .schedule import bind_threads
+
+
+def _f32(e):
+    """Operands widened to float32, so that conv sums accumulate in float32 (float16 tensors included)."""
+    return e if dtype_of(e) == "float32" else e.astype("float32")
+
+
+def _round(e, dtype: str):
+    return e if dtype_of(e) == dtype else e.astype(dtype)
 
 
 def _tile(m: int, ow: int) -> tuple[int, int]:
@@ -46,13 +55,14 @@ def lower_conv3d(node: Node, target) -> Kernel:
     conv = te.compute(
         (N, M, OD, OH, OW),
         lambda n, m, d, h, w: te.sum(
-            xp[n, (m // Mg) * Cg + rc, d * sd + rd * dd, h * sh + rh * dh, w * sw + rw * dw] * W5[m, rc, rd, rh, rw],
-            axis=[rc, rd, rh, rw]),
+            _f32(xp[n, (m // Mg) * Cg + rc, d * sd + rd * dd, h * sh + rh * dh, w * sw + rw * dw])
+            * _f32(W5[m, rc, rd, rh, rw]), axis=[rc, rd, rh, rw]),
         name="conv")
+    odt = node.output.type.dtype
 
     def out_f(*idx):
         n, m, d, h, w = g.out_index5(idx)
-        return epilogue(node, conv[n, m, d, h, w], m, idx, B, R)
+        return _round(epilogue(node, conv[n, m, d, h, w], m, idx, B, R), odt)
     Y = te.compute(g.out, out_f, name="out")
     args = [X, Wt] + [t for t in (B, R) if t is not None] + [Y]
     sch = tvm.s_tir.Schedule(make_func(args, "main"))
@@ -105,6 +115,7 @@ def lower_sparse_conv3d(node: Node, target) -> Kernel:
     ks = tuple(a.kernel)
     S = int(np.prod(ks))
     vals, ecols = ell(values, cols, a.kept)
+    vals = vals.astype(values.dtype)  # float16 under to-fp16
     P, K = ecols.shape
     rows = np.asarray(a.perm if a.perm else tuple(range(M)) + (-1,) * (P * gm - M), np.int64)
     row_of = np.zeros(M, np.int32)
@@ -118,7 +129,7 @@ def lower_sparse_conv3d(node: Node, target) -> Kernel:
     sp_out = node.output.type.shape[2:]
     pb, pe = a.pad[:r], a.pad[r:]
     X = placeholder(x, "x")
-    V = te.placeholder(vals.shape, "float32", name="ell_values")
+    V = te.placeholder(vals.shape, str(vals.dtype), name="ell_values")
     Cc = te.placeholder(ecols.shape, "int32", name="ell_cols")
     Row = te.placeholder(row_of.shape, "int32", name="row_of")
     has_res = bool(a.residual)
@@ -145,11 +156,12 @@ def lower_sparse_conv3d(node: Node, target) -> Kernel:
             pos.insert(0, rest % ks[i])
             rest = rest // ks[i]
         sp = tuple(o[i] * a.stride[i] + pos[i] * a.dilation[i] for i in range(r))
-        return te.sum(V[blk, j, ci, row % gm] * xp[(n, q * gn + ci) + sp], axis=[j, ci])
+        return te.sum(_f32(V[blk, j, ci, row % gm]) * _f32(xp[(n, q * gn + ci) + sp]), axis=[j, ci])
     acc = te.compute((N, M) + tuple(sp_out), acc_f, name="conv")
+    odt = node.output.type.dtype
 
     def out_f(*idx):
-        return epilogue(node, acc[idx], idx[1], idx, B, R)
+        return _round(epilogue(node, acc[idx], idx[1], idx, B, R), odt)
     Y = te.compute(node.output.type.shape, out_f, name="out")
     args = [X, V, Cc, Row] + [t for t in (B, R) if t is not None] + [Y]
     sch = tvm.s_tir.Schedule(make_func(args, "main"))

@@ -93,6 +93,10 @@ class OpenCLLauncher:
             raise Rt3dError("running android-gpu modules here needs pyopencl (pip install pyopencl)") from e
         self.cl = cl
         self.device = _device(cl)
+        if "cl_khr_fp16" in source and "cl_khr_fp16" not in self.device.extensions:
+            raise Rt3dError(f"the kernels compute in float16 but OpenCL device '{self.device.name}' has no "
+                            "cl_khr_fp16 (PoCL's CPU device has none; mobile GPUs do): run them on such a device "
+                            "(RT3D_OPENCL_DEVICE) or build for android-gpu (float32)")
         self.ctx = cl.Context([self.device])
         self.queue = cl.CommandQueue(self.ctx, properties=cl.command_queue_properties.PROFILING_ENABLE)
         try:
@@ -119,13 +123,14 @@ class OpenCLLauncher:
             for ref in layer.args:
                 kind, idx = ref[0], ref[1]
                 args.append(ins[idx] if kind == "input" else self.params[idx] if kind == "param" else values[idx])
-            out = cl.Buffer(self.ctx, mf.READ_WRITE, size=max(4, 4 * int(np.prod(layer.out_shape))))
+            nbytes = np.dtype(layer.out_dtype).itemsize * int(np.prod(layer.out_shape))
+            out = cl.Buffer(self.ctx, mf.READ_WRITE, size=max(4, nbytes))
             args.append(out)
             events.append(k(self.queue, tuple(p["global"]), tuple(p["local"]), *[args[j] for j in p["params"]]))
             values[i] = out
         outs = []
         for li in self.output_layers:
-            host = np.empty(self.layers[li].out_shape, np.float32)
+            host = np.empty(self.layers[li].out_shape, self.layers[li].out_dtype)
             cl.enqueue_copy(self.queue, host, values[li])
             outs.append(host)
         self.queue.finish()
