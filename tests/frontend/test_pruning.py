@@ -84,6 +84,14 @@ def test_reweighting_updates_penalties_as_specified(norm):
         layers[0].weight[0:4, 0:4, 0, 0, 0] *= 1e-4
     reg.reweight()
     assert float(reg.P[0][0]) > 0.9 / cfg.eps
+    # a layer at its floor drops out of the penalty; reweighting still works, and with no layer left nothing is pushed
+    reg.active = [False, True]
+    before = reg._grad_norm()
+    reg.reweight()
+    assert reg._grad_norm() == pytest.approx(before, rel=1e-4) and layers[0].weight.grad is None
+    reg.active = [False, False]
+    assert float(reg()) == 0.0 and reg._grad_norm() == 0.0
+    reg.reweight()
     plain = Regularizer(layers, 1000.0, cfg, reweighted=False)
     plain.reweight()
     assert all(torch.equal(p, torch.ones_like(p)) for p in plain.P)
@@ -101,6 +109,7 @@ def test_lambda_is_driven_by_the_flops_still_to_prune():
     reg.need = float(sum(lay.dense_macs for lay in layers)) / 4  # 4x more converged than needed: shrink
     reg.check()
     assert reg.lam == pytest.approx(0.125 * 0.8)
+    assert reg.active == [False, False]  # every layer at zero is past its floor (min_density): no more pushing
     reg.need *= 4.0 / 1.05  # within 5 % of the target: leave lambda alone
     reg.check()
     assert reg.lam == pytest.approx(0.125 * 0.8)

@@ -92,7 +92,7 @@ class Regularizer:
         return lay.norms(self.cfg.norm) / self.scale[i].to(lay.weight.device)
 
     def __call__(self) -> torch.Tensor:
-        total = 0.0
+        total = torch.zeros((), device=self.layers[0].weight.device)
         for i, lay in enumerate(self.layers):
             dev = lay.weight.device
             if self.active[i]:
@@ -100,8 +100,11 @@ class Regularizer:
         return self.lam * total / self.count
 
     def _grad_norm(self) -> float:
-        g = torch.autograd.grad(self(), [lay.weight for lay in self.layers])
-        return float(sum(x.pow(2).sum() for x in g).sqrt())
+        value = self()
+        if not value.requires_grad:  # every layer at its floor: no penalty left
+            return 0.0
+        g = torch.autograd.grad(value, [lay.weight for lay in self.layers], allow_unused=True)
+        return float(sum(x.pow(2).sum() for x in g if x is not None) ** 0.5)
 
     def reweight(self, keep_strength: bool = True) -> None:
         """P_g = 1 / (||W_g||^2 + eps) from the current weights (the paper's update between iterations). With
@@ -146,7 +149,7 @@ class Regularizer:
         loss = nn.functional.cross_entropy(model(x), y)
         g_loss = torch.autograd.grad(loss, weights)
         lam, self.lam = self.lam, 1.0
-        g_pen = torch.autograd.grad(self(), weights)
+        g_pen = [g for g in torch.autograd.grad(self(), weights, allow_unused=True) if g is not None]
         self.lam = lam
         norms = torch.stack([sum(g.pow(2).sum() for g in g_loss), sum(g.pow(2).sum() for g in g_pen)]).detach()
         all_reduce_(norms)
