@@ -171,16 +171,30 @@ def select_global(layers: list[Layer], scores: list[np.ndarray], need_macs: floa
     left = [sc.size for sc in scores]
     room = [lay.dense_macs * (1.0 - min_density) for lay in layers]
     removed = 0.0
+    deferred = []
+
+    def take(li: int, gi: int, macs: float) -> None:
+        nonlocal removed
+        keeps[li][gi] = False
+        left[li] -= 1
+        room[li] -= macs
+        removed += macs
+
     for s, li, gi in flat:
         if removed >= need_macs:
             break
         macs = float(layers[li].group_macs[gi])
         if left[li] <= 1 or macs > room[li]:
             continue
-        keeps[li][gi] = False
-        left[li] -= 1
-        room[li] -= macs
-        removed += macs
+        if removed + macs - need_macs > need_macs - removed:
+            deferred.append((li, gi, macs))  # would overshoot the target by more than it is short: a smaller
+            continue  # group further down the ranking may fit (coarse groups: Vanilla 8x4 on small layers)
+        take(li, gi, macs)
+    for li, gi, macs in sorted(deferred, key=lambda d: d[2]):  # still short: the smallest of the deferred
+        if removed >= need_macs:
+            break
+        if left[li] > 1 and macs <= room[li]:
+            take(li, gi, macs)
     if removed < need_macs * 0.999:
         raise InputError(f"cannot prune {need_macs:.3g} MACs per clip from the prunable layers (at most "
                          f"{removed:.3g}); lower flops_target or prune more layers (layers=, min_channels=)")
