@@ -25,7 +25,6 @@ their ratio, by at most 1.25x per check.
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 
 import numpy as np

@@ -52,13 +52,16 @@ def device_cores() -> int:
     return int(os.environ.get("RT3D_DEVICE_CORES", "4"))
 
 
+def _aarch64(name: str, triple: str, doc: str, link: dict, emulate: str = "") -> Target:
+    cores = device_cores()
+    return Target(name, {"kind": "llvm", "mtriple": triple, "mattr": ["+neon"], "num-cores": cores}, 4, cores,
+                  runs_here=False, lowerings=dict(LOWERINGS), doc=doc, link=link, emulate=emulate)
+
+
 @register_target("arm64-linux")
 def arm64_linux() -> Target:
-    cores = device_cores()
-    return Target("arm64-linux", {"kind": "llvm", "mtriple": "aarch64-linux-gnu", "mattr": ["+neon"],
-                                  "num-cores": cores}, 4, cores, runs_here=False, lowerings=dict(LOWERINGS),
-                  doc="64-bit ARM Linux with NEON (LLVM aarch64); runs here under qemu-aarch64",
-                  link={"kind": "cross", "cc": "aarch64-linux-gnu-g++"}, emulate="qemu-aarch64")
+    return _aarch64("arm64-linux", "aarch64-linux-gnu", "64-bit ARM Linux with NEON (LLVM aarch64); runs here under "
+                    "qemu-aarch64", {"kind": "cross", "cc": "aarch64-linux-gnu-g++"}, emulate="qemu-aarch64")
 
 
 ANDROID_LINK_HOWTO = """model.tar holds the compiled model as aarch64 object files (no Android NDK was configured when
@@ -74,8 +77,6 @@ compiler (CXX=... TVM_RUNTIME=... bash runner/build.sh) against a TVM runtime bu
 
 @register_target("android-cpu")
 def android_cpu() -> Target:
-    cores = device_cores()
-    return Target("android-cpu", {"kind": "llvm", "mtriple": "aarch64-linux-android", "mattr": ["+neon"],
-                                  "num-cores": cores}, 4, cores, runs_here=False, lowerings=dict(LOWERINGS),
-                  doc="Android phones' ARM CPU with NEON (LLVM aarch64); links with the NDK named by TVM_NDK_CC",
-                  link={"kind": "cross", "cc_env": "TVM_NDK_CC", "howto": ANDROID_LINK_HOWTO})
+    return _aarch64("android-cpu", "aarch64-linux-android", "Android phones' ARM CPU with NEON (LLVM aarch64); links "
+                    "with the NDK named by TVM_NDK_CC", {"kind": "cross", "cc_env": "TVM_NDK_CC",
+                                                          "howto": ANDROID_LINK_HOWTO})

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import numpy as np
-import tvm
 from tvm import te, tirx
 
 from ...ir import Value

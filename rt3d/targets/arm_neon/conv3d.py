@@ -236,13 +236,13 @@ def lower_blocked(node: Node, target, tile: ConvTile | None = None) -> Kernel:
                   f"conv3d.direct({layout}, lanes={L}, tile={tile.th}x{tile.tw}x{tile.tm}{', unroll' if tile.ur else ''})")
 
 
-def lower_generic(node: Node, target) -> Kernel:
-    """Any groups, weights known or not: a plain direct convolution, parallel over (n, m, d)."""
-    g = _Geometry(node)
+def direct_conv(node: Node, g: _Geometry, acc_dtype: str | None = None):
+    """The plain NCDHW direct convolution (any groups) as TE: (X, W, bias, residual, conv). With ``acc_dtype``
+    the operands are widened to it before they are multiplied (float16 tensors summed in float32)."""
     a = node.attrs
-    N, C, _, _, _ = g.x5
     M, Cg, KD, KH, KW = g.w5
     _, _, OD, OH, OW = g.o5
+    N = g.x5[0]
     Mg = M // a.groups
     X = placeholder(node.inputs[0], "x")
     W = placeholder(node.inputs[1], "w")
@@ -252,12 +252,23 @@ def lower_generic(node: Node, target) -> Kernel:
     xp = _padded_input(g, X)
     rc, rd, rh, rw = (te.reduce_axis((0, e), name=nm) for e, nm in ((Cg, "rc"), (KD, "rd"), (KH, "rh"), (KW, "rw")))
     (sd, sh, sw), (dd, dh, dw) = g.stride, g.dil
+
+    def widen(e):
+        return e if acc_dtype is None or acc_dtype == str(X.dtype) else e.astype(acc_dtype)
     conv = te.compute(
         (N, M, OD, OH, OW),
         lambda n, m, d, h, w: te.sum(
-            xp[n, (m // Mg) * Cg + rc, d * sd + rd * dd, h * sh + rh * dh, w * sw + rw * dw] * W5[m, rc, rd, rh, rw],
-            axis=[rc, rd, rh, rw]),
+            widen(xp[n, (m // Mg) * Cg + rc, d * sd + rd * dd, h * sh + rh * dh, w * sw + rw * dw])
+            * widen(W5[m, rc, rd, rh, rw]), axis=[rc, rd, rh, rw]),
         name="conv")
+    return X, W, B, R, conv
+
+
+def lower_generic(node: Node, target) -> Kernel:
+    """Any groups, weights known or not: a plain direct convolution, parallel over (n, m, d)."""
+    g = _Geometry(node)
+    a = node.attrs
+    X, W, B, R, conv = direct_conv(node, g)
 
     def out_f(*idx):
         n, m, d, h, w = g.out_index5(idx)

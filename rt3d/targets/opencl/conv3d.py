@@ -16,8 +16,8 @@ from tvm import te, tirx
 
 from ...errors import BuildError
 from ...ir import Node
-from ..arm_neon.common import dtype_of, epilogue, epilogue_placeholders, make_func, placeholder
-from ..arm_neon.conv3d import _Geometry, _padded_input
+from ..arm_neon.common import dtype_of, epilogue, make_func, placeholder
+from ..arm_neon.conv3d import _Geometry, direct_conv
 from ..base import Kernel
 from .schedule import bind_threads
 
@@ -40,24 +40,8 @@ def lower_conv3d(node: Node, target) -> Kernel:
     if g.in_block or g.out_block:
         raise BuildError(f"target '{target.name}' computes plain NCDHW layouts (no block-layout pass): {node}")
     a = node.attrs
-    N, C, _, _, _ = g.x5
-    M, Cg, KD, KH, KW = g.w5
-    _, _, OD, OH, OW = g.o5
-    Mg = M // a.groups
-    X = placeholder(node.inputs[0], "x")
-    Wt = placeholder(node.inputs[1], "w")
-    W5 = Wt if len(Wt.shape) == 5 else te.compute(
-        g.w5, lambda m, c, kd, kh, kw: Wt[(m, c) + (kd, kh, kw)[5 - g.rank:]], name="w5")
-    B, R = epilogue_placeholders(node)
-    xp = _padded_input(g, X)
-    rc, rd, rh, rw = (te.reduce_axis((0, e), name=nm) for e, nm in ((Cg, "rc"), (KD, "rd"), (KH, "rh"), (KW, "rw")))
-    (sd, sh, sw), (dd, dh, dw) = g.stride, g.dil
-    conv = te.compute(
-        (N, M, OD, OH, OW),
-        lambda n, m, d, h, w: te.sum(
-            _f32(xp[n, (m // Mg) * Cg + rc, d * sd + rd * dd, h * sh + rh * dh, w * sw + rw * dw])
-            * _f32(W5[m, rc, rd, rh, rw]), axis=[rc, rd, rh, rw]),
-        name="conv")
+    M, OW = g.w5[0], g.o5[4]
+    X, Wt, B, R, conv = direct_conv(node, g, acc_dtype="float32")
     odt = node.output.type.dtype
 
     def out_f(*idx):

@@ -3,7 +3,6 @@ work-groups x threads, everything else computed per thread in registers (no inte
 function is exactly one OpenCL kernel with the function's own parameters)."""
 from __future__ import annotations
 
-import tvm
 
 
 def _is_reduction(sch, block) -> bool:
