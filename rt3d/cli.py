@@ -212,10 +212,11 @@ def cmd_prune(args) -> int:
     import rt3d
     import torch
     from .frontend.pruning.export import export_pruned
-    from .frontend.pruning.train import fit, rank
+    from .frontend.pruning.train import Data, fit, rank
     torch.manual_seed(args.seed)
     model, shape = _torch_model(args.model)
-    train, val = _prune_data(args, shape)
+    # clips generated (or read) once, for the dense training and the pruning alike
+    train, val = (Data(d, name) for d, name in zip(_prune_data(args, shape), ("train data", "validation data")))
     if args.dense_epochs:
         fit(model, train, args.dense_epochs, lr=args.dense_lr, seed=args.seed)
     group = tuple(int(v) for v in args.group.lower().split("x"))
@@ -228,8 +229,7 @@ def cmd_prune(args) -> int:
         return 0
     print(report.table())
     if args.output:
-        first = train[0][0]  # a data set's first (clip, label), or the first clip of (clips, labels)
-        export_pruned(pruned, (1,) + tuple(np.shape(first)), args.output)
+        export_pruned(pruned, (1,) + tuple(train.x.shape[1:]), args.output)
         print(f"wrote {args.output} (pruned weights are exact zeros; masks in its rt3d.sparsity metadata)")
     if args.save:
         import io

@@ -133,6 +133,12 @@ def random_mask(wshape: tuple[int, ...], sp: Sparsity, density: float, rng: np.r
     return expand(keep.reshape(shape), sp, wshape)
 
 
+def outside_mask(w: np.ndarray, sp: Sparsity, keep: np.ndarray) -> int:
+    """How many weights of ``w`` are nonzero in groups the structural keep mask ``keep`` prunes (0: the zeros agree
+    with the mask). Raises ValueError when the mask does not fit the weight."""
+    return int(np.count_nonzero(w[~expand(np.asarray(keep, bool), sp, tuple(w.shape))]))
+
+
 def encode_keep(keep: np.ndarray) -> dict:
     """A structural keep mask as JSON-able {"shape", "keep": base64 of its packed bits}."""
     keep = np.asarray(keep, bool)

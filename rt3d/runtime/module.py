@@ -254,8 +254,8 @@ class Module:
         if kind == "native":
             self._exe.export_library(str(tmp / "model.so"))
             return "model.so"
-        cc = os.environ.get(link["cc_env"]) if link.get("cc_env") else None
-        cc = cc or link.get("cc")
+        from ..targets.base import link_compiler
+        cc = link_compiler(link)
         if cc is None:
             # no compiler for the device (Android without an NDK): the object files, and how to link them
             self._exe.export_library(str(tmp / "model.tar"))

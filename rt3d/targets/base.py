@@ -1,6 +1,7 @@
 """A Target: a name, a TVM target, its capabilities and a lowering table (IR op -> TE builder + schedule)."""
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -25,6 +26,11 @@ class Kernel:
 Lowering = Callable[[Node, "Target"], Kernel]
 
 
+def link_compiler(link: dict) -> str | None:
+    """See Target.linker (also used on an artifact's meta["link"])."""
+    return (os.environ.get(link["cc_env"]) if link.get("cc_env") else None) or link.get("cc")
+
+
 @dataclass
 class Target:
     """A compilation target. ``lowerings`` maps IR op names to functions building a scheduled Kernel."""
@@ -44,6 +50,11 @@ class Target:
     #                    "pyopencl": runs its OpenCL kernels through pyopencl (PoCL here)
     gpu_threads: int = 0  # GPU targets: threads per work-group of the default schedule (0: a CPU target)
     precision: str = "float32"  # "float16": the pipeline stores every tensor as float16 (to-fp16)
+
+    def linker(self) -> str | None:
+        """The compiler that links this target's libraries: the environment variable the link names (an NDK), else
+        its fixed compiler; None for this machine's own, or when a named variable is unset."""
+        return link_compiler(self.link)
 
     def key(self) -> str:
         """Identifies the machine kind tuning records apply to (target, CPU, cores, vector width)."""

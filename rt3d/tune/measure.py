@@ -52,8 +52,7 @@ def build_candidate(task: Task, config, target, workdir: str | os.PathLike) -> B
         k = tgt.lower(task.node)
         lib = tvm.compile(tvm.IRModule({"main": k.func}), target=tgt.tvm())
         path = Path(workdir) / f"cand-{uuid.uuid4().hex[:12]}.so"
-        link = target.link
-        cc = (os.environ.get(link["cc_env"]) if link.get("cc_env") else None) or link.get("cc")
+        link, cc = target.link, target.linker()
         if link.get("kind", "native") != "native" and cc is None:
             raise RuntimeError(f"target '{target.name}' needs a device linker to measure on a device"
                                + (f": set {link['cc_env']}" if link.get("cc_env") else ""))

@@ -5,7 +5,7 @@ import numpy as np
 
 from ...ir.ops import (AxisAttrs, BatchNormAttrs, ClipAttrs, ConvAttrs, DenseAttrs, LeakyReluAttrs, PoolAttrs,
                        ReduceAttrs, ReshapeAttrs, TransposeAttrs)
-from ...ir.sparsity import expand
+from ...ir.sparsity import outside_mask
 from .registry import converter
 
 
@@ -47,11 +47,10 @@ def _annotated_sparsity(ctx, node, w) -> str:
     if w.data is None or len(w.type.shape) < 3:
         raise ctx.fail(f"weight '{node.input[1]}' is annotated {sp} but is not a constant conv weight")
     try:
-        mask = expand(keep, sp, w.data.shape)
+        stray = outside_mask(w.data, sp, keep)
     except ValueError as e:
         raise ctx.fail(f"the {sp} mask of weight '{node.input[1]}' (shape {keep.shape}) does not fit the weight "
                        f"{w.data.shape}: {e}") from e
-    stray = int(np.count_nonzero(w.data[~mask]))
     if stray:
         raise ctx.fail(f"weight '{node.input[1]}' is annotated {sp} but {stray} weights in its pruned groups are "
                        f"not zero")

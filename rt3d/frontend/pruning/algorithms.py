@@ -33,8 +33,8 @@ from torch import nn
 
 from ...errors import InputError
 from .layers import Layer
-from .schemes import group_rows, structure_shape
-from .train import Data, TrainConfig, all_reduce_, broadcast_, train, world
+from .schemes import group_rows
+from .train import Data, TrainConfig, all_reduce_, device_of, train, world
 
 ALGORITHMS = ("heuristic", "group-lasso", "reweighted")
 
@@ -121,20 +121,19 @@ class Regularizer:
                                      "max": float(allp.max())})
 
     @torch.no_grad()
-    def converged_macs(self) -> float:
-        return float(sum(lay.group_macs[(self.norms(i).cpu() < self.cfg.zero_tol).numpy()].sum()
-                         for i, lay in enumerate(self.layers)))
+    def macs_at_zero(self) -> list[float]:
+        """Per layer, the MACs of the groups whose normalized norm is below zero_tol."""
+        return [float(lay.group_macs[(self.norms(i).cpu() < self.cfg.zero_tol).numpy()].sum())
+                for i, lay in enumerate(self.layers)]
 
     def check(self, progress: float = 1.0) -> None:
         """Record progress and steer lambda: the FLOPs at zero should grow steadily to what the target needs by
         ``ramp`` of the phase (``progress`` = share of the phase done), not all at once (the shares respond late to
         lambda, and a jump in lambda collapses the model)."""
-        conv = self.converged_macs()
-        share = conv / max(self.need, 1.0)
-        with torch.no_grad():  # a layer at its floor (min_density) is not pushed any further
-            for i, lay in enumerate(self.layers):
-                at_zero = lay.group_macs[(self.norms(i).cpu() < self.cfg.zero_tol).numpy()].sum()
-                self.active[i] = bool(at_zero < (1.0 - self.cfg.min_density) * lay.dense_macs)
+        at_zero = self.macs_at_zero()
+        share = sum(at_zero) / max(self.need, 1.0)
+        # a layer at its floor (min_density) is not pushed any further
+        self.active = [z < (1.0 - self.cfg.min_density) * lay.dense_macs for z, lay in zip(at_zero, self.layers)]
         want = min(1.0, progress / self.cfg.ramp)
         self.state.lam.append(self.lam)
         self.state.converged.append(share)
@@ -200,19 +199,13 @@ def select_global(layers: list[Layer], scores: list[np.ndarray], need_macs: floa
     return keeps
 
 
-def select_per_layer(layer: Layer, score: np.ndarray, remove_macs: float, keep: np.ndarray | None = None,
-                     nearest: bool = False) -> np.ndarray:
-    """Prune the lowest-scoring kept groups of one layer until at least ``remove_macs`` more of its MACs are gone,
-    or (``nearest``) until the MACs removed are closest to it; it keeps at least its best group. ``keep``: the
-    groups kept so far (default all)."""
-    keep = np.ones(score.size, bool) if keep is None else keep.reshape(-1).copy()
-    kept = np.flatnonzero(keep)
-    order = kept[np.argsort(score[kept], kind="stable")]
+def select_per_layer(layer: Layer, score: np.ndarray, remove_macs: float) -> np.ndarray:
+    """Prune the lowest-scoring groups of one layer until the MACs removed are closest to ``remove_macs``; it keeps
+    at least its best group."""
+    order = np.argsort(score, kind="stable")
     removed = np.concatenate([[0.0], np.cumsum(layer.group_macs[order].astype(np.float64))])
-    if nearest:
-        k = int(np.argmin(np.abs(removed - remove_macs)))
-    else:
-        k = min(int(np.searchsorted(removed, remove_macs - 1e-6)), order.size)
+    k = int(np.argmin(np.abs(removed - remove_macs)))
+    keep = np.ones(score.size, bool)
     keep[order[:min(k, order.size - 1)]] = False
     return keep
 
@@ -271,7 +264,7 @@ def _input_energy(model: nn.Module, layers: list[Layer], calib: Data, batch_size
     model.eval()
     try:
         for x, _ in calib.batches(batch_size, False, 0):
-            model(x.to(lay.weight.device))
+            model(x.to(device_of(model)))
             count += len(x)
     finally:
         model.train(was)
@@ -324,8 +317,8 @@ def heuristic(model: nn.Module, layers: list[Layer], calib: Data, need_macs: flo
         w = lay.weight.detach().double().cpu()
         contrib = w.pow(2) * energy[i].reshape((1, -1) + (1,) * (w.ndim - 2)) * c.reshape((-1,) + (1,) * (w.ndim - 1))
         scores[i] = group_rows(contrib, lay.sp).sum(1).numpy()
-        keep = select_per_layer(lay, scores[i], left_need * lay.dense_macs / left_macs, nearest=True)
-        lay.set_keep(broadcast_(torch.from_numpy(keep.astype(np.uint8))).numpy().astype(bool))
+        keep = select_per_layer(lay, scores[i], left_need * lay.dense_macs / left_macs)
+        lay.set_keep(keep)
         left_need -= float(lay.group_macs[~keep].sum())
         left_macs -= lay.dense_macs
     # a layer with too few groups (a stem of one 8x4 group) cannot give its share: the other layers make it up, one
@@ -344,7 +337,7 @@ def heuristic(model: nn.Module, layers: list[Layer], calib: Data, need_macs: flo
         macs, i, g = min(covering) if covering else max(offers)
         keep = layers[i].keep.reshape(-1).copy()
         keep[g] = False
-        layers[i].set_keep(broadcast_(torch.from_numpy(keep.astype(np.uint8))).numpy().astype(bool))
+        layers[i].set_keep(keep)
         left_need -= macs
     if left_need > 1e-6 * need_macs:
         raise InputError(f"the heuristic could prune only {need_macs - left_need:.3g} of {need_macs:.3g} MACs per "
@@ -355,9 +348,9 @@ def heuristic(model: nn.Module, layers: list[Layer], calib: Data, need_macs: flo
 # ---- the regularization algorithms ----------------------------------------------------------------------------------
 
 def regularize(model: nn.Module, layers: list[Layer], train_data: Data, need_macs: float, epochs: float,
-               tcfg: TrainConfig, rcfg: RegConfig, reweighted: bool) -> tuple[list[np.ndarray], RegState]:
+               tcfg: TrainConfig, rcfg: RegConfig, reweighted: bool) -> RegState:
     """The regularization phase (fixed learning rate, ``rcfg.rounds`` rounds), then global hard pruning to the
-    target. Returns the keep masks (already applied) and what happened."""
+    target (the masks are set on the layers). Returns what happened."""
     reg = Regularizer(layers, need_macs, rcfg, reweighted)
     reg.reweight(keep_strength=False)  # round 1: P from the trained weights
     if rcfg.lam is None:
@@ -380,11 +373,9 @@ def regularize(model: nn.Module, layers: list[Layer], train_data: Data, need_mac
 
     name = "reweighted" if reweighted else "group-lasso"
     train(model, train_data, epochs, tcfg, "fixed", penalty=reg, after_step=after_step, desc=name, epoch_offset=1000)
-    keeps = select_global(layers, reg.scores(), need_macs, rcfg.min_density)
-    for lay, keep in zip(layers, keeps):
-        keep = broadcast_(torch.from_numpy(keep.astype(np.uint8))).numpy().astype(bool)
-        lay.set_keep(keep.reshape(structure_shape(lay.shape, lay.sp)))
-    return [lay.keep for lay in layers], reg.state
+    for lay, keep in zip(layers, select_global(layers, reg.scores(), need_macs, rcfg.min_density)):
+        lay.set_keep(keep)
+    return reg.state
 
 
 def retrain(model: nn.Module, layers: list[Layer], train_data: Data, epochs: float, tcfg: TrainConfig) -> float:

@@ -15,7 +15,7 @@ from ...ir.sparsity import SCHEMES
 from .algorithms import ALGORITHMS, RegConfig, heuristic, regularize, retrain
 from .layers import Layer, find_layers
 from .schemes import NORMS, count_flops
-from .train import Data, TrainConfig, accuracy, rank
+from .train import Data, TrainConfig, accuracy
 
 
 @dataclass
@@ -131,7 +131,7 @@ def prune(model: nn.Module, train_data, val_data, scheme: str = "kgs", group=(8,
         trace.update(heuristic(model, found, Data((train_data.x[:n], train_data.y[:n])), need, batch_size))
     else:
         trace["norm"], trace["eps"], trace["rounds"] = norm, eps, rounds
-        _, state = regularize(model, found, train_data, need, prune_e, tcfg, rcfg, algorithm == "reweighted")
+        state = regularize(model, found, train_data, need, prune_e, tcfg, rcfg, algorithm == "reweighted")
         trace.update(asdict(state))
     acc_pruned = accuracy(model, val_data, batch_size)
     retrain(model, found, train_data, retrain_e, tcfg)
@@ -166,8 +166,4 @@ def masks_of(model: nn.Module) -> dict[str, np.ndarray]:
     return {name: expand(keep, s, tuple(mods[name].weight.shape)) for name, (s, keep) in sp.items()}
 
 
-def is_main() -> bool:
-    return rank() == 0
-
-
-__all__ = ["prune", "PruneReport", "LayerReport", "masks_of", "is_main"]
+__all__ = ["prune", "PruneReport", "LayerReport", "masks_of"]

@@ -10,14 +10,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
 import onnx
 import torch
 from onnx import numpy_helper
 from torch import nn
 
 from ...errors import ConversionError, InputError
-from ...ir.sparsity import encode_keep, expand
+from ...ir.sparsity import encode_keep, outside_mask
 from ..onnx.annotations import METADATA_KEY
 
 def _conv_order(model: nn.Module, input_shape) -> list[str]:
@@ -58,11 +57,10 @@ def export_pruned(model: nn.Module, input_shape: tuple[int, ...], path: str | Pa
         init = inits.get(node.input[1])
         if init is None:
             raise ConversionError(f"Conv node '{node.name}' (layer {name}): its weight is not an initializer")
-        w = numpy_helper.to_array(init)
-        mask = expand(keep, sp, w.shape)
-        if np.any(w[~mask] != 0):
-            raise ConversionError(f"Conv node '{node.name}' (layer {name}): {int(np.count_nonzero(w[~mask]))} pruned "
-                                  f"weights are not zero in the export")
+        stray = outside_mask(numpy_helper.to_array(init), sp, keep)
+        if stray:
+            raise ConversionError(f"Conv node '{node.name}' (layer {name}): {stray} pruned weights are not zero in "
+                                  f"the export")
         entries[init.name] = {"layer": name, "sparsity": str(sp), **encode_keep(keep)}
     meta = proto.metadata_props.add()
     meta.key, meta.value = METADATA_KEY, json.dumps(entries)

@@ -46,8 +46,12 @@ class Layer:
         return group_norms(self.weight, self.sp, norm).reshape(-1)
 
     def set_keep(self, keep: np.ndarray) -> None:
-        """Fix the structural keep mask and zero the pruned weights."""
-        keep = np.asarray(keep, bool).reshape(structure_shape(self.shape, self.sp))
+        """Fix the structural keep mask and zero the pruned weights. Under torchrun every rank takes rank 0's mask
+        (they agree anyway, since the weights do; this guards against any divergence)."""
+        from .train import broadcast_
+        keep = np.asarray(keep, bool).reshape(-1)
+        keep = broadcast_(torch.from_numpy(keep.astype(np.uint8))).numpy().astype(bool)
+        keep = keep.reshape(structure_shape(self.shape, self.sp))
         self.keep = keep
         self.mask = element_mask(keep, self.sp, self.shape).to(self.weight.device, self.weight.dtype)
         self.apply_mask()
@@ -118,12 +122,3 @@ def find_layers(model: nn.Module, input_shape: tuple[int, ...], scheme: str = "k
         raise InputError(f"the model has no Conv3d with groups=1 and >= {min_channels} input channels to prune")
     return result
 
-
-def pruned_macs(layers: list[Layer], keeps: list[np.ndarray] | None = None) -> int:
-    """MACs per clip the prunable layers lose with the given keep masks (default: their current ones)."""
-    total = 0
-    for i, layer in enumerate(layers):
-        keep = keeps[i] if keeps is not None else layer.keep
-        if keep is not None:
-            total += int(layer.group_macs[~np.asarray(keep, bool).reshape(-1)].sum())
-    return total

@@ -108,6 +108,11 @@ class OpenCLLauncher:
         self.params = [cl.Buffer(self.ctx, mf.READ_ONLY | mf.COPY_HOST_PTR, hostbuf=np.ascontiguousarray(p))
                        for p in params]
         self.kernels = [getattr(self.program, p["kernel"]) for p in plan]
+        # every value's buffer once, reused by every run (runs on one launcher are sequential)
+        self.values = [cl.Buffer(self.ctx, mf.READ_WRITE,
+                                 size=max(4, np.dtype(lay.out_dtype).itemsize * int(np.prod(lay.out_shape))))
+                       for lay in layers]
+        self.inputs: list | None = None
 
     @property
     def device_name(self) -> str:
@@ -116,22 +121,20 @@ class OpenCLLauncher:
     def run(self, inputs: list[np.ndarray], profile: bool = False):
         """The outputs (and, with ``profile``, every kernel's device time)."""
         cl, mf = self.cl, self.cl.mem_flags
-        ins = [cl.Buffer(self.ctx, mf.READ_ONLY | mf.COPY_HOST_PTR, hostbuf=np.ascontiguousarray(x)) for x in inputs]
-        values, events = {}, []
-        for i, (layer, p, k) in enumerate(zip(self.layers, self.plan, self.kernels)):
-            args = []
-            for ref in layer.args:
-                kind, idx = ref[0], ref[1]
-                args.append(ins[idx] if kind == "input" else self.params[idx] if kind == "param" else values[idx])
-            nbytes = np.dtype(layer.out_dtype).itemsize * int(np.prod(layer.out_shape))
-            out = cl.Buffer(self.ctx, mf.READ_WRITE, size=max(4, nbytes))
-            args.append(out)
+        inputs = [np.ascontiguousarray(x) for x in inputs]
+        if self.inputs is None:
+            self.inputs = [cl.Buffer(self.ctx, mf.READ_ONLY, size=max(4, x.nbytes)) for x in inputs]
+        for buf, x in zip(self.inputs, inputs):
+            cl.enqueue_copy(self.queue, buf, x)
+        events = []
+        for layer, p, k, out in zip(self.layers, self.plan, self.kernels, self.values):
+            args = [self.inputs[idx] if kind == "input" else self.params[idx] if kind == "param" else self.values[idx]
+                    for kind, idx in (ref[:2] for ref in layer.args)] + [out]
             events.append(k(self.queue, tuple(p["global"]), tuple(p["local"]), *[args[j] for j in p["params"]]))
-            values[i] = out
         outs = []
         for li in self.output_layers:
             host = np.empty(self.layers[li].out_shape, self.layers[li].out_dtype)
-            cl.enqueue_copy(self.queue, host, values[li])
+            cl.enqueue_copy(self.queue, host, self.values[li])
             outs.append(host)
         self.queue.finish()
         if not profile:
