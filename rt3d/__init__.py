@@ -22,7 +22,6 @@ from .passes import Pass, register_pass  # noqa: E402
 from .runtime import Module, load  # noqa: E402
 
 
-
 def prune(model, train, val, scheme: str = "kgs", group=(8, 4), algorithm: str = "reweighted",
           flops_target: float = 3.6, **options):
     """Learn structured sparsity on a torch model; see ``rt3d.frontend.pruning.prune`` (imports torch lazily).

@@ -169,8 +169,9 @@ class Module:
         if self._emulated():
             outs, _ = self._run_emulated(arrays)
             return outs[0] if len(outs) == 1 else outs
-        if self._opencl() is not None:
-            outs = self._opencl().run(arrays)
+        launcher = self._opencl()
+        if launcher is not None:
+            outs = launcher.run(arrays)
             return outs[0] if len(outs) == 1 else outs
         vm = self._ensure_vm()
         res = vm["main"](*[tvm.runtime.tensor(a) for a in arrays], *self._param_tensors)
@@ -188,10 +189,10 @@ class Module:
             raise Rt3dError(f"module for '{self.target}' runs here only under emulation (qemu), whose timings say "
                             "nothing about a device: benchmark it on the device with the exported runner "
                             "(rt3d_runner DIR --repeat N)")
-        if self._opencl() is not None:
-            runs, ktimes = self._opencl().benchmark(arrays, repeat=repeat, warmup=warmup)
-            report = BenchmarkReport(statistics.median(runs), runs, self.macs)
-            report.device = self._opencl().device_name
+        launcher = self._opencl()
+        if launcher is not None:
+            runs, ktimes = launcher.benchmark(arrays, repeat=repeat, warmup=warmup)
+            report = BenchmarkReport(statistics.median(runs), runs, self.macs, device=launcher.device_name)
             if per_layer:
                 report.layers = [LayerTime(lay.kernel, lay.op, lay.impl, kt.ms, lay.macs, lay.node)
                                  for lay, kt in zip(self.layers, ktimes)]

@@ -70,46 +70,52 @@ def is_reduction(sch, block) -> bool:
     return any(iv.iter_type == 2 for iv in sch.get(block).iter_vars)
 
 
+def n_spatial(sch, block) -> int:
+    """How many leading iteration variables of ``block`` are spatial (the rest reduce)."""
+    n = 0
+    for iv in sch.get(block).iter_vars:
+        if iv.iter_type != 0:
+            break
+        n += 1
+    return n
+
+
+def inline_injective(sch, root) -> None:
+    """Inline every stage under ``root`` that is neither an output nor a reduction, where TVM can."""
+    outputs = {sch.get(b).name_hint for b in sch.get_output_blocks(root)}
+    for b in sch.get_child_blocks(root):
+        if sch.get(b).name_hint not in outputs and not is_reduction(sch, b):
+            try:
+                sch.compute_inline(b)
+            except Exception:  # noqa: BLE001  (a ScheduleError or ValueError: the stage stays materialized)
+                pass
+
+
 def schedule_default(sch, target, root_name: str = "root") -> None:
     """Inline non-output injective stages; parallelize outer loops; vectorize an innermost spatial loop. On a GPU
     target (``target.gpu_threads``) the output's spatial loops are bound to blocks x threads instead and the
     remaining stages are computed per thread (one kernel per function, no intermediate buffers).
 
     Good enough for pooling, elementwise and layout ops, so that the end-to-end time stays conv-bound.
-    ``target``: a Target, or the vector width for a CPU.
     """
-    threads = getattr(target, "gpu_threads", 0)
-    if threads:
+    if target.gpu_threads:
         from ..opencl.schedule import schedule_gpu_default
-        schedule_gpu_default(sch, threads, root_name)
+        schedule_gpu_default(sch, target.gpu_threads, root_name)
         return
-    lanes = target.vector_lanes if hasattr(target, "vector_lanes") else int(target)
     root = sch.get_sblock(root_name)
-    blocks = sch.get_child_blocks(root)
-    outputs = {sch.get(b).name_hint for b in sch.get_output_blocks(root)}
-    for b in blocks:
-        if sch.get(b).name_hint not in outputs and not is_reduction(sch, b):
-            try:
-                sch.compute_inline(b)
-            except Exception:  # noqa: BLE001  (a ScheduleError or ValueError: the stage stays)
-                pass  # a stage that cannot be inlined stays materialized; it is scheduled below
+    inline_injective(sch, root)
     for b in sch.get_child_blocks(root):
-        _schedule_block(sch, b, lanes)
+        _schedule_block(sch, b, target.vector_lanes)
 
 
 def _schedule_block(sch, block, lanes: int) -> None:
-    iters = sch.get(block).iter_vars
     loops = sch.get_loops(block)
-    n_spatial = 0
-    for iv in iters:
-        if iv.iter_type != 0:
-            break
-        n_spatial += 1
-    spatial = loops[:n_spatial]
+    ns = n_spatial(sch, block)
+    spatial = loops[:ns]
     if not spatial:
         return
     extents = [int(sch.get(lp).extent) for lp in spatial]
-    reduction = n_spatial < len(loops)
+    reduction = ns < len(loops)
     if reduction:
         # parallel over the spatial part; the reduction runs serially inside
         if len(spatial) > 1:

@@ -22,13 +22,13 @@ from ..base import Kernel
 from .schedule import bind_threads
 
 
-def _f32(e):
-    """Operands widened to float32, so that conv sums accumulate in float32 (float16 tensors included)."""
-    return e if dtype_of(e) == "float32" else e.astype("float32")
-
-
 def _round(e, dtype: str):
     return e if dtype_of(e) == dtype else e.astype(dtype)
+
+
+def _f32(e):
+    """Operands widened to float32, so that conv sums accumulate in float32 (float16 tensors included)."""
+    return _round(e, "float32")
 
 
 def _tile(m: int, ow: int) -> tuple[int, int]:

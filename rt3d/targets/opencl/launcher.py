@@ -113,24 +113,30 @@ class OpenCLLauncher:
                                  size=max(4, np.dtype(lay.out_dtype).itemsize * int(np.prod(lay.out_shape))))
                        for lay in layers]
         self.inputs: list | None = None
+        self.launches: list[tuple] = []  # (kernel, global, local, buffers in the kernel's order), once inputs exist
 
     @property
     def device_name(self) -> str:
         return f"{self.device.platform.name}: {self.device.name}"
 
+    def _bind(self, inputs: list[np.ndarray]) -> None:
+        """Input buffers and every kernel's argument list, made on the first run and reused (shapes are fixed)."""
+        cl, mf = self.cl, self.cl.mem_flags
+        self.inputs = [cl.Buffer(self.ctx, mf.READ_ONLY, size=max(4, x.nbytes)) for x in inputs]
+        pools = {"input": self.inputs, "param": self.params, "value": self.values}
+        for layer, p, k, out in zip(self.layers, self.plan, self.kernels, self.values):
+            args = [pools[kind][idx] for kind, idx in (ref[:2] for ref in layer.args)] + [out]
+            self.launches.append((k, tuple(p["global"]), tuple(p["local"]), [args[j] for j in p["params"]]))
+
     def run(self, inputs: list[np.ndarray], profile: bool = False):
         """The outputs (and, with ``profile``, every kernel's device time)."""
-        cl, mf = self.cl, self.cl.mem_flags
+        cl = self.cl
         inputs = [np.ascontiguousarray(x) for x in inputs]
         if self.inputs is None:
-            self.inputs = [cl.Buffer(self.ctx, mf.READ_ONLY, size=max(4, x.nbytes)) for x in inputs]
+            self._bind(inputs)
         for buf, x in zip(self.inputs, inputs):
             cl.enqueue_copy(self.queue, buf, x)
-        events = []
-        for layer, p, k, out in zip(self.layers, self.plan, self.kernels, self.values):
-            args = [self.inputs[idx] if kind == "input" else self.params[idx] if kind == "param" else self.values[idx]
-                    for kind, idx in (ref[:2] for ref in layer.args)] + [out]
-            events.append(k(self.queue, tuple(p["global"]), tuple(p["local"]), *[args[j] for j in p["params"]]))
+        events = [k(self.queue, glob, local, *args) for k, glob, local, args in self.launches]
         outs = []
         for li in self.output_layers:
             host = np.empty(self.layers[li].out_shape, self.layers[li].out_dtype)

@@ -3,19 +3,7 @@ work-groups x threads, everything else computed per thread in registers (no inte
 function is exactly one OpenCL kernel with the function's own parameters)."""
 from __future__ import annotations
 
-
-
-def _is_reduction(sch, block) -> bool:
-    return any(iv.iter_type == 2 for iv in sch.get(block).iter_vars)
-
-
-def _n_spatial(sch, block) -> int:
-    n = 0
-    for iv in sch.get(block).iter_vars:
-        if iv.iter_type != 0:
-            break
-        n += 1
-    return n
+from ..arm_neon.common import inline_injective, n_spatial
 
 
 def bind_threads(sch, loops, threads: int):
@@ -35,15 +23,10 @@ def schedule_gpu_default(sch, threads: int, root_name: str = "root") -> None:
     if len(outputs) != 1:
         raise ValueError(f"a GPU kernel needs exactly one output stage, got {len(outputs)}")
     out_name = sch.get(outputs[0]).name_hint
-    for b in sch.get_child_blocks(root):
-        if sch.get(b).name_hint != out_name and not _is_reduction(sch, b):
-            try:
-                sch.compute_inline(b)
-            except Exception:  # noqa: BLE001  (a ScheduleError or ValueError: the stage stays)
-                pass
+    inline_injective(sch, root)
     out = sch.get_sblock(out_name)
     loops = sch.get_loops(out)
-    n = _n_spatial(sch, out)
+    n = n_spatial(sch, out)
     if n == 0:
         loops = [sch.add_unit_loop(out)]
         n = 1
