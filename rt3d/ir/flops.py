@@ -22,7 +22,9 @@ def node_macs(node: Node) -> int:
         values = node.inputs[1]
         per = (int(np.count_nonzero(values.data)) if values.data is not None
                else int(np.prod(values.type.shape, dtype=np.int64)))
-        return int(np.prod(node.output.type.shape[2:], dtype=np.int64)) * node.output.type.shape[0] * per
+        out = node.output.type.shape
+        spatial = out[2:-1] if node.attrs.out_block else out[2:]
+        return int(np.prod(spatial, dtype=np.int64)) * out[0] * per
     if node.op == "dense":
         return int(np.prod(node.output.type.shape, dtype=np.int64)) * node.inputs[0].type.shape[1]
     if node.op == "matmul":

@@ -92,11 +92,17 @@ def _sparse_conv(node: Node, args):
     from .sparsity import unpack
     a = node.attrs
     x, values, cols = args[0], args[1], args[2]
-    n_in = x.shape[1]
-    w = unpack(values, cols, a.kept, a.perm, (a.filters, n_in) + tuple(a.kernel))
+    if a.in_block:
+        x = from_blocked(x, x.shape[1] * a.in_block)  # the zero-filled tail channels are input channels too
+    rest = list(args[3:])
+    if a.residual and a.out_block:
+        rest[-1] = from_blocked(rest[-1], a.filters)
+    w = unpack(values, cols, a.kept, a.perm, (a.filters, x.shape[1]) + tuple(a.kernel))
     ca = ConvAttrs(act=a.act, act_params=a.act_params, residual=a.residual, stride=a.stride, pad=a.pad,
                    dilation=a.dilation)
-    return _conv_plain(SimpleNamespace(attrs=ca), [x, w] + list(args[3:]), node.output.type.shape)
+    y = _conv_plain(SimpleNamespace(attrs=ca), [x, w] + rest,
+                    (x.shape[0], a.filters) + node_out_spatial(node, a.out_block))
+    return to_blocked(y, a.out_block) if a.out_block else y
 
 
 def node_out_spatial(node: Node, block: int) -> tuple[int, ...]:

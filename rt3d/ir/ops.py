@@ -63,6 +63,10 @@ class SparseConvAttrs(Epilogue):
     kept: tuple[int, ...] = ()  # kept (channel block, position) columns of each row block
     order: tuple[int, ...] = ()  # the order row blocks are computed in (empty: 0, 1, ...)
     perm: tuple[int, ...] = ()  # the filter each packed row computes, -1 for padding (empty: identity)
+    # channel blocking of the input / output (see ConvAttrs); a blocked input holds ceil(C/b)*b channels, the
+    # zero-filled tail included, and the packed columns address them as channels
+    in_block: int = 0
+    out_block: int = 0
 
 
 @dataclass(frozen=True)
@@ -266,11 +270,13 @@ def _conv(ts: list[TensorType], a: ConvAttrs) -> TensorType:
 
 
 @register("sparse_conv3d", SparseConvAttrs, arity=_conv_arity,
-          doc="sparse_conv3d(x, values, cols, bias?, residual?): conv3d over a KGS-packed weight, NC(D)HW")
+          doc="sparse_conv3d(x, values, cols, bias?, residual?): conv3d over a KGS-packed weight, NC(D)HW or blocked")
 def _sparse_conv(ts: list[TensorType], a: SparseConvAttrs) -> TensorType:
     x, values, cols = ts[0], ts[1], ts[2]
-    _check(x.rank in (3, 4, 5), f"input must be 3-D to 5-D, got {x}")
-    r = x.rank - 2
+    _check_block(x, a.in_block, "input")
+    xl = logical_shape(x, a.in_block)
+    _check(len(xl) in (3, 4, 5), f"input must be 3-D to 5-D, got {x}")
+    r = len(xl) - 2
     _spatial_attrs(a, r, ("stride", "pad", "dilation", "kernel"))
     _check(len(a.group) == 2 and min(a.group) >= 1, f"group must be (gM, gN), got {list(a.group)}")
     gm, gn = a.group
@@ -284,9 +290,9 @@ def _sparse_conv(ts: list[TensorType], a: SparseConvAttrs) -> TensorType:
     _check(not a.perm or (len(a.perm) == p * gm and sorted(f for f in a.perm if f >= 0) == list(range(a.filters))),
            f"perm must list each of the {a.filters} filters once over {p * gm} rows")
     _epilogue_check(a)
-    out = (x.shape[0], a.filters) + tuple(
-        _window_out(x.shape[2 + i], a.kernel[i], a.stride[i], a.pad[i], a.pad[r + i], a.dilation[i], False)
-        for i in range(r))
+    out = blocked_shape((xl[0], a.filters) + tuple(
+        _window_out(xl[2 + i], a.kernel[i], a.stride[i], a.pad[i], a.pad[r + i], a.dilation[i], False)
+        for i in range(r)), a.out_block)
     has_bias, has_res = epilogue_inputs(a, len(ts) - 1)
     if has_bias:
         _check(ts[3].shape == (a.filters,), f"bias {ts[3]} must be [{a.filters}]")

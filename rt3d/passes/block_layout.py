@@ -2,8 +2,9 @@
 
 A blocked tensor is [N, ceil(C/b), *spatial, b]: the b channels of one position share a SIMD register, so a conv
 kernel reads its input one cache line per position and writes its output with whole-vector stores. The pass:
-  * makes every conv3d with groups=1 and constant weights write a blocked output, and read a blocked input unless
-    the input has fewer than b channels (a 3-channel clip stays plain rather than being padded to b);
+  * makes every conv3d with groups=1 and constant weights, and every sparse_conv3d, write a blocked output, and read
+    a blocked input unless the input has fewer than b channels (a 3-channel clip stays plain rather than being padded
+    to b);
   * keeps layout-agnostic consumers blocked: activations, elementwise ops between blocked tensors of one shape,
     pooling, global pooling, and channel concat when every part is a whole number of blocks;
   * inserts to_blocked / from_blocked only where a value crosses between the two layouts (each at most once).
@@ -65,9 +66,9 @@ class BlockLayout(Pass):
         for node in graph.nodes:
             logical = node.output.type.shape[1] if node.output.type.rank >= 2 else 0
             out_blocked = False
-            if node.op == "conv3d" and node.attrs.groups == 1 and node.inputs[1].data is not None \
-                    and node.inputs[0].type.rank >= 3:
-                cin = node.inputs[1].type.shape[1]
+            conv = node.op == "conv3d" and node.attrs.groups == 1 and node.inputs[1].data is not None
+            if (conv or node.op == "sparse_conv3d") and node.inputs[0].type.rank >= 3:
+                cin = node.inputs[0].type.shape[1]
                 in_block = b if (cin >= b or node.inputs[0] in channels) else 0
                 x = blocked(node.inputs[0]) if in_block else plain(node.inputs[0])
                 ins = [x] + node.inputs[1:]

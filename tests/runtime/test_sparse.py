@@ -153,3 +153,42 @@ def test_cost_model_keeps_layers_the_sparse_kernel_would_slow_down():
                             Sparsity("kgs", (8, 4)), 0.3, True, "relu", False)
         g = rt3d.passes.run_pipeline(rt3d.import_onnx(model), get_target("host").default_passes())
         assert ("sparse_conv3d" in g.ops()) == sparse, (k, stride, g.ops())
+
+
+@pytest.mark.parametrize("stride,cout,residual", [((1, 1, 1), 20, True), ((2, 1, 1), 16, False),
+                                                  ((1, 2, 2), 12, True), ((1, 1, 1), 8, False)])
+def test_blocked_sparse_kernel_writes_every_element_of_its_layout(stride, cout, residual):
+    """In the channel-blocked layout the sparse kernel reads a blocked input (its zero tail included) and writes
+    every element of its blocked output: the channels past cout as zeros, which the next blocked conv reads. The
+    output buffer starts as NaN, so an element the kernel skips shows up."""
+    import tvm
+
+    from rt3d.ir.interpreter import evaluate_node, to_blocked
+    target = get_target("host")
+    rng = np.random.default_rng(cout)
+    model, inputs = conv_net(rng, 20, cout, (3, 3, 3), stride, (1,) * 6, (1, 1, 1), (1, 20, 5, 9, 11),
+                             Sparsity("kgs", (8, 4)), 0.4, True, "relu", residual)
+    graph = rt3d.passes.run_pipeline(rt3d.import_onnx(model), always_sparse())
+    node = next(n for n in graph.nodes if n.op == "sparse_conv3d")
+    assert (node.attrs.in_block, node.attrs.out_block) == (target.vector_lanes,) * 2, node
+    kernel = target.lower(node)
+    assert "b->b" in kernel.impl, kernel.impl
+    lib = tvm.compile(tvm.IRModule({"main": kernel.func}), target=target.tvm())
+    values = []
+    for a in kernel.args:
+        if isinstance(a, np.ndarray) or a.data is not None:
+            values.append(a if isinstance(a, np.ndarray) else a.data)
+        else:  # a run-time input in the blocked layout, with the zero tail its producer writes
+            shape = a.type.shape
+            channels = 20 if a is node.inputs[0] else cout
+            values.append(to_blocked(rng.standard_normal((shape[0], channels) + shape[2:-1]).astype(np.float32),
+                                     shape[-1]))
+    dev = tvm.cpu()
+    y = tvm.runtime.tensor(np.full(node.output.type.shape, np.nan, np.float32), dev)
+    lib["main"](*[tvm.runtime.tensor(np.ascontiguousarray(v), dev) for v in values], y)
+    # the reference: the node's own inputs in order (x, packed values, cols, bias, residual)
+    by_value = {id(a): v for a, v in zip(kernel.args, values) if not isinstance(a, np.ndarray)}
+    want = evaluate_node(node, [by_value[id(v)] if id(v) in by_value else v.data for v in node.inputs])
+    got = y.numpy()
+    assert not np.isnan(got).any(), "the kernel left elements of its blocked output unwritten"
+    assert_close(got, want, rtol=1e-4)
