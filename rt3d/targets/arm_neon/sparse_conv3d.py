@@ -16,9 +16,11 @@ its own kept columns ``indptr[k] .. indptr[k+1]``. Layout and loop nest (the rec
     lands is computed once per tile, not per row block and filter.
 Layouts: input and output are NC(D)HW or channel-blocked NC(D)HW{b}c (in_block / out_block, set by block-layout so
 that sparse layers sit between blocked dense convs and pools without layout conversions). A blocked input is read by
-the padding stage, which makes the same flat padded copy of it; a blocked output is written with stores of stride b
-(one channel, consecutive positions), vectors that straddle padding lane by lane from the tile's position table, and
-the channels past M of the last block as zeros. NC(D)HW outputs use masked vector stores instead. Measured on the
+the padding stage, which makes the same flat padded copy of it; a blocked output is written per position as one
+vector of a row block's gM channels when they are consecutive channels of one block (the tile transposed in registers
+with shuffles; 3-4 % of a layer's time over stores of stride b), otherwise with stores of stride b (one channel,
+consecutive positions); vectors that straddle padding go lane by lane from the tile's position table, and the
+channels past M of the last block are written as zeros. NC(D)HW outputs use masked vector stores instead. Measured on the
 whole models (bench/peer_benchmark.py): R(2+1)D-18 KGS 225 -> 184 ms, S3D 134 -> 123 ms, which spent that time on
 conversions and on pooling plain tensors.
 Every scalar the kernel names is a ``T.let`` (an SSA value): a plain ``x = ...`` in TVMScript is a mutable binding
@@ -30,6 +32,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import textwrap
 from dataclasses import dataclass
 
 import numpy as np
@@ -258,6 +261,8 @@ def lower_sparse_conv3d(node: Node, target) -> Kernel:
                 f"{ind}        yf[ybase + p_ * {bo}] = {_activation('s_', a.act, tuple(a.act_params), 1)}"]
 
     wb: list[str] = []  # per filter row, after the reduction
+    fast: list[str] = []  # per row block of consecutive channels (blocked output), after the reduction
+    run0 = np.full(P, -1, np.int32)
     tl: list[str] = []  # per position tile: where each vector lands (the same for every row block and filter)
     I8, T8 = " " * 20, " " * 8
     if bo:
@@ -284,6 +289,34 @@ def lower_sparse_conv3d(node: Node, target) -> Kernel:
             wb += store(I8 + "    ", f"ybase + pos[{vo * L}] * {bo}", None, vo)
             wb.append(f"{I8}else:")
             wb += store_lanes(I8 + "    ", vo)
+        # a row block whose rows are GM consecutive channels of one output block (the usual case: the permutation
+        # moves whole row blocks) stores each position's GM channels as one vector: the tile is transposed in
+        # registers (shuffles) instead of being stored lane by lane with stride b. run0[k]: its first channel or -1.
+        if 2 <= GM <= bo:
+            for k in range(P):
+                rows = outch[k * GM:(k + 1) * GM]
+                if rows[0] >= 0 and rows[0] % bo + GM <= bo and (rows == rows[0] + np.arange(GM)).all():
+                    run0[k] = rows[0]
+        if (run0 >= 0).any():
+            I4 = " " * 16
+            fast.append(f"{I4}yb0: T.let = (n * {Mb} + c0 // {bo}) * {OD * oplane * bo} + c0 % {bo}")
+            for vo in range(V):
+                fast.append(f"{I4}if full_{vo}:")
+                for q in range(GM):
+                    t = f"acc[{q}, T.Ramp({vo * L}, 1, {L})]"
+                    fast.append(f"{I4}    t{q}: T.let = " + (f"{t} + T.Broadcast(bias[c0 + {q}], {L})" if has_bias else t))
+                for ln in range(L):
+                    at = f"yb0 + (pos[{vo * L}] + {ln}) * {bo}"
+                    u = f"T.Shuffle([{', '.join(f't{q}' for q in range(GM))}], [{', '.join(str(ln + L * q) for q in range(GM))}])"
+                    if has_res:
+                        u = f"{u} + rf[T.Ramp({at}, 1, {GM})]"
+                    fast.append(f"{I4}    u{ln}: T.let = {u}")
+                    fast.append(f"{I4}    yf[T.Ramp({at}, 1, {GM})] = {_activation(f'u{ln}', a.act, tuple(a.act_params), GM)}")
+                fast.append(f"{I4}else:")
+                fast.append(f"{I4}    for i in range({GM}):")
+                fast.append(f"{I4}        oc: T.let = c0 + i")
+                fast.append(f"{I4}        ybase: T.let = {{ybase}}")
+                fast += store_lanes(I4 + "        ", vo)
     elif mode in ("flat3", "flat2"):
         # padded row R of the flattened volume holds output row R % H' of depth R // H' (flat3) or row R (flat2)
         def row_ok(R):
@@ -324,6 +357,8 @@ def lower_sparse_conv3d(node: Node, target) -> Kernel:
               f"wk: T.Buffer(({wk.size},), \"float32\")", f"off: T.Buffer(({off.size},), \"int32\")",
               f"indptr: T.Buffer(({P + 1},), \"int32\")", f"order: T.Buffer(({P},), \"int32\")",
               f"bounds: T.Buffer(({CH + 1},), \"int32\")", f"outch: T.Buffer(({P * GM},), \"int32\")"]
+    if fast:
+        params.append(f"run0: T.Buffer(({P},), \"int32\")")
     if has_bias:
         params.append(f"bias: T.Buffer(({M},), \"float32\")")
     if has_res:
@@ -343,6 +378,13 @@ def lower_sparse_conv3d(node: Node, target) -> Kernel:
     osp = OD * oplane
     ybase = f"(n * {Mb} + oc // {bo}) * {osp * bo} + oc % {bo}" if bo else f"(n * {M} + oc) * {osp}"
     # a blocked output's channels past M are zeros (the layout's contract); no row block writes them
+    rowwise = (f"            for i in range({GM}):\n                oc: T.let = outch[k * {GM} + i]\n"
+               f"                if oc >= 0:\n                    ybase: T.let = {ybase}\n{wb_text}")
+    if fast:
+        write_back = (f"            c0: T.let = run0[k]\n            if c0 >= 0:\n" + "\n".join(fast).replace("{ybase}", ybase)
+                      + "\n            else:\n" + textwrap.indent(rowwise, "    "))
+    else:
+        write_back = rowwise
     tail = (f"    for e in T.parallel({N * osp}):\n        for c in range({M % bo}, {bo}):\n"
             f"            yf[((e // {osp} * {Mb} + {Mb - 1}) * {osp} + e % {osp}) * {bo} + c] = T.float32(0)\n"
             if bo and M % bo else "")
@@ -377,17 +419,13 @@ def main({", ".join(params)}):
                         for vo in T.unroll({V}):
                             for vi in T.vectorized({L}):
                                 acc[i, vo * {L} + vi] = acc[i, vo * {L} + vi] + wk[(b * {GN} + c) * {GM} + i] * xp[xo + c * {cs} + (vo * {L} + vi) * {pstep}]
-            for i in range({GM}):
-                oc: T.let = outch[k * {GM} + i]
-                if oc >= 0:
-                    ybase: T.let = {ybase}
-{wb_text}
+{write_back}
 '''
     try:
         func = tvm.script.from_source(src)
     except Exception as e:  # a generator bug, not a user error: keep the source for the report
         raise BuildError(f"sparse_conv3d kernel generation failed for {node}: {e}\n{src}") from None
-    args = [x, wk, off, indptr, order, bounds, outch]
+    args = [x, wk, off, indptr, order, bounds, outch] + ([run0] if fast else [])
     if has_bias:
         args.append(node.inputs[3])
     if has_res:
