@@ -20,8 +20,8 @@ the padding stage, which makes the same flat padded copy of it; a blocked output
 vector of a row block's gM channels when they are consecutive channels of one block (the tile transposed in registers
 with shuffles; 3-4 % of a layer's time over stores of stride b), otherwise with stores of stride b (one channel,
 consecutive positions); vectors that straddle padding go lane by lane from the tile's position table, and the
-channels past M of the last block are written as zeros. NC(D)HW outputs use masked vector stores instead. Measured on the
-whole models (bench/peer_benchmark.py): R(2+1)D-18 KGS 225 -> 184 ms, S3D 134 -> 123 ms, which spent that time on
+channels past M of the last block are written as zeros. NC(D)HW outputs use masked vector stores instead. Measured
+on the whole models (bench/peer_benchmark.py): R(2+1)D-18 KGS 225 -> 184 ms, S3D 134 -> 123 ms, which spent that time on
 conversions and on pooling plain tensors.
 Every scalar the kernel names is a ``T.let`` (an SSA value): a plain ``x = ...`` in TVMScript is a mutable binding
 that TVM 0.27 lowers to a workspace allocation, so each use was a memory load and each column's input base was
@@ -284,7 +284,8 @@ def lower_sparse_conv3d(node: Node, target) -> Kernel:
             ok, at = f"cl < {OW}", f"od * {oplane} + oh * {OW} + cl"
         tl.append(f"{T8}    pos[l] = T.if_then_else({ok}, {at}, -1)")
         for vo in range(V):
-            tl.append(f"{T8}full_{vo}: T.let = pos[{vo * L}] >= 0 and pos[{vo * L + L - 1}] == pos[{vo * L}] + {L - 1}")
+            first, last = f"pos[{vo * L}]", f"pos[{vo * L + L - 1}]"
+            tl.append(f"{T8}full_{vo}: T.let = {first} >= 0 and {last} == {first} + {L - 1}")
             wb.append(f"{I8}if full_{vo}:")
             wb += store(I8 + "    ", f"ybase + pos[{vo * L}] * {bo}", None, vo)
             wb.append(f"{I8}else:")
@@ -304,14 +305,17 @@ def lower_sparse_conv3d(node: Node, target) -> Kernel:
                 fast.append(f"{I4}if full_{vo}:")
                 for q in range(GM):
                     t = f"acc[{q}, T.Ramp({vo * L}, 1, {L})]"
-                    fast.append(f"{I4}    t{q}: T.let = " + (f"{t} + T.Broadcast(bias[c0 + {q}], {L})" if has_bias else t))
-                for ln in range(L):
+                    t = f"{t} + T.Broadcast(bias[c0 + {q}], {L})" if has_bias else t
+                    fast.append(f"{I4}    t{q}: T.let = {t}")
+                rows = ", ".join(f"t{q}" for q in range(GM))
+                for ln in range(L):  # lane ln of every row: the GM channels of one position
                     at = f"yb0 + (pos[{vo * L}] + {ln}) * {bo}"
-                    u = f"T.Shuffle([{', '.join(f't{q}' for q in range(GM))}], [{', '.join(str(ln + L * q) for q in range(GM))}])"
+                    u = f"T.Shuffle([{rows}], [{', '.join(str(ln + L * q) for q in range(GM))}])"
                     if has_res:
                         u = f"{u} + rf[T.Ramp({at}, 1, {GM})]"
                     fast.append(f"{I4}    u{ln}: T.let = {u}")
-                    fast.append(f"{I4}    yf[T.Ramp({at}, 1, {GM})] = {_activation(f'u{ln}', a.act, tuple(a.act_params), GM)}")
+                    act = _activation(f"u{ln}", a.act, tuple(a.act_params), GM)
+                    fast.append(f"{I4}    yf[T.Ramp({at}, 1, {GM})] = {act}")
                 fast.append(f"{I4}else:")
                 fast.append(f"{I4}    for i in range({GM}):")
                 fast.append(f"{I4}        oc: T.let = c0 + i")
@@ -369,7 +373,8 @@ def lower_sparse_conv3d(node: Node, target) -> Kernel:
     # (inlined, not let-bound: a let inside a vectorized loop would be evaluated for lane 0 only)
     xc, dq = f"(rw // {Dp} % {Cp})", f"(rw % {Dp})"
     cc = f"T.min({xc}, {C - 1})"
-    sub = {"xn": f"rw // {Cp * Dp}", "xc": f"{cc} // {bi}" if bi else cc, "xci": f"{cc} % {bi}", "xd": f"T.max(T.min({dq} - {pb[0]}, {D - 1}), 0)",
+    sub = {"xn": f"rw // {Cp * Dp}", "xc": f"{cc} // {bi}" if bi else cc, "xci": f"{cc} % {bi}",
+           "xd": f"T.max(T.min({dq} - {pb[0]}, {D - 1}), 0)",
            "xh": f"T.max(T.min(hp - {pb[1]}, {H - 1}), 0)", "xw": f"T.max(T.min(wp - {pb[2]}, {W - 1}), 0)"}
     in_range = " and ".join([f"{xc} < {C}", f"{dq} >= {pb[0]}", f"{dq} < {pb[0] + D}",
                              f"hp >= {pb[1]}", f"hp < {pb[1] + H}", f"wp >= {pb[2]}", f"wp < {pb[2] + W}"])
@@ -377,14 +382,15 @@ def lower_sparse_conv3d(node: Node, target) -> Kernel:
     wb_text = "\n".join(wb)
     osp = OD * oplane
     ybase = f"(n * {Mb} + oc // {bo}) * {osp * bo} + oc % {bo}" if bo else f"(n * {M} + oc) * {osp}"
-    # a blocked output's channels past M are zeros (the layout's contract); no row block writes them
     rowwise = (f"            for i in range({GM}):\n                oc: T.let = outch[k * {GM} + i]\n"
                f"                if oc >= 0:\n                    ybase: T.let = {ybase}\n{wb_text}")
     if fast:
-        write_back = (f"            c0: T.let = run0[k]\n            if c0 >= 0:\n" + "\n".join(fast).replace("{ybase}", ybase)
-                      + "\n            else:\n" + textwrap.indent(rowwise, "    "))
+        write_back = (f"            c0: T.let = run0[k]\n            if c0 >= 0:\n"
+                      + "\n".join(fast).replace("{ybase}", ybase) + "\n            else:\n"
+                      + textwrap.indent(rowwise, "    "))
     else:
         write_back = rowwise
+    # a blocked output's channels past M are zeros (the layout's contract); no row block writes them
     tail = (f"    for e in T.parallel({N * osp}):\n        for c in range({M % bo}, {bo}):\n"
             f"            yf[((e // {osp} * {Mb} + {Mb - 1}) * {osp} + e % {osp}) * {bo} + c] = T.float32(0)\n"
             if bo and M % bo else "")
