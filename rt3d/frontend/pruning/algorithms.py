@@ -357,7 +357,8 @@ def regularize(model: nn.Module, layers: list[Layer], train_data: Data, need_mac
         x, y = next(iter(train_data.batches(tcfg.batch_size, True, tcfg.seed)))
         was = model.training
         model.train()
-        reg.calibrate(model, x.to(layers[0].weight.device), y.to(layers[0].weight.device))
+        dev = device_of(model)
+        reg.calibrate(model, x.to(dev), y.to(dev))
         model.train(was)
     rounds = max(1, rcfg.rounds)
     check_every = max(1, len(train_data) // world() // tcfg.batch_size // max(1, rcfg.checks_per_epoch))

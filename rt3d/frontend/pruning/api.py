@@ -96,8 +96,9 @@ def prune(model: nn.Module, train_data, val_data, scheme: str = "kgs", group=(8,
     ``val_data``: torch-style data sets (len + indexing to (clip, label)) or (clips, labels) arrays. ``epochs``:
     (pruning phase, masked retraining), the same total for every algorithm (the heuristic retrains for both).
     ``min_density``: no layer keeps less than this share of its MACs (the regularization algorithms choose the
-    per-layer rates themselves; this only stops them from emptying a layer). Runs unchanged under ``torchrun`` (DistributedDataParallel). Returns the pruned model (a copy unless
-    ``inplace``) with exact zeros and ``model.rt3d_sparsity`` (layer name -> (Sparsity, keep mask)), and a report.
+    per-layer rates themselves; this only stops them from emptying a layer). Runs unchanged under ``torchrun``
+    (DistributedDataParallel). Returns the pruned model (a copy unless ``inplace``) with exact zeros and
+    ``model.rt3d_sparsity`` (layer name -> (Sparsity, keep mask)), and a report.
 
     Example::
 

@@ -19,7 +19,7 @@ WORK_GROUP = 64  # threads per work-group of the default GPU schedule
 
 LOWERINGS = dict(CPU_LOWERINGS)  # the TE of the other ops is shared; their schedule follows target.gpu_threads
 LOWERINGS.update({"conv3d": lower_conv3d, "sparse_conv3d": lower_sparse_conv3d,
-                  "dense": lambda node, target: _dense_generic(node, target)})
+                  "dense": _dense_generic})
 for _op in ("to_blocked", "from_blocked"):
     LOWERINGS.pop(_op, None)
 
