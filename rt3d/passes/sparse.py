@@ -56,6 +56,15 @@ def _spatially_strided(node) -> bool:
     return any(v > 1 for v in node.attrs.stride[-2:])
 
 
+def _no_spatial_reach(node) -> bool:
+    """A 1x1 spatial kernel without spatial padding (temporal kx1x1 and pointwise convs): each output position reads
+    its own input position only (the sparse kernel's pw mode)."""
+    a = node.attrs
+    kernel = a.kernel if node.op == "sparse_conv3d" else tuple(node.inputs[1].type.shape[2:])
+    r = len(kernel)
+    return r >= 2 and all(k == 1 for k in kernel[-2:]) and not any(a.pad[r - 2:r]) and not any(a.pad[-2:])
+
+
 def _sparse_weight_ok(node) -> str:
     """Why a conv3d cannot be made sparse ('' if it can)."""
     a = node.attrs
@@ -104,13 +113,19 @@ class EliminateKgsColumns(Pass):
 
     @staticmethod
     def predicted_speedup(node, packed, density: float) -> float:
-        """Dense time / sparse time predicted from the per-layer measurements of bench/results/peer.json: the sparse
-        kernel reaches about 0.6 of the dense kernel's GFLOP/s when a row block keeps >= 64 columns, less in
-        proportion below that (the tile's zeroing and write-back are paid per row block), and about 0.15 with a
-        spatial stride (strided vector loads)."""
-        eff = 0.6 * min(1.0, (sum(packed.kept) / max(1, len(packed.kept))) / 64)
-        if _spatially_strided(node):
-            eff = min(eff, 0.15)
+        """Dense time / sparse time predicted from per-layer measurements (bench/results, and A/B runs of single
+        layers): with a spatial kernel the sparse kernel reaches about 0.6 of the dense kernel's GFLOP/s when a row
+        block keeps >= 64 columns, less in proportion below that (the tile's zeroing and write-back are paid per row
+        block), and about 0.15 with a spatial stride (strided vector loads). Without spatial reach (1x1 spatial
+        kernels: temporal kx1x1 and pointwise convs, the kernel's pw mode) it reaches 0.6-1.0 (0.7 on R(2+1)D's
+        144->64 3x1x1 layer at 56x56, 0.9-1.0 on S3D's 1x1x1 layers), less with fewer than 8 columns per row block."""
+        cols = sum(packed.kept) / max(1, len(packed.kept))
+        if _no_spatial_reach(node):
+            eff = 0.7 * min(1.0, cols / 8)
+        else:
+            eff = 0.6 * min(1.0, cols / 64)
+            if _spatially_strided(node):
+                eff = min(eff, 0.15)
         return eff / max(density, 1e-9)
 
     def apply(self, graph: Graph, report: PassReport) -> Graph:
@@ -132,7 +147,8 @@ class EliminateKgsColumns(Pass):
                 if gain < 1.1:
                     why = (f"predicted {gain:.2f}x over dense at {dens:.0%} kept MACs "
                            f"({sum(packed.kept) / len(packed.kept):.0f} columns per row block"
-                           f"{', spatial stride' if _spatially_strided(node) else ''}): dense is faster")
+                           f"{', spatial stride' if _spatially_strided(node) and not _no_spatial_reach(node) else ''}"
+                           "): dense is faster")
             if why:
                 report.note(f"kept %{node.output.name} dense: {why}")
                 continue

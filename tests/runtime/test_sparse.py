@@ -143,11 +143,14 @@ def test_pruned_zoo_model_runs_sparse_and_matches_onnxruntime(name, scheme, rate
 
 
 def test_cost_model_keeps_layers_the_sparse_kernel_would_slow_down():
-    """A strided conv and a conv with few kept columns per row block stay dense; a long reduction goes sparse."""
+    """A strided conv and a conv with few kept columns per row block stay dense; a long reduction goes sparse, and
+    so do temporal and pointwise convs with enough columns (the pw mode, strided or not)."""
     rng = np.random.default_rng(5)
     cases = [((64, 64, (1, 3, 3), (1, 2, 2), (0, 1, 1, 0, 1, 1)), False),  # spatial stride
              ((16, 32, (1, 1, 1), (1, 1, 1), (0,) * 6), False),  # 4 column blocks x 1 position
-             ((64, 64, (3, 3, 3), (1, 1, 1), (1,) * 6), True)]  # 16 x 27 columns, 30% kept
+             ((64, 64, (3, 3, 3), (1, 1, 1), (1,) * 6), True),  # 16 x 27 columns, 30% kept
+             ((144, 64, (3, 1, 1), (1, 1, 1), (1, 0, 0, 1, 0, 0)), True),  # 36 x 3 columns, no spatial reach
+             ((64, 128, (1, 1, 1), (2, 2, 2), (0,) * 6), True)]  # a strided pointwise shortcut
     for (cin, cout, k, stride, pad), sparse in cases:
         model, _ = conv_net(rng, cin, cout, k, stride, pad, (1, 1, 1), (1, cin, 4, 12, 12),
                             Sparsity("kgs", (8, 4)), 0.3, True, "relu", False)
@@ -155,24 +158,33 @@ def test_cost_model_keeps_layers_the_sparse_kernel_would_slow_down():
         assert ("sparse_conv3d" in g.ops()) == sparse, (k, stride, g.ops())
 
 
-@pytest.mark.parametrize("stride,cout,residual", [((1, 1, 1), 20, True), ((2, 1, 1), 16, False),
-                                                  ((1, 2, 2), 12, True), ((1, 1, 1), 8, False)])
-def test_blocked_sparse_kernel_writes_every_element_of_its_layout(stride, cout, residual):
+K3, P1 = (3, 3, 3), (1,) * 6
+PW = ((3, 1, 1), (1, 1, 1), (1, 0, 0, 1, 0, 0))  # temporal conv: no spatial reach, read tile-major
+
+
+@pytest.mark.parametrize("k,stride,pad,dil,cout,residual,mode", [
+    (K3, (1, 1, 1), P1, (1, 1, 1), 20, True, "flat3"), (K3, (2, 1, 1), P1, (1, 1, 1), 16, False, "flat2"),
+    (K3, (1, 2, 2), P1, (1, 1, 1), 12, True, "rows"), (K3, (1, 1, 1), P1, (1, 1, 1), 8, False, "flat3"),
+    (*PW, (1, 1, 1), 20, True, "pw"), ((1, 1, 1), (2, 2, 2), (0,) * 6, (1, 1, 1), 16, False, "pw"),
+    ((3, 1, 1), (2, 1, 1), (2, 0, 0, 1, 0, 0), (2, 1, 1), 12, True, "pw")])
+def test_blocked_sparse_kernel_writes_every_element_of_its_layout(k, stride, pad, dil, cout, residual, mode):
     """In the channel-blocked layout the sparse kernel reads a blocked input (its zero tail included) and writes
     every element of its blocked output: the channels past cout as zeros, which the next blocked conv reads. The
-    output buffer starts as NaN, so an element the kernel skips shows up."""
+    output buffer starts as NaN, so an element the kernel skips shows up. Every kernel mode: the flattened padded
+    volume (flat3, flat2), output rows (rows), and the tile-major ring of input depths (pw: 1 x 1 spatial kernels,
+    here with depth padding, stride and dilation, and a channel count that is not a multiple of the block)."""
     import tvm
 
     from rt3d.ir.interpreter import evaluate_node, to_blocked
     target = get_target("host")
     rng = np.random.default_rng(cout)
-    model, inputs = conv_net(rng, 20, cout, (3, 3, 3), stride, (1,) * 6, (1, 1, 1), (1, 20, 5, 9, 11),
+    model, inputs = conv_net(rng, 20, cout, k, stride, pad, dil, (1, 20, 5, 9, 11),
                              Sparsity("kgs", (8, 4)), 0.4, True, "relu", residual)
     graph = rt3d.passes.run_pipeline(rt3d.import_onnx(model), always_sparse())
     node = next(n for n in graph.nodes if n.op == "sparse_conv3d")
     assert (node.attrs.in_block, node.attrs.out_block) == (target.vector_lanes,) * 2, node
     kernel = target.lower(node)
-    assert "b->b" in kernel.impl, kernel.impl
+    assert f"{mode}(" in kernel.impl and "b->b" in kernel.impl, kernel.impl
     lib = tvm.compile(tvm.IRModule({"main": kernel.func}), target=target.tvm())
     values = []
     for a in kernel.args:
@@ -192,3 +204,34 @@ def test_blocked_sparse_kernel_writes_every_element_of_its_layout(stride, cout, 
     got = y.numpy()
     assert not np.isnan(got).any(), "the kernel left elements of its blocked output unwritten"
     assert_close(got, want, rtol=1e-4)
+
+
+@pytest.mark.parametrize("stride,lanes", [((1, 1, 1), None), ((1, 2, 2), None), ((1, 1, 1), 4)])
+def test_pointwise_spatial_kernel_in_the_plain_layout(stride, lanes):
+    """The pw mode reading a plain NCDHW input (no block-layout in the pipeline): contiguous copies at unit stride,
+    strided ones otherwise, and the register transpose of a blocked input at NEON's width (4 lanes)."""
+    host = get_target("host")
+    target = replace(host, vector_lanes=lanes) if lanes else host
+    rng = np.random.default_rng(7)
+    model, inputs = conv_net(rng, 13, 24, (3, 1, 1), stride, (1, 0, 0, 1, 0, 0), (1, 1, 1), (2, 13, 6, 7, 10),
+                             Sparsity("kgs", (4, 4)), 0.4, True, "relu", False)
+    feeds = {n: rng.standard_normal(s).astype(np.float32) for n, s in inputs.items()}
+    passes = always_sparse(target)
+    if not lanes:
+        passes = ",".join(p for p in passes.split(",") if not p.startswith("block-layout"))
+    mod = rt3d.build(model, target=target, passes=passes)
+    impls = sparse_impls(mod)
+    assert impls and all(("pw(" in i and ("b->b" if lanes else "p->p") in i) for i in impls), impls
+    assert_close(mod.run(*feeds.values()), ort_run(model, feeds)[0], rtol=1e-4)
+
+
+def test_pointwise_kernel_with_many_channels():
+    """1152 input channels (R(2+1)D's widest temporal conv): the ring's zero fill for a depth of padding is written
+    one vector at a time (one vector of all its elements made LLVM abort the process)."""
+    rng = np.random.default_rng(11)
+    model, inputs = conv_net(rng, 1152, 16, (3, 1, 1), (1, 1, 1), (1, 0, 0, 1, 0, 0), (1, 1, 1), (1, 1152, 2, 3, 5),
+                             Sparsity("kgs", (8, 4)), 0.3, False, "none", False)
+    feeds = {n: rng.standard_normal(s).astype(np.float32) for n, s in inputs.items()}
+    mod = rt3d.build(model, passes=always_sparse())
+    assert any("pw(" in i for i in sparse_impls(mod)), sparse_impls(mod)
+    assert_close(mod.run(*feeds.values()), ort_run(model, feeds)[0], rtol=1e-4)

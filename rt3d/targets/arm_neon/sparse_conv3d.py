@@ -6,6 +6,11 @@ its own kept columns ``indptr[k] .. indptr[k+1]``. Layout and loop nest (the rec
   * output positions are vectorized ``lanes`` at a time along the flattened padded volume j = (d*H' + h)*W' + w
     when the conv has unit stride (so each kernel position (kd, kh, kw) is a constant shift of a contiguous run),
     along each padded plane when only the depth stride is > 1, and along output rows (strided loads) otherwise;
+  * pw mode, for 1x1 spatial kernels without spatial padding (temporal kx1x1 and pointwise convs, most of R(2+1)D's
+    and S3D's FLOPs): positions tile the output plane, and each parallel unit (n, tile, run of output depths) keeps a
+    ring of the input depths it needs as [C, TJ] slabs, filled one new depth per output depth and prefetched one
+    depth ahead. A whole-tensor padded copy read back by 8+ row blocks made these layers memory-bound (0.19 of the
+    dense kernel's GFLOP/s on R(2+1)D's 144->64 3x1x1 layer; 0.70 with the ring, 0.9-1.0 on S3D's 1x1x1 layers);
   * register tile: the gM filters of a row block x V vectors of positions (24 accumulators for 8 filters);
   * per kept column: one int32 input offset (channel block, kd, kh, kw), then gN channels x gM filters x V vectors
     of FMAs with the weights broadcast from the packed [kept, gN, gM] array;
@@ -16,7 +21,9 @@ its own kept columns ``indptr[k] .. indptr[k+1]``. Layout and loop nest (the rec
     lands is computed once per tile, not per row block and filter.
 Layouts: input and output are NC(D)HW or channel-blocked NC(D)HW{b}c (in_block / out_block, set by block-layout so
 that sparse layers sit between blocked dense convs and pools without layout conversions). A blocked input is read by
-the padding stage, which makes the same flat padded copy of it; a blocked output is written per position as one
+the padding stage (or the pw ring fill), which makes the same position-contiguous copy of it: L loads of a position's
+b channels and an L x L register transpose per vector (gathering with stride b cost up to a quarter of a layer: C3D's
+64->128 layer 0.61 -> 0.71 of dense, R(2+1)D's 64->144 1x3x3 layer 0.57 -> 0.71); a blocked output is written per position as one
 vector of a row block's gM channels when they are consecutive channels of one block (the tile transposed in registers
 with shuffles; 3-4 % of a layer's time over stores of stride b), otherwise with stores of stride b (one channel,
 consecutive positions); vectors that straddle padding go lane by lane from the tile's position table, and the
@@ -47,6 +54,7 @@ from ..base import Kernel
 from .common import spatial_5d, to_5d
 
 REGISTER_TILE = 24  # accumulators (vector registers) of the micro-kernel; AVX-512 and NEON both have 32
+PF_LOCALITY = 2
 COLUMN_BODY = 96  # FMAs of one kept column (gN x gM x V), unrolled: beyond this LLVM's code for it got 2x slower
 # (8x8 groups with V=3 against V=1, measured with `rt3d tune` on a 128->256 C3D layer)
 
@@ -102,7 +110,11 @@ def sparse_plan(node: Node, lanes: int, cores: int) -> SparsePlan:
     pe = spatial_5d(a.pad[r:], 0, r)
     Hp, Wp = H + pb[1] + pe[1], W + pb[2] + pe[2]
     GM = a.group[0]
-    if sh == 1 and sw == 1:
+    KH, KW = spatial_5d(a.kernel, 1, r)[1:]
+    if KH == KW == 1 and not any(pb[1:] + pe[1:]):
+        # no spatial reach: positions tile the output plane, read from a tile-major copy of the input
+        mode, J, outer = "pw", OH * OW, N * OD
+    elif sh == 1 and sw == 1:
         mode = "flat3" if sd == 1 else "flat2"
         J = ((OD - 1) * Hp * Wp if mode == "flat3" else 0) + (OH - 1) * Wp + OW
         outer = N if mode == "flat3" else N * OD
@@ -146,6 +158,124 @@ def _activation(expr: str, act: str, params: tuple, lanes: int) -> str:
     return expr
 
 
+def _transpose(rows: list[str], L: int) -> list[tuple[str, str]]:
+    """(name, expression) lets transposing L vectors of L lanes (L a power of two) with log2(L) rounds of
+    two-vector interleaves, each one shuffle instruction (vpermt2ps on AVX-512, zip1/zip2 on NEON); the last L
+    names hold the columns in order."""
+    lets, cur, h = [], list(rows), L // 2
+    for s in range(L.bit_length() - 1):
+        new = []
+        for i in range(h):
+            a, b = cur[i], cur[i + h]
+            for part, lo in (("lo", 0), ("hi", h)):
+                name = f"t{s}_{2 * i + (part == 'hi')}"
+                idx = ", ".join(f"{lo + k // 2 + (L if k % 2 else 0)}" for k in range(L))
+                lets.append((name, f"T.Shuffle([{a}, {b}], [{idx}])"))
+        new = [f"t{s}_{i}" for i in range(L)]
+        cur = new
+    return lets
+
+
+def _pw_fill(dims: dict, bi: int, L: int, dup: bool) -> list[str]:
+    """Lines (inside ``for dq``, at 16 spaces) copying padded input depth dq of tile (n, jt) into ring slot
+    dq % span: row c of the slot holds channel c at the tile's TJ positions, zeros for depth padding, channels past
+    C and positions past J. Blocked input with b == lanes: per channel block and vector of positions, L loads of a
+    position's b channels, an L x L transpose in registers and L stores (gathering the strided channel instead made
+    a separate copy stage a third of the layer's time); plain input: vector loads (contiguous at unit stride)."""
+    N, C, D, H, W, Cp, pd, TJ, J, OW, sh, sw, span = (dims[k] for k in (
+        "N", "C", "D", "H", "W", "Cp", "pd", "TJ", "J", "OW", "sh", "sw", "span"))
+    I = " " * 16
+    slots = [f"dq % {span} * {Cp * TJ}"] + ([f"(dq % {span} + {span}) * {Cp * TJ}"] if dup else [])
+
+    def pos(j):  # flat input position (h * W + w) of output position j of the plane
+        return j if sh == sw == 1 else f"(({j}) // {OW} * {sh * W} + ({j}) % {OW} * {sw})"
+
+    if bi == L:
+        CB, XB = -(-Cp // bi), -(-C // bi)
+        lines = [f"{I}if dq >= {pd} and dq < {pd + D}:", f"{I}    for cb in range({CB}):",
+                 f"{I}        xb: T.let = ((n * {XB} + cb) * {D} + dq - {pd}) * {H * W * bi}",
+                 f"{I}        for l0 in range({TJ // L}):"]
+        J8 = I + " " * 12
+        for i in range(L):
+            lines.append(f"{J8}r{i}: T.let = xf[T.Ramp(xb + {pos(f'T.min(jt * {TJ} + l0 * {L} + {i}, {J - 1})')}"
+                         f" * {bi}, 1, {L})]")
+        lets = _transpose([f"r{i}" for i in range(L)], L)
+        lines += [f"{J8}{n_}: T.let = {e}" for n_, e in lets]
+        for c in range(L):
+            for sl in slots:
+                st = f"xp[T.Ramp({sl} + (cb * {bi} + {c}) * {TJ} + l0 * {L}, 1, {L})] = {lets[-L + c][0]}"
+                lines.append(f"{J8}{st}" if (CB - 1) * bi + c < Cp else f"{J8}if cb * {bi} + {c} < {Cp}:\n{J8}    {st}")
+    else:
+        if bi:
+            at = (f"x[n, T.min(c, {C - 1}) // {bi}, dq - {pd}, T.min(jl // {OW}, {J // OW - 1}) * {sh}, "
+                  f"jl % {OW} * {sw}, T.min(c, {C - 1}) % {bi}]")
+        else:
+            at = f"xf[((n * {C} + T.min(c, {C - 1})) * {D} + dq - {pd}) * {H * W} + {pos(f'T.min(jl, {J - 1})')}]"
+            at = at.replace("jl", f"(jt * {TJ} + l)")
+        lines = [f"{I}if dq >= {pd} and dq < {pd + D}:", f"{I}    for c in range({Cp}):",
+                 f"{I}        for l in T.vectorized({TJ}):"]
+        for sl in slots:
+            lines.append(f"{I}            xp[{sl} + c * {TJ} + l] = T.if_then_else(c < {C} and jl < {J}, {at}, "
+                         f"T.float32(0))".replace("jl", f"(jt * {TJ} + l)"))
+    lines.append(f"{I}else:")
+    lines.append(f"{I}    for e in range({Cp * TJ // L}):")  # TJ is a multiple of L
+    lines.append(f"{I}        for v in T.vectorized({L}):")
+    lines += [f"{I}            xp[{sl} + e * {L} + v] = T.float32(0)" for sl in slots]
+    return lines
+
+
+def _flat_pad_blocked(N, C, D, H, W, Cp, Dp, Hp, Wp, pb, bi, L) -> str:
+    """The padding stage of the flat modes for a blocked input with b == lanes: the flat padded copy
+    xp[n, c, d', h', w'] made per (n, channel block, d', h') row with L loads of a position's b channels, an L x L
+    register transpose and L stores of a channel's positions (masked for the row's last W % L columns); the padding
+    around is zeroed. Gathering each channel's positions with stride b instead cost a quarter of R(2+1)D's 64->144
+    1x3x3 layer (3.8 of 15 ms)."""
+    XB, CB, plane = -(-C // bi), -(-Cp // bi), Hp * Wp
+    I = " " * 16
+    lines = [f"    for rw in T.parallel({N * CB * Dp}):",
+             f"        n: T.let = rw // {CB * Dp}", f"        cb: T.let = rw // {Dp} % {CB}", f"        dq: T.let = rw % {Dp}",
+             f"        for hp in range({Hp}):",
+             f"            if cb < {XB} and dq >= {pb[0]} and dq < {pb[0] + D} and hp >= {pb[1]} and hp < {pb[1] + H}:",
+             f"                xb: T.let = (((n * {XB} + cb) * {D} + dq - {pb[0]}) * {H} + hp - {pb[1]}) * {W * bi}"]
+
+    def row(c):  # start of row (dq, hp) of channel cb * bi + c in xp
+        return f"((n * {Cp} + cb * {bi} + {c}) * {Dp} + dq) * {plane} + hp * {Wp}"
+
+    def guarded(c, ind, st):
+        return [f"{ind}{st}"] if (CB - 1) * bi + c < Cp else [f"{ind}if cb * {bi} + {c} < {Cp}:", f"{ind}    {st}"]
+
+    for tail in (False, True):
+        if tail and not W % L:
+            continue
+        if tail:
+            lines.append(f"{I}for w0 in range({W // L}, {W // L + 1}):")
+        else:
+            lines.append(f"{I}for w0 in range({W // L}):")
+        J = I + "    "
+        for i in range(L):
+            lines.append(f"{J}r{i}: T.let = xf[T.Ramp(xb + T.min(w0 * {L} + {i}, {W - 1}) * {bi}, 1, {L})]")
+        lets = _transpose([f"r{i}" for i in range(L)], L)
+        lines += [f"{J}{n_}: T.let = {e}" for n_, e in lets]
+        for c in range(L):
+            at = f"{row(c)} + {pb[2]} + w0 * {L}"
+            if tail:
+                mask = f"T.Ramp(w0 * {L}, 1, {L}) < T.Broadcast({W}, {L})"
+                st = (f"T.evaluate(T.call_llvm_intrin(\"void\", \"llvm.masked.store\", {lets[-L + c][0]}, "
+                      f"xp.access_ptr(\"w\", offset={at}), {mask}))")
+            else:
+                st = f"xp[T.Ramp({at}, 1, {L})] = {lets[-L + c][0]}"
+            lines += guarded(c, J, st)
+    pads = [(0, pb[2]), (pb[2] + W, Wp)]
+    for c in range(L):
+        for lo, hi in pads:
+            if hi > lo:
+                lines += guarded(c, I, f"for e in range({lo}, {hi}):\n{I}        xp[{row(c)} + e] = T.float32(0)")
+    lines.append("            else:")
+    for c in range(L):
+        lines += guarded(c, I, f"for e in T.vectorized({Wp}):\n{I}        xp[{row(c)} + e] = T.float32(0)")
+    return "\n".join(lines) + "\n"
+
+
 def lower_sparse_conv3d(node: Node, target) -> Kernel:
     a = node.attrs
     x = node.inputs[0]
@@ -183,10 +313,23 @@ def lower_sparse_conv3d(node: Node, target) -> Kernel:
     TJ = L * V
     JT = -(-J // TJ)
     units = plan.units(L, V)
+    if mode == "pw":
+        # each parallel unit (n, tile, run of output depths) keeps a ring of the input depths it needs, each a
+        # [C, TJ] slab (a column's gN channels TJ apart), written twice (slots s and s + span) so that every
+        # kernel depth is a constant offset from the first one's slot
+        span = (KD - 1) * dd + 1
+        cs, dup = TJ, span > 1
+        ODC = min(OD, max(1, -(-4 * target.num_cores // (N * JT))))  # runs of output depths
+        ODS = -(-OD // ODC)
+        ODC = -(-OD // ODS)
+        units = N * JT * ODC
     # build-time arrays: input offset of every kept column, row pointers, order, chunk bounds, output channels
     q, s = cols // S, cols % S
     kd, kh, kw = s // (KH * KW), (s // KW) % KH, s % KW
-    off = (q * GN * cs + kd * dd * plane + kh * dh * Wp + kw * dw).astype(np.int32)
+    if mode == "pw":
+        off = (kd * dd * (Cp * TJ) + q * GN * TJ).astype(np.int32)
+    else:
+        off = (q * GN * cs + kd * dd * plane + kh * dh * Wp + kw * dw).astype(np.int32)
     indptr = np.concatenate([[0], np.cumsum(a.kept)]).astype(np.int32)
     order = np.asarray(a.order if a.order else range(P), dtype=np.int32)
     bounds = np.concatenate([[0], np.cumsum(chunk_sizes(P, CH))]).astype(np.int32)
@@ -198,6 +341,9 @@ def lower_sparse_conv3d(node: Node, target) -> Kernel:
     if mode == "flat3":
         base = f"n * {xs} + jt * {TJ}"
         max_base = (N - 1) * xs + (JT - 1) * TJ
+    elif mode == "pw":
+        base = f"od * {sd} % {span} * {Cp * TJ}"
+        max_base = 0
     elif mode == "flat2":
         base = f"n * {xs} + od * {sd * plane} + jt * {TJ}"
         max_base = (N - 1) * xs + (OD - 1) * sd * plane + (JT - 1) * TJ
@@ -206,11 +352,14 @@ def lower_sparse_conv3d(node: Node, target) -> Kernel:
         max_base = (N - 1) * xs + (OD - 1) * sd * plane + (OH - 1) * sh * Wp + (JT - 1) * TJ * sw
     pstep = 1 if mode != "rows" else sw
     max_read = max_base + (TJ - 1) * pstep + (Cp - 1) * cs + (KD - 1) * dd * plane + (KH - 1) * dh * Wp + (KW - 1) * dw
-    total = max(N * xs, max_read + 1)
+    total = max(N * xs, max_read + 1) if mode != "pw" else 0
     slack = total - N * xs
 
     if mode == "flat3":
         decode = f"n: T.let = t // {JT * CH}\n        jt: T.let = t // {CH} % {JT}\n        ch: T.let = t % {CH}"
+    elif mode == "pw":
+        decode = (f"n: T.let = t // {JT * ODC * CH}\n        jt: T.let = t // {ODC * CH} % {JT}\n"
+                  f"        oq: T.let = t // {CH} % {ODC}\n        ch: T.let = t % {CH}")
     elif mode == "flat2":
         decode = f"n: T.let = t // {OD * JT * CH}\n        od: T.let = t // {JT * CH} % {OD}\n        jt: T.let = t // {CH} % {JT}\n        ch: T.let = t % {CH}"
     else:
@@ -260,6 +409,8 @@ def lower_sparse_conv3d(node: Node, target) -> Kernel:
                 f"{ind}        s_: T.let = {e}",
                 f"{ind}        yf[ybase + p_ * {bo}] = {_activation('s_', a.act, tuple(a.act_params), 1)}"]
 
+    # rows and pw: a tile is a run of positions along an output row (rows) or the output plane (pw)
+    rowlen, rowat = (OW, f"od * {oplane} + oh * {OW}") if mode == "rows" else (oplane, f"od * {oplane}")
     wb: list[str] = []  # per filter row, after the reduction
     fast: list[str] = []  # per row block of consecutive channels (blocked output), after the reduction
     run0 = np.full(P, -1, np.int32)
@@ -281,7 +432,7 @@ def lower_sparse_conv3d(node: Node, target) -> Kernel:
                   else f"od * {oplane} + rl * {OW} + cl")
         else:
             tl.append(f"{T8}    cl: T.let = jt * {TJ} + l")
-            ok, at = f"cl < {OW}", f"od * {oplane} + oh * {OW} + cl"
+            ok, at = f"cl < {rowlen}", f"{rowat} + cl"
         tl.append(f"{T8}    pos[l] = T.if_then_else({ok}, {at}, -1)")
         for vo in range(V):
             first, last = f"pos[{vo * L}]", f"pos[{vo * L + L - 1}]"
@@ -350,12 +501,12 @@ def lower_sparse_conv3d(node: Node, target) -> Kernel:
     else:
         for vo in range(V):
             tl.append(f"{T8}ow_{vo}: T.let = jt * {TJ} + {vo * L}")
-            tl.append(f"{T8}o_{vo}: T.let = od * {oplane} + oh * {OW} + ow_{vo}")
+            tl.append(f"{T8}o_{vo}: T.let = {rowat} + ow_{vo}")
             idx = f"ybase + o_{vo}"
-            wb.append(f"{I8}if ow_{vo} + {L} <= {OW}:")
+            wb.append(f"{I8}if ow_{vo} + {L} <= {rowlen}:")
             wb += store(I8 + "    ", idx, None, vo)
-            wb.append(f"{I8}elif ow_{vo} < {OW}:")
-            wb += store(I8 + "    ", idx, f"(T.Ramp(ow_{vo}, 1, {L}) < T.Broadcast({OW}, {L}))", vo)
+            wb.append(f"{I8}elif ow_{vo} < {rowlen}:")
+            wb += store(I8 + "    ", idx, f"(T.Ramp(ow_{vo}, 1, {L}) < T.Broadcast({rowlen}, {L}))", vo)
 
     params = [f"x: T.Buffer({tuple(x.type.shape)}, \"float32\")",
               f"wk: T.Buffer(({wk.size},), \"float32\")", f"off: T.Buffer(({off.size},), \"int32\")",
@@ -396,26 +547,20 @@ def lower_sparse_conv3d(node: Node, target) -> Kernel:
             if bo and M % bo else "")
     tile_text = "\n".join(tl)
     x_load = ", ".join(sub[k] for k in x_index)
+    if mode == "pw":
+        pad_stage = ""
+    elif bi == L:
+        pad_stage = _flat_pad_blocked(N, C, D, H, W, Cp, Dp, Hp, Wp, pb, bi, L)
+    else:
+        pad_stage = (f"    for rw in T.parallel({N * Cp * Dp}):\n        for hp in range({Hp}):\n"
+                     f"            for wp in T.vectorized({Wp}):\n                xp[rw * {plane} + hp * {Wp} + wp] = "
+                     f"T.if_then_else({in_range}, x[{x_load}], T.float32(0))\n")
     zero_slack = (f"    for e in range({slack}):\n        xp[{N * xs} + e] = T.float32(0)\n" if slack > 0 else "")
-    src = f'''
-@T.prim_func
-def main({", ".join(params)}):
-    T.func_attr({{"tirx.noalias": True, "global_symbol": "main"}})
-    yf = T.decl_buffer(({ysize},), "float32", data=y.data)
-{res_alias}
-    xp = T.alloc_buffer(({total},), "float32")
-    for rw in T.parallel({N * Cp * Dp}):
-        for hp in range({Hp}):
-            for wp in T.vectorized({Wp}):
-                xp[rw * {plane} + hp * {Wp} + wp] = T.if_then_else({in_range}, x[{x_load}], T.float32(0))
-{zero_slack}{tail}    for t in T.parallel({units * CH}):
-        {decode}
-        acc = T.decl_buffer(({GM}, {TJ}), "float32", scope="local")
-        xt: T.let = {base}
+    body = f'''        xt: T.let = {base}
 {tile_text}
         for kk in range(bounds[ch], bounds[ch + 1]):
             k: T.let = order[kk]
-            for i in T.unroll({GM}):
+{{prefetch}}            for i in T.unroll({GM}):
                 for v in T.vectorized({TJ}):
                     acc[i, v] = T.float32(0)
             for b in range(indptr[k], indptr[k + 1]):
@@ -425,7 +570,47 @@ def main({", ".join(params)}):
                         for vo in T.unroll({V}):
                             for vi in T.vectorized({L}):
                                 acc[i, vo * {L} + vi] = acc[i, vo * {L} + vi] + wk[(b * {GN} + c) * {GM} + i] * xp[xo + c * {cs} + (vo * {L} + vi) * {pstep}]
-{write_back}
+{write_back}'''
+    prefetch = ""
+    if mode == "pw" and bi == L and sh == sw == 1:
+        # while this depth computes, prefetch the input depth the next one adds to the ring (spread over the row
+        # blocks, a few lines each): the ring fill then reads from cache instead of waiting on memory
+        XB, HWb, LPB = -(-C // bi), H * W * bi, TJ * bi // 16
+        per = -(-XB * LPB // max(1, -(-P // CH)))
+        prefetch = (f"            if pf:\n                for li in range((kk - bounds[ch]) * {per}, "
+                    f"T.min((kk - bounds[ch]) * {per} + {per}, {XB * LPB})):\n"
+                    f"                    T.evaluate(T.call_llvm_intrin(\"void\", \"llvm.prefetch.p0\", T.address_of(xf["
+                    f"pfb + li // {LPB} * {D * HWb} + T.min(jt * {TJ * bi} + li % {LPB} * 16, {HWb - 1})]), 0, "
+                    f"{PF_LOCALITY}, 1))\n")
+    body = body.replace("{prefetch}", prefetch)
+    if mode == "pw":
+        dims = dict(N=N, C=C, D=D, H=H, W=W, Cp=Cp, pd=pb[0], TJ=TJ, J=J, OW=OW, sh=sh, sw=sw, span=span)
+        first = f"T.if_then_else(od == oq * {ODS}, od * {sd}, T.max(od * {sd}, (od - 1) * {sd} + {span}))"
+        body = "\n".join([f"        xp = T.decl_buffer(({(2 if dup else 1) * span * Cp * TJ},), \"float32\")",
+                          f"        for od in range(oq * {ODS}, T.min(oq * {ODS} + {ODS}, {OD})):",
+                          f"            d0: T.let = {first}",
+                          f"            for di in range(od * {sd} + {span} - d0):",
+                          f"                dq: T.let = d0 + di"]
+                         + _pw_fill(dims, bi, L, dup)
+                         + ([f"            nd: T.let = (od + 1) * {sd} + {span - 1}",
+                             f"            pf: T.let = od + 1 < oq * {ODS} + {ODS} and nd >= {pb[0]} and nd < {pb[0] + D}",
+                             f"            pfb: T.let = (n * {-(-C // bi)} * {D} + nd - {pb[0]}) * {H * W * bi}"]
+                            if prefetch else [])
+                         + [textwrap.indent(body, "    ")])
+        xp_decl = ""
+    else:
+        xp_decl = f"    xp = T.alloc_buffer(({total},), \"float32\")\n"
+    src = f'''
+@T.prim_func
+def main({", ".join(params)}):
+    T.func_attr({{"tirx.noalias": True, "global_symbol": "main"}})
+    yf = T.decl_buffer(({ysize},), "float32", data=y.data)
+    xf = T.decl_buffer(({int(np.prod(x.type.shape))},), "float32", data=x.data)
+{res_alias}
+{xp_decl}{pad_stage}{zero_slack}{tail}    for t in T.parallel({units * CH}):
+        {decode}
+        acc = T.decl_buffer(({GM}, {TJ}), "float32", scope="local")
+{body}
 '''
     try:
         func = tvm.script.from_source(src)
