@@ -52,10 +52,6 @@ def best_packing(w: np.ndarray, group: tuple[int, int], perm: tuple[int, ...] = 
     return packed, macs, "filter order kept"
 
 
-def _spatially_strided(node) -> bool:
-    return any(v > 1 for v in node.attrs.stride[-2:])
-
-
 def _no_spatial_reach(node) -> bool:
     """A 1x1 spatial kernel without spatial padding (temporal kx1x1 and pointwise convs): each output position reads
     its own input position only (the sparse kernel's pw mode)."""
@@ -114,18 +110,14 @@ class EliminateKgsColumns(Pass):
     @staticmethod
     def predicted_speedup(node, packed, density: float) -> float:
         """Dense time / sparse time predicted from per-layer measurements (bench/results, and A/B runs of single
-        layers): with a spatial kernel the sparse kernel reaches about 0.6 of the dense kernel's GFLOP/s when a row
-        block keeps >= 64 columns, less in proportion below that (the tile's zeroing and write-back are paid per row
-        block), and about 0.15 with a spatial stride (strided vector loads). Without spatial reach (1x1 spatial
-        kernels: temporal kx1x1 and pointwise convs, the kernel's pw mode) it reaches 0.6-1.0 (0.7 on R(2+1)D's
-        144->64 3x1x1 layer at 56x56, 0.9-1.0 on S3D's 1x1x1 layers), less with fewer than 8 columns per row block."""
+        layers): with a spatial kernel the sparse kernel reaches about 0.6-0.7 of the dense kernel's GFLOP/s when a
+        row block keeps >= 64 columns, less in proportion below that (the tile's zeroing and write-back are paid per
+        row block); spatially strided convs alike since they read phase planes (0.56 on R(2+1)D's 64->230 1x3x3
+        stride-2 layer with 45 columns per row block). Without spatial reach (1x1 spatial kernels: temporal kx1x1
+        and pointwise convs, the kernel's pw mode) it reaches 0.6-1.0 (0.7 on R(2+1)D's 144->64 3x1x1 layer at
+        56x56, 0.9-1.0 on S3D's 1x1x1 layers), less with fewer than 8 columns per row block."""
         cols = sum(packed.kept) / max(1, len(packed.kept))
-        if _no_spatial_reach(node):
-            eff = 0.7 * min(1.0, cols / 8)
-        else:
-            eff = 0.6 * min(1.0, cols / 64)
-            if _spatially_strided(node):
-                eff = min(eff, 0.15)
+        eff = 0.7 * min(1.0, cols / 8) if _no_spatial_reach(node) else 0.6 * min(1.0, cols / 64)
         return eff / max(density, 1e-9)
 
     def apply(self, graph: Graph, report: PassReport) -> Graph:
@@ -146,9 +138,7 @@ class EliminateKgsColumns(Pass):
                 gain = self.predicted_speedup(node, packed, dens)
                 if gain < 1.1:
                     why = (f"predicted {gain:.2f}x over dense at {dens:.0%} kept MACs "
-                           f"({sum(packed.kept) / len(packed.kept):.0f} columns per row block"
-                           f"{', spatial stride' if _spatially_strided(node) and not _no_spatial_reach(node) else ''}"
-                           "): dense is faster")
+                           f"({sum(packed.kept) / len(packed.kept):.0f} columns per row block): dense is faster")
             if why:
                 report.note(f"kept %{node.output.name} dense: {why}")
                 continue

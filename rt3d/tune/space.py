@@ -118,7 +118,7 @@ def features(task: Task, config) -> np.ndarray:
         waste = tiles * lanes * config.v / max(1, plan.positions) - 1
         acc = gm * config.v / REGISTER_TILE
         return np.array([1, 1, 0, acc, acc * acc, 1 / config.v, waste, float(config.chunks > 1),
-                         float(plan.mode == "rows"), float(plan.mode == "rows") * acc, 0, 0, 0, 0, 0, 0, 0,
+                         float(plan.mode == "pw"), float(plan.mode == "pw") * acc, 0, 0, 0, 0, 0, 0, 0,
                          np.log(acc)])
     t: ConvTile = config
     a = n.attrs

@@ -143,10 +143,11 @@ def test_pruned_zoo_model_runs_sparse_and_matches_onnxruntime(name, scheme, rate
 
 
 def test_cost_model_keeps_layers_the_sparse_kernel_would_slow_down():
-    """A strided conv and a conv with few kept columns per row block stay dense; a long reduction goes sparse, and
-    so do temporal and pointwise convs with enough columns (the pw mode, strided or not)."""
+    """Convs with few kept columns per row block stay dense; a long reduction goes sparse, strided or not, and so
+    do temporal and pointwise convs with enough columns (the pw mode, strided or not)."""
     rng = np.random.default_rng(5)
-    cases = [((64, 64, (1, 3, 3), (1, 2, 2), (0, 1, 1, 0, 1, 1)), False),  # spatial stride
+    cases = [((16, 64, (1, 3, 3), (1, 2, 2), (0, 1, 1, 0, 1, 1)), False),  # 4 x 9 columns, 30% kept
+             ((64, 64, (1, 3, 3), (1, 2, 2), (0, 1, 1, 0, 1, 1)), True),  # spatial stride: phase planes
              ((16, 32, (1, 1, 1), (1, 1, 1), (0,) * 6), False),  # 4 column blocks x 1 position
              ((64, 64, (3, 3, 3), (1, 1, 1), (1,) * 6), True),  # 16 x 27 columns, 30% kept
              ((144, 64, (3, 1, 1), (1, 1, 1), (1, 0, 0, 1, 0, 0)), True),  # 36 x 3 columns, no spatial reach
@@ -164,15 +165,17 @@ PW = ((3, 1, 1), (1, 1, 1), (1, 0, 0, 1, 0, 0))  # temporal conv: no spatial rea
 
 @pytest.mark.parametrize("k,stride,pad,dil,cout,residual,mode", [
     (K3, (1, 1, 1), P1, (1, 1, 1), 20, True, "flat3"), (K3, (2, 1, 1), P1, (1, 1, 1), 16, False, "flat2"),
-    (K3, (1, 2, 2), P1, (1, 1, 1), 12, True, "rows"), (K3, (1, 1, 1), P1, (1, 1, 1), 8, False, "flat3"),
+    (K3, (1, 2, 2), P1, (1, 1, 1), 12, True, "flat3"), (K3, (1, 1, 1), P1, (1, 1, 1), 8, False, "flat3"),
+    ((2, 3, 3), (2, 2, 3), (0, 1, 2, 1, 0, 1), (1, 2, 1), 16, True, "flat2"),  # phases of a strided conv
     (*PW, (1, 1, 1), 20, True, "pw"), ((1, 1, 1), (2, 2, 2), (0,) * 6, (1, 1, 1), 16, False, "pw"),
     ((3, 1, 1), (2, 1, 1), (2, 0, 0, 1, 0, 0), (2, 1, 1), 12, True, "pw")])
 def test_blocked_sparse_kernel_writes_every_element_of_its_layout(k, stride, pad, dil, cout, residual, mode):
     """In the channel-blocked layout the sparse kernel reads a blocked input (its zero tail included) and writes
     every element of its blocked output: the channels past cout as zeros, which the next blocked conv reads. The
     output buffer starts as NaN, so an element the kernel skips shows up. Every kernel mode: the flattened padded
-    volume (flat3, flat2), output rows (rows), and the tile-major ring of input depths (pw: 1 x 1 spatial kernels,
-    here with depth padding, stride and dilation, and a channel count that is not a multiple of the block)."""
+    volume (flat3, flat2; split into sh x sw phase planes for spatial strides, here with dilation and uneven pads),
+    and the tile-major ring of input depths (pw: 1 x 1 spatial kernels, here with depth padding, stride and
+    dilation, and a channel count that is not a multiple of the block)."""
     import tvm
 
     from rt3d.ir.interpreter import evaluate_node, to_blocked
@@ -234,4 +237,18 @@ def test_pointwise_kernel_with_many_channels():
     feeds = {n: rng.standard_normal(s).astype(np.float32) for n, s in inputs.items()}
     mod = rt3d.build(model, passes=always_sparse())
     assert any("pw(" in i for i in sparse_impls(mod)), sparse_impls(mod)
+    assert_close(mod.run(*feeds.values()), ort_run(model, feeds)[0], rtol=1e-4)
+
+
+@pytest.mark.parametrize("k,stride,pad,dil", [((3, 3, 3), (1, 2, 2), (1,) * 6, (1, 1, 1)),
+                                              ((1, 3, 3), (2, 3, 2), (0, 2, 1, 0, 0, 1), (1, 1, 2))])
+def test_strided_sparse_conv_in_the_plain_layout(k, stride, pad, dil):
+    """Spatially strided convs read their sh x sw phase planes; from a plain NCDHW input the copy gathers."""
+    rng = np.random.default_rng(13)
+    model, inputs = conv_net(rng, 9, 12, k, stride, pad, dil, (2, 9, 5, 11, 13), Sparsity("kgs", (4, 4)), 0.5, True,
+                             "relu", True)
+    feeds = {n: rng.standard_normal(s).astype(np.float32) for n, s in inputs.items()}
+    passes = ",".join(p for p in always_sparse().split(",") if not p.startswith("block-layout"))
+    mod = rt3d.build(model, passes=passes)
+    assert sparse_impls(mod) and all("p->p" in i for i in sparse_impls(mod)), sparse_impls(mod)
     assert_close(mod.run(*feeds.values()), ort_run(model, feeds)[0], rtol=1e-4)

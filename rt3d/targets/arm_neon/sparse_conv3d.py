@@ -2,10 +2,14 @@
 
 The kernel is generated as TIR (TVMScript) because its reduction bounds are data-dependent: row block k runs over
 its own kept columns ``indptr[k] .. indptr[k+1]``. Layout and loop nest (the recipe measured in TVM-NOTES.md):
-  * the input is zero-padded once into a flat buffer [N, C (rounded up to gN), D', H', W'];
-  * output positions are vectorized ``lanes`` at a time along the flattened padded volume j = (d*H' + h)*W' + w
-    when the conv has unit stride (so each kernel position (kd, kh, kw) is a constant shift of a contiguous run),
-    along each padded plane when only the depth stride is > 1, and along output rows (strided loads) otherwise;
+  * the input is zero-padded once into a flat buffer [N, C (rounded up to gN), phase, D', H'/sh, W'/sw]: a conv
+    with spatial strides (sh, sw) gets sh x sw phase planes (padded rows sh*i + ph_h, columns sw*j + ph_w), so
+    kernel position (kh, kw) reads phase ((kh*dh) % sh, (kw*dw) % sw) at a constant shift and consecutive output
+    positions are consecutive in it (strided vector loads made R(2+1)D's 64->230 1x3x3 stride-2 layer
+    run at 0.13 of the dense kernel's GFLOP/s, 0.56 on phase planes);
+  * output positions are vectorized ``lanes`` at a time along the flattened (phase) volume j = (d*H' + h)*W' + w
+    when the depth stride is 1 (flat3: each kernel position (kd, kh, kw) is a constant shift of a contiguous run),
+    along each plane otherwise (flat2);
   * pw mode, for 1x1 spatial kernels without spatial padding (temporal kx1x1 and pointwise convs, most of R(2+1)D's
     and S3D's FLOPs): positions tile the output plane, and each parallel unit (n, tile, run of output depths) keeps a
     ring of the input depths it needs as [C, TJ] slabs, filled one new depth per output depth and prefetched one
@@ -22,14 +26,14 @@ its own kept columns ``indptr[k] .. indptr[k+1]``. Layout and loop nest (the rec
 Layouts: input and output are NC(D)HW or channel-blocked NC(D)HW{b}c (in_block / out_block, set by block-layout so
 that sparse layers sit between blocked dense convs and pools without layout conversions). A blocked input is read by
 the padding stage (or the pw ring fill), which makes the same position-contiguous copy of it: L loads of a position's
-b channels and an L x L register transpose per vector (gathering with stride b cost up to a quarter of a layer: C3D's
-64->128 layer 0.61 -> 0.71 of dense, R(2+1)D's 64->144 1x3x3 layer 0.57 -> 0.71); a blocked output is written per position as one
-vector of a row block's gM channels when they are consecutive channels of one block (the tile transposed in registers
-with shuffles; 3-4 % of a layer's time over stores of stride b), otherwise with stores of stride b (one channel,
-consecutive positions); vectors that straddle padding go lane by lane from the tile's position table, and the
-channels past M of the last block are written as zeros. NC(D)HW outputs use masked vector stores instead. Measured
-on the whole models (bench/peer_benchmark.py): R(2+1)D-18 KGS 225 -> 184 ms, S3D 134 -> 123 ms, which spent that time on
-conversions and on pooling plain tensors.
+b channels and an L x L register transpose per vector (gathering with stride b cost up to a quarter of a layer:
+C3D's 64->128 layer 0.61 -> 0.71 of dense, R(2+1)D's 64->144 1x3x3 layer 0.57 -> 0.71); a blocked output is
+written per position as one vector of a row block's gM channels when they are consecutive channels of one block
+(the tile transposed in registers with shuffles; 3-4 % of a layer's time over stores of stride b), otherwise with
+stores of stride b (one channel, consecutive positions); vectors that straddle padding go lane by lane from the
+tile's position table, and the channels past M of the last block are written as zeros. NC(D)HW outputs use masked
+vector stores instead. Measured on the whole models (bench/peer_benchmark.py): R(2+1)D-18 KGS 225 -> 184 ms, S3D
+134 -> 123 ms, which spent that time on conversions and on pooling plain tensors.
 Every scalar the kernel names is a ``T.let`` (an SSA value): a plain ``x = ...`` in TVMScript is a mutable binding
 that TVM 0.27 lowers to a workspace allocation, so each use was a memory load and each column's input base was
 recomputed from the index array three times (measured on a C3D layer: 0.56 -> 0.64 of the dense kernel's GFLOP/s).
@@ -84,7 +88,7 @@ class SparseTile:
 
 @dataclass(frozen=True)
 class SparsePlan:
-    mode: str  # flat3 (unit stride), flat2 (depth stride only) or rows (spatial stride)
+    mode: str  # flat3 (unit depth stride), flat2 (depth stride) or pw (1x1 spatial kernel)
     positions: int  # positions along the vectorized dimension
     outer: int  # batch x planes (flat2) or x rows (rows): what the position tiles repeat over
     default: SparseTile
@@ -108,18 +112,16 @@ def sparse_plan(node: Node, lanes: int, cores: int) -> SparsePlan:
     sd, sh, sw = spatial_5d(a.stride, 1, r)
     pb = spatial_5d(a.pad[:r], 0, r)
     pe = spatial_5d(a.pad[r:], 0, r)
-    Hp, Wp = H + pb[1] + pe[1], W + pb[2] + pe[2]
+    Hf, Wf = -(-(H + pb[1] + pe[1]) // sh), -(-(W + pb[2] + pe[2]) // sw)  # a phase plane of the flat copy
     GM = a.group[0]
     KH, KW = spatial_5d(a.kernel, 1, r)[1:]
     if KH == KW == 1 and not any(pb[1:] + pe[1:]):
         # no spatial reach: positions tile the output plane, read from a tile-major copy of the input
         mode, J, outer = "pw", OH * OW, N * OD
-    elif sh == 1 and sw == 1:
-        mode = "flat3" if sd == 1 else "flat2"
-        J = ((OD - 1) * Hp * Wp if mode == "flat3" else 0) + (OH - 1) * Wp + OW
-        outer = N if mode == "flat3" else N * OD
     else:
-        mode, J, outer = "rows", OW, N * OD * OH
+        mode = "flat3" if sd == 1 else "flat2"
+        J = ((OD - 1) * Hf * Wf if mode == "flat3" else 0) + (OH - 1) * Wf + OW
+        outer = N if mode == "flat3" else N * OD
     V = _choose_v(GM, lanes, J, a.group[1])
     plan = SparsePlan(mode, J, outer, SparseTile(V))
     P = len(a.kept)
@@ -224,55 +226,72 @@ def _pw_fill(dims: dict, bi: int, L: int, dup: bool) -> list[str]:
     return lines
 
 
-def _flat_pad_blocked(N, C, D, H, W, Cp, Dp, Hp, Wp, pb, bi, L) -> str:
-    """The padding stage of the flat modes for a blocked input with b == lanes: the flat padded copy
-    xp[n, c, d', h', w'] made per (n, channel block, d', h') row with L loads of a position's b channels, an L x L
-    register transpose and L stores of a channel's positions (masked for the row's last W % L columns); the padding
-    around is zeroed. Gathering each channel's positions with stride b instead cost a quarter of R(2+1)D's 64->144
-    1x3x3 layer (3.8 of 15 ms)."""
-    XB, CB, plane = -(-C // bi), -(-Cp // bi), Hp * Wp
+def _flat_pad(g: dict, bi: int, L: int) -> str:
+    """The padding stage of the flat modes: the copy xp[n, c, phase, d', i, j] = padded input at depth d', row
+    sh * i + phase // sw, column sw * j + phase % sw (zero outside the input), one phase plane [Hf, Wf] per phase.
+    A blocked input with b == lanes is copied per (n, channel block, phase, d', i) row with L loads of a position's
+    b channels, an L x L register transpose and L stores of a channel's positions (gathering each channel with
+    stride b instead cost a quarter of R(2+1)D's 64->144 1x3x3 layer, 3.8 of 15 ms); other inputs with vector
+    loads along the row (gathers when sw > 1)."""
+    N, C, D, H, W, Cp, Dp, Hf, Wf, sh, sw, pb, r = (g[k] for k in (
+        "N", "C", "D", "H", "W", "Cp", "Dp", "Hf", "Wf", "sh", "sw", "pb", "r"))
+    NPH, plane = sh * sw, Hf * Wf
+    if bi != L:
+        cc = "T.min(c, {})".format(C - 1)
+        sub = {"xn": "n", "xc": f"{cc} // {bi}" if bi else cc, "xci": f"{cc} % {bi}",
+               "xd": f"T.max(T.min(dq - {pb[0]}, {D - 1}), 0)", "xh": f"T.max(T.min(hq, {H - 1}), 0)",
+               "xw": f"T.max(T.min((j * {sw} + ph % {sw} - {pb[2]}), {W - 1}), 0)"}
+        index = ", ".join(sub[k] for k in ("xn", "xc") + ("xd", "xh", "xw")[3 - r:] + (("xci",) if bi else ()))
+        ok = (f"c < {C} and dq >= {pb[0]} and dq < {pb[0] + D} and hq >= 0 and hq < {H} and "
+              f"j * {sw} + ph % {sw} >= {pb[2]} and j * {sw} + ph % {sw} < {pb[2] + W}")
+        return (f"    for rw in T.parallel({N * Cp * NPH * Dp}):\n"
+                f"        n: T.let = rw // {Cp * NPH * Dp}\n        c: T.let = rw // {NPH * Dp} % {Cp}\n"
+                f"        ph: T.let = rw // {Dp} % {NPH}\n        dq: T.let = rw % {Dp}\n"
+                f"        for i in range({Hf}):\n            hq: T.let = i * {sh} + ph // {sw} - {pb[1]}\n"
+                f"            for j in T.vectorized({Wf}):\n"
+                f"                xp[rw * {plane} + i * {Wf} + j] = T.if_then_else({ok}, x[{index}], T.float32(0))\n")
+    XB, CB = -(-C // bi), -(-Cp // bi)
     I = " " * 16
-    lines = [f"    for rw in T.parallel({N * CB * Dp}):",
-             f"        n: T.let = rw // {CB * Dp}", f"        cb: T.let = rw // {Dp} % {CB}", f"        dq: T.let = rw % {Dp}",
-             f"        for hp in range({Hp}):",
-             f"            if cb < {XB} and dq >= {pb[0]} and dq < {pb[0] + D} and hp >= {pb[1]} and hp < {pb[1] + H}:",
-             f"                xb: T.let = (((n * {XB} + cb) * {D} + dq - {pb[0]}) * {H} + hp - {pb[1]}) * {W * bi}"]
+    lines = [f"    for rw in T.parallel({N * CB * NPH * Dp}):",
+             f"        n: T.let = rw // {CB * NPH * Dp}", f"        cb: T.let = rw // {NPH * Dp} % {CB}",
+             f"        ph: T.let = rw // {Dp} % {NPH}", f"        dq: T.let = rw % {Dp}",
+             f"        w0: T.let = ph % {sw} - {pb[2]}",  # input column of position j: j * sw + w0
+             f"        for i in range({Hf}):",
+             f"            hq: T.let = i * {sh} + ph // {sw} - {pb[1]}",
+             f"            if cb < {XB} and dq >= {pb[0]} and dq < {pb[0] + D} and hq >= 0 and hq < {H}:",
+             f"                xb: T.let = (((n * {XB} + cb) * {D} + dq - {pb[0]}) * {H} + hq) * {W * bi}"]
 
-    def row(c):  # start of row (dq, hp) of channel cb * bi + c in xp
-        return f"((n * {Cp} + cb * {bi} + {c}) * {Dp} + dq) * {plane} + hp * {Wp}"
+    def row(c):  # start of row i of channel cb * bi + c, phase ph, depth dq in xp
+        return f"(((n * {Cp} + cb * {bi} + {c}) * {NPH} + ph) * {Dp} + dq) * {plane} + i * {Wf}"
 
     def guarded(c, ind, st):
         return [f"{ind}{st}"] if (CB - 1) * bi + c < Cp else [f"{ind}if cb * {bi} + {c} < {Cp}:", f"{ind}    {st}"]
 
     for tail in (False, True):
-        if tail and not W % L:
+        if tail and not Wf % L:
             continue
-        if tail:
-            lines.append(f"{I}for w0 in range({W // L}, {W // L + 1}):")
-        else:
-            lines.append(f"{I}for w0 in range({W // L}):")
+        lines.append(f"{I}for j0 in range({Wf // L}, {Wf // L + 1}):" if tail else f"{I}for j0 in range({Wf // L}):")
         J = I + "    "
-        for i in range(L):
-            lines.append(f"{J}r{i}: T.let = xf[T.Ramp(xb + T.min(w0 * {L} + {i}, {W - 1}) * {bi}, 1, {L})]")
-        lets = _transpose([f"r{i}" for i in range(L)], L)
+        for t in range(L):
+            w = f"T.max(T.min((j0 * {L} + {t}) * {sw} + w0, {W - 1}), 0)"
+            lines.append(f"{J}r{t}: T.let = xf[T.Ramp(xb + {w} * {bi}, 1, {L})]")
+        lets = _transpose([f"r{t}" for t in range(L)], L)
         lines += [f"{J}{n_}: T.let = {e}" for n_, e in lets]
+        lines.append(f"{J}wl: T.let = T.Ramp(j0 * {L * sw} + w0, {sw}, {L})")
+        lines.append(f"{J}inw: T.let = wl >= T.Broadcast(0, {L}) and wl < T.Broadcast({W}, {L})")
         for c in range(L):
-            at = f"{row(c)} + {pb[2]} + w0 * {L}"
+            at = f"{row(c)} + j0 * {L}"
+            val = f"T.Select(inw, {lets[-L + c][0]}, T.Broadcast(T.float32(0), {L}))"
             if tail:
-                mask = f"T.Ramp(w0 * {L}, 1, {L}) < T.Broadcast({W}, {L})"
-                st = (f"T.evaluate(T.call_llvm_intrin(\"void\", \"llvm.masked.store\", {lets[-L + c][0]}, "
+                mask = f"T.Ramp(j0 * {L}, 1, {L}) < T.Broadcast({Wf}, {L})"
+                st = (f"T.evaluate(T.call_llvm_intrin(\"void\", \"llvm.masked.store\", {val}, "
                       f"xp.access_ptr(\"w\", offset={at}), {mask}))")
             else:
-                st = f"xp[T.Ramp({at}, 1, {L})] = {lets[-L + c][0]}"
+                st = f"xp[T.Ramp({at}, 1, {L})] = {val}"
             lines += guarded(c, J, st)
-    pads = [(0, pb[2]), (pb[2] + W, Wp)]
-    for c in range(L):
-        for lo, hi in pads:
-            if hi > lo:
-                lines += guarded(c, I, f"for e in range({lo}, {hi}):\n{I}        xp[{row(c)} + e] = T.float32(0)")
     lines.append("            else:")
     for c in range(L):
-        lines += guarded(c, I, f"for e in T.vectorized({Wp}):\n{I}        xp[{row(c)} + e] = T.float32(0)")
+        lines += guarded(c, I, f"for e in T.vectorized({Wf}):\n{I}        xp[{row(c)} + e] = T.float32(0)")
     return "\n".join(lines) + "\n"
 
 
@@ -302,8 +321,12 @@ def lower_sparse_conv3d(node: Node, target) -> Kernel:
     P = len(a.kept)
     Cp = -(-C // GN) * GN
     Dp, Hp, Wp = D + pb[0] + pe[0], H + pb[1] + pe[1], W + pb[2] + pe[2]
-    plane, S = Hp * Wp, KD * KH * KW
-    cs, xs = Dp * plane, Cp * Dp * plane
+    # the flat copy is split into sh x sw phases (padded rows sh * i + ph_h, columns sw * j + ph_w), so that a
+    # spatially strided conv reads consecutive positions of one phase plane; one phase at unit stride
+    Hf, Wf, NPH = -(-Hp // sh), -(-Wp // sw), sh * sw
+    plane, S = Hf * Wf, KD * KH * KW
+    PS = Dp * plane  # one phase of one channel
+    cs, xs = NPH * PS, Cp * NPH * PS
     oplane = OH * OW
 
     plan = sparse_plan(node, L, target.num_cores)
@@ -329,7 +352,8 @@ def lower_sparse_conv3d(node: Node, target) -> Kernel:
     if mode == "pw":
         off = (kd * dd * (Cp * TJ) + q * GN * TJ).astype(np.int32)
     else:
-        off = (q * GN * cs + kd * dd * plane + kh * dh * Wp + kw * dw).astype(np.int32)
+        off = (q * GN * cs + ((kh * dh) % sh * sw + (kw * dw) % sw) * PS + kd * dd * plane
+               + (kh * dh) // sh * Wf + (kw * dw) // sw).astype(np.int32)
     indptr = np.concatenate([[0], np.cumsum(a.kept)]).astype(np.int32)
     order = np.asarray(a.order if a.order else range(P), dtype=np.int32)
     bounds = np.concatenate([[0], np.cumsum(chunk_sizes(P, CH))]).astype(np.int32)
@@ -344,14 +368,10 @@ def lower_sparse_conv3d(node: Node, target) -> Kernel:
     elif mode == "pw":
         base = f"od * {sd} % {span} * {Cp * TJ}"
         max_base = 0
-    elif mode == "flat2":
+    else:
         base = f"n * {xs} + od * {sd * plane} + jt * {TJ}"
         max_base = (N - 1) * xs + (OD - 1) * sd * plane + (JT - 1) * TJ
-    else:
-        base = f"n * {xs} + od * {sd * plane} + oh * {sh * Wp} + jt * {TJ * sw}"
-        max_base = (N - 1) * xs + (OD - 1) * sd * plane + (OH - 1) * sh * Wp + (JT - 1) * TJ * sw
-    pstep = 1 if mode != "rows" else sw
-    max_read = max_base + (TJ - 1) * pstep + (Cp - 1) * cs + (KD - 1) * dd * plane + (KH - 1) * dh * Wp + (KW - 1) * dw
+    max_read = max_base + TJ - 1 + int(off.max()) + (GN - 1) * cs
     total = max(N * xs, max_read + 1) if mode != "pw" else 0
     slack = total - N * xs
 
@@ -360,13 +380,10 @@ def lower_sparse_conv3d(node: Node, target) -> Kernel:
     elif mode == "pw":
         decode = (f"n: T.let = t // {JT * ODC * CH}\n        jt: T.let = t // {ODC * CH} % {JT}\n"
                   f"        oq: T.let = t // {CH} % {ODC}\n        ch: T.let = t % {CH}")
-    elif mode == "flat2":
-        decode = f"n: T.let = t // {OD * JT * CH}\n        od: T.let = t // {JT * CH} % {OD}\n        jt: T.let = t // {CH} % {JT}\n        ch: T.let = t % {CH}"
     else:
-        decode = (f"n: T.let = t // {OD * OH * JT * CH}\n        od: T.let = t // {OH * JT * CH} % {OD}\n"
-                  f"        oh: T.let = t // {JT * CH} % {OH}\n        jt: T.let = t // {CH} % {JT}\n        ch: T.let = t % {CH}")
+        decode = (f"n: T.let = t // {OD * JT * CH}\n        od: T.let = t // {JT * CH} % {OD}\n"
+                  f"        jt: T.let = t // {CH} % {JT}\n        ch: T.let = t % {CH}")
 
-    x_index = ("xn", "xc") + ("xd", "xh", "xw")[3 - r:] + (("xci",) if bi else ())
     ostep = bo or 1  # distance between consecutive positions of one channel in the output
 
     def value(vo: int, idx: str, mask: str | None) -> str:
@@ -409,8 +426,8 @@ def lower_sparse_conv3d(node: Node, target) -> Kernel:
                 f"{ind}        s_: T.let = {e}",
                 f"{ind}        yf[ybase + p_ * {bo}] = {_activation('s_', a.act, tuple(a.act_params), 1)}"]
 
-    # rows and pw: a tile is a run of positions along an output row (rows) or the output plane (pw)
-    rowlen, rowat = (OW, f"od * {oplane} + oh * {OW}") if mode == "rows" else (oplane, f"od * {oplane}")
+    # pw: a tile is a run of positions along the output plane
+    rowlen, rowat = oplane, f"od * {oplane}"
     wb: list[str] = []  # per filter row, after the reduction
     fast: list[str] = []  # per row block of consecutive channels (blocked output), after the reduction
     run0 = np.full(P, -1, np.int32)
@@ -424,11 +441,11 @@ def lower_sparse_conv3d(node: Node, target) -> Kernel:
         tl.append(f"{T8}for l in range({TJ}):")
         if mode in ("flat3", "flat2"):
             tl.append(f"{T8}    jl: T.let = jt * {TJ} + l")
-            tl.append(f"{T8}    rl: T.let = jl // {Wp}")
-            tl.append(f"{T8}    cl: T.let = jl - rl * {Wp}")
-            ok = (f"cl < {OW} and rl % {Hp} < {OH} and rl // {Hp} < {OD}" if mode == "flat3"
+            tl.append(f"{T8}    rl: T.let = jl // {Wf}")
+            tl.append(f"{T8}    cl: T.let = jl - rl * {Wf}")
+            ok = (f"cl < {OW} and rl % {Hf} < {OH} and rl // {Hf} < {OD}" if mode == "flat3"
                   else f"cl < {OW} and rl < {OH}")
-            at = (f"rl // {Hp} * {oplane} + rl % {Hp} * {OW} + cl" if mode == "flat3"
+            at = (f"rl // {Hf} * {oplane} + rl % {Hf} * {OW} + cl" if mode == "flat3"
                   else f"od * {oplane} + rl * {OW} + cl")
         else:
             tl.append(f"{T8}    cl: T.let = jt * {TJ} + l")
@@ -475,18 +492,18 @@ def lower_sparse_conv3d(node: Node, target) -> Kernel:
     elif mode in ("flat3", "flat2"):
         # padded row R of the flattened volume holds output row R % H' of depth R // H' (flat3) or row R (flat2)
         def row_ok(R):
-            return f"{R} % {Hp} < {OH} and {R} // {Hp} < {OD}" if mode == "flat3" else f"{R} < {OH}"
+            return f"{R} % {Hf} < {OH} and {R} // {Hf} < {OD}" if mode == "flat3" else f"{R} < {OH}"
 
         def out_idx(R, col):
             if mode == "flat3":
-                return f"{R} // {Hp} * {oplane} + {R} % {Hp} * {OW} + {col}"
+                return f"{R} // {Hf} * {oplane} + {R} % {Hf} * {OW} + {col}"
             return f"od * {oplane} + {R} * {OW} + {col}"
 
-        nseg = 1 + -(-(L - 1) // Wp)  # padded rows one vector can touch
+        nseg = 1 + -(-(L - 1) // Wf)  # padded rows one vector can touch
         for vo in range(V):
             tl.append(f"{T8}j0_{vo}: T.let = jt * {TJ} + {vo * L}")
-            tl.append(f"{T8}r0_{vo}: T.let = j0_{vo} // {Wp}")
-            tl.append(f"{T8}c0_{vo}: T.let = j0_{vo} - r0_{vo} * {Wp}")
+            tl.append(f"{T8}r0_{vo}: T.let = j0_{vo} // {Wf}")
+            tl.append(f"{T8}c0_{vo}: T.let = j0_{vo} - r0_{vo} * {Wf}")
             tl.append(f"{T8}full_{vo}: T.let = c0_{vo} + {L} <= {OW} and {row_ok(f'r0_{vo}')}")
             tl.append(f"{T8}o_{vo}: T.let = {out_idx(f'r0_{vo}', f'c0_{vo}')}")
             wb.append(f"{I8}if full_{vo}:")
@@ -494,7 +511,7 @@ def lower_sparse_conv3d(node: Node, target) -> Kernel:
             wb.append(f"{I8}else:")
             for seg in range(nseg):
                 R = f"(r0_{vo} + {seg})"
-                sh_ = f"(j0_{vo} - {R} * {Wp})"
+                sh_ = f"(j0_{vo} - {R} * {Wf})"
                 mask = f"T.Ramp({sh_}, 1, {L}) >= T.Broadcast(0, {L}) and T.Ramp({sh_}, 1, {L}) < T.Broadcast({OW}, {L})"
                 wb.append(f"{I8}    if {row_ok(R)}:")
                 wb += store(I8 + "        ", f"ybase + {out_idx(R, sh_)}", f"({mask})", vo)
@@ -522,13 +539,6 @@ def lower_sparse_conv3d(node: Node, target) -> Kernel:
     ysize = int(np.prod(node.output.type.shape))
     # the padded input row (n, c, d', h') as a vector over w'
     # (inlined, not let-bound: a let inside a vectorized loop would be evaluated for lane 0 only)
-    xc, dq = f"(rw // {Dp} % {Cp})", f"(rw % {Dp})"
-    cc = f"T.min({xc}, {C - 1})"
-    sub = {"xn": f"rw // {Cp * Dp}", "xc": f"{cc} // {bi}" if bi else cc, "xci": f"{cc} % {bi}",
-           "xd": f"T.max(T.min({dq} - {pb[0]}, {D - 1}), 0)",
-           "xh": f"T.max(T.min(hp - {pb[1]}, {H - 1}), 0)", "xw": f"T.max(T.min(wp - {pb[2]}, {W - 1}), 0)"}
-    in_range = " and ".join([f"{xc} < {C}", f"{dq} >= {pb[0]}", f"{dq} < {pb[0] + D}",
-                             f"hp >= {pb[1]}", f"hp < {pb[1] + H}", f"wp >= {pb[2]}", f"wp < {pb[2] + W}"])
     res_alias = f'    rf = T.decl_buffer(({ysize},), "float32", data=res.data)' if has_res else ""
     wb_text = "\n".join(wb)
     osp = OD * oplane
@@ -546,15 +556,8 @@ def lower_sparse_conv3d(node: Node, target) -> Kernel:
             f"            yf[((e // {osp} * {Mb} + {Mb - 1}) * {osp} + e % {osp}) * {bo} + c] = T.float32(0)\n"
             if bo and M % bo else "")
     tile_text = "\n".join(tl)
-    x_load = ", ".join(sub[k] for k in x_index)
-    if mode == "pw":
-        pad_stage = ""
-    elif bi == L:
-        pad_stage = _flat_pad_blocked(N, C, D, H, W, Cp, Dp, Hp, Wp, pb, bi, L)
-    else:
-        pad_stage = (f"    for rw in T.parallel({N * Cp * Dp}):\n        for hp in range({Hp}):\n"
-                     f"            for wp in T.vectorized({Wp}):\n                xp[rw * {plane} + hp * {Wp} + wp] = "
-                     f"T.if_then_else({in_range}, x[{x_load}], T.float32(0))\n")
+    geo = dict(N=N, C=C, D=D, H=H, W=W, Cp=Cp, Dp=Dp, Hf=Hf, Wf=Wf, sh=sh, sw=sw, pb=pb, r=r)
+    pad_stage = "" if mode == "pw" else _flat_pad(geo, bi, L)
     zero_slack = (f"    for e in range({slack}):\n        xp[{N * xs} + e] = T.float32(0)\n" if slack > 0 else "")
     body = f'''        xt: T.let = {base}
 {tile_text}
@@ -569,7 +572,7 @@ def lower_sparse_conv3d(node: Node, target) -> Kernel:
                     for i in T.unroll({GM}):
                         for vo in T.unroll({V}):
                             for vi in T.vectorized({L}):
-                                acc[i, vo * {L} + vi] = acc[i, vo * {L} + vi] + wk[(b * {GN} + c) * {GM} + i] * xp[xo + c * {cs} + (vo * {L} + vi) * {pstep}]
+                                acc[i, vo * {L} + vi] = acc[i, vo * {L} + vi] + wk[(b * {GN} + c) * {GM} + i] * xp[xo + c * {cs} + vo * {L} + vi]
 {write_back}'''
     prefetch = ""
     if mode == "pw" and bi == L and sh == sw == 1:
@@ -579,9 +582,9 @@ def lower_sparse_conv3d(node: Node, target) -> Kernel:
         per = -(-XB * LPB // max(1, -(-P // CH)))
         prefetch = (f"            if pf:\n                for li in range((kk - bounds[ch]) * {per}, "
                     f"T.min((kk - bounds[ch]) * {per} + {per}, {XB * LPB})):\n"
-                    f"                    T.evaluate(T.call_llvm_intrin(\"void\", \"llvm.prefetch.p0\", T.address_of(xf["
-                    f"pfb + li // {LPB} * {D * HWb} + T.min(jt * {TJ * bi} + li % {LPB} * 16, {HWb - 1})]), 0, "
-                    f"{PF_LOCALITY}, 1))\n")
+                    f"                    T.evaluate(T.call_llvm_intrin(\"void\", \"llvm.prefetch.p0\", "
+                    f"T.address_of(xf[pfb + li // {LPB} * {D * HWb} + T.min(jt * {TJ * bi} + li % {LPB} * 16, "
+                    f"{HWb - 1})]), 0, {PF_LOCALITY}, 1))\n")
     body = body.replace("{prefetch}", prefetch)
     if mode == "pw":
         dims = dict(N=N, C=C, D=D, H=H, W=W, Cp=Cp, pd=pb[0], TJ=TJ, J=J, OW=OW, sh=sh, sw=sw, span=span)
@@ -593,7 +596,8 @@ def lower_sparse_conv3d(node: Node, target) -> Kernel:
                           f"                dq: T.let = d0 + di"]
                          + _pw_fill(dims, bi, L, dup)
                          + ([f"            nd: T.let = (od + 1) * {sd} + {span - 1}",
-                             f"            pf: T.let = od + 1 < oq * {ODS} + {ODS} and nd >= {pb[0]} and nd < {pb[0] + D}",
+                             f"            pf: T.let = od + 1 < oq * {ODS} + {ODS} and nd >= {pb[0]} and "
+                             f"nd < {pb[0] + D}",
                              f"            pfb: T.let = (n * {-(-C // bi)} * {D} + nd - {pb[0]}) * {H * W * bi}"]
                             if prefetch else [])
                          + [textwrap.indent(body, "    ")])
