@@ -58,7 +58,7 @@ from ..base import Kernel
 from .common import spatial_5d, to_5d
 
 REGISTER_TILE = 24  # accumulators (vector registers) of the micro-kernel; AVX-512 and NEON both have 32
-PF_LOCALITY = 2
+PF_LOCALITY = 2  # pw mode's prefetch of the next input depth goes to L2 (1 and 3 measured the same)
 COLUMN_BODY = 96  # FMAs of one kept column (gN x gM x V), unrolled: beyond this LLVM's code for it got 2x slower
 # (8x8 groups with V=3 against V=1, measured with `rt3d tune` on a 128->256 C3D layer)
 
@@ -90,7 +90,7 @@ class SparseTile:
 class SparsePlan:
     mode: str  # flat3 (unit depth stride), flat2 (depth stride) or pw (1x1 spatial kernel)
     positions: int  # positions along the vectorized dimension
-    outer: int  # batch x planes (flat2) or x rows (rows): what the position tiles repeat over
+    outer: int  # batch (flat3) or batch x output depths (flat2, pw): what the position tiles repeat over
     default: SparseTile
 
     def units(self, lanes: int, v: int) -> int:
@@ -166,15 +166,13 @@ def _transpose(rows: list[str], L: int) -> list[tuple[str, str]]:
     names hold the columns in order."""
     lets, cur, h = [], list(rows), L // 2
     for s in range(L.bit_length() - 1):
-        new = []
         for i in range(h):
             a, b = cur[i], cur[i + h]
             for part, lo in (("lo", 0), ("hi", h)):
                 name = f"t{s}_{2 * i + (part == 'hi')}"
                 idx = ", ".join(f"{lo + k // 2 + (L if k % 2 else 0)}" for k in range(L))
                 lets.append((name, f"T.Shuffle([{a}, {b}], [{idx}])"))
-        new = [f"t{s}_{i}" for i in range(L)]
-        cur = new
+        cur = [f"t{s}_{i}" for i in range(L)]
     return lets
 
 
@@ -426,8 +424,6 @@ def lower_sparse_conv3d(node: Node, target) -> Kernel:
                 f"{ind}        s_: T.let = {e}",
                 f"{ind}        yf[ybase + p_ * {bo}] = {_activation('s_', a.act, tuple(a.act_params), 1)}"]
 
-    # pw: a tile is a run of positions along the output plane
-    rowlen, rowat = oplane, f"od * {oplane}"
     wb: list[str] = []  # per filter row, after the reduction
     fast: list[str] = []  # per row block of consecutive channels (blocked output), after the reduction
     run0 = np.full(P, -1, np.int32)
@@ -449,7 +445,7 @@ def lower_sparse_conv3d(node: Node, target) -> Kernel:
                   else f"od * {oplane} + rl * {OW} + cl")
         else:
             tl.append(f"{T8}    cl: T.let = jt * {TJ} + l")
-            ok, at = f"cl < {rowlen}", f"{rowat} + cl"
+            ok, at = f"cl < {oplane}", f"od * {oplane} + cl"  # pw: a tile is a run of the output plane
         tl.append(f"{T8}    pos[l] = T.if_then_else({ok}, {at}, -1)")
         for vo in range(V):
             first, last = f"pos[{vo * L}]", f"pos[{vo * L + L - 1}]"
@@ -518,12 +514,12 @@ def lower_sparse_conv3d(node: Node, target) -> Kernel:
     else:
         for vo in range(V):
             tl.append(f"{T8}ow_{vo}: T.let = jt * {TJ} + {vo * L}")
-            tl.append(f"{T8}o_{vo}: T.let = {rowat} + ow_{vo}")
+            tl.append(f"{T8}o_{vo}: T.let = od * {oplane} + ow_{vo}")
             idx = f"ybase + o_{vo}"
-            wb.append(f"{I8}if ow_{vo} + {L} <= {rowlen}:")
+            wb.append(f"{I8}if ow_{vo} + {L} <= {oplane}:")
             wb += store(I8 + "    ", idx, None, vo)
-            wb.append(f"{I8}elif ow_{vo} < {rowlen}:")
-            wb += store(I8 + "    ", idx, f"(T.Ramp(ow_{vo}, 1, {L}) < T.Broadcast({rowlen}, {L}))", vo)
+            wb.append(f"{I8}elif ow_{vo} < {oplane}:")
+            wb += store(I8 + "    ", idx, f"(T.Ramp(ow_{vo}, 1, {L}) < T.Broadcast({oplane}, {L}))", vo)
 
     params = [f"x: T.Buffer({tuple(x.type.shape)}, \"float32\")",
               f"wk: T.Buffer(({wk.size},), \"float32\")", f"off: T.Buffer(({off.size},), \"int32\")",
