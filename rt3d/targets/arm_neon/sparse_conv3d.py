@@ -542,7 +542,7 @@ def lower_sparse_conv3d(node: Node, target) -> Kernel:
     rowwise = (f"            for i in range({GM}):\n                oc: T.let = outch[k * {GM} + i]\n"
                f"                if oc >= 0:\n                    ybase: T.let = {ybase}\n{wb_text}")
     if fast:
-        write_back = (f"            c0: T.let = run0[k]\n            if c0 >= 0:\n"
+        write_back = ("            c0: T.let = run0[k]\n            if c0 >= 0:\n"
                       + "\n".join(fast).replace("{ybase}", ybase) + "\n            else:\n"
                       + textwrap.indent(rowwise, "    "))
     else:
@@ -589,7 +589,7 @@ def lower_sparse_conv3d(node: Node, target) -> Kernel:
                           f"        for od in range(oq * {ODS}, T.min(oq * {ODS} + {ODS}, {OD})):",
                           f"            d0: T.let = {first}",
                           f"            for di in range(od * {sd} + {span} - d0):",
-                          f"                dq: T.let = d0 + di"]
+                          "                dq: T.let = d0 + di"]
                          + _pw_fill(dims, bi, L, dup)
                          + ([f"            nd: T.let = (od + 1) * {sd} + {span - 1}",
                              f"            pf: T.let = od + 1 < oq * {ODS} + {ODS} and nd >= {pb[0]} and "
