@@ -89,6 +89,7 @@ class SparseTile:
 @dataclass(frozen=True)
 class SparsePlan:
     mode: str  # flat3 (unit depth stride), flat2 (depth stride) or pw (1x1 spatial kernel)
+    plane: tuple[int, int]  # flat modes: rows x columns of a phase plane of the flat copy (Hf, Wf)
     positions: int  # positions along the vectorized dimension
     outer: int  # batch (flat3) or batch x output depths (flat2, pw): what the position tiles repeat over
     default: SparseTile
@@ -123,7 +124,7 @@ def sparse_plan(node: Node, lanes: int, cores: int) -> SparsePlan:
         J = ((OD - 1) * Hf * Wf if mode == "flat3" else 0) + (OH - 1) * Wf + OW
         outer = N if mode == "flat3" else N * OD
     V = _choose_v(GM, lanes, J, a.group[1])
-    plan = SparsePlan(mode, J, outer, SparseTile(V))
+    plan = SparsePlan(mode, (Hf, Wf), J, outer, SparseTile(V))
     P = len(a.kept)
     ch = min(cores, P) if plan.units(lanes, V) < 4 * cores else 1
     return dataclasses.replace(plan, default=SparseTile(V, max(1, ch)))
@@ -176,6 +177,14 @@ def _transpose(rows: list[str], L: int) -> list[tuple[str, str]]:
     return lets
 
 
+def _load_transposed(ind: str, at, L: int) -> tuple[list[str], list[str]]:
+    """Lines (at indentation ``ind``) loading L vectors ``xf[at(t) .. at(t) + L]`` (the L channels of position t of
+    a blocked input) and transposing them in registers; and the names of the L results (channel c's L positions)."""
+    lines = [f"{ind}r{t}: T.let = xf[T.Ramp({at(t)}, 1, {L})]" for t in range(L)]
+    lets = _transpose([f"r{t}" for t in range(L)], L)
+    return lines + [f"{ind}{name}: T.let = {e}" for name, e in lets], [name for name, _ in lets[-L:]]
+
+
 def _pw_fill(dims: dict, bi: int, L: int, dup: bool) -> list[str]:
     """Lines (inside ``for dq``, at 16 spaces) copying padded input depth dq of tile (n, jt) into ring slot
     dq % span: row c of the slot holds channel c at the tile's TJ positions, zeros for depth padding, channels past
@@ -196,14 +205,12 @@ def _pw_fill(dims: dict, bi: int, L: int, dup: bool) -> list[str]:
                  f"{I}        xb: T.let = ((n * {XB} + cb) * {D} + dq - {pd}) * {H * W * bi}",
                  f"{I}        for l0 in range({TJ // L}):"]
         J8 = I + " " * 12
-        for i in range(L):
-            lines.append(f"{J8}r{i}: T.let = xf[T.Ramp(xb + {pos(f'T.min(jt * {TJ} + l0 * {L} + {i}, {J - 1})')}"
-                         f" * {bi}, 1, {L})]")
-        lets = _transpose([f"r{i}" for i in range(L)], L)
-        lines += [f"{J8}{n_}: T.let = {e}" for n_, e in lets]
+        loads, cols = _load_transposed(
+            J8, lambda t: f"xb + {pos(f'T.min(jt * {TJ} + l0 * {L} + {t}, {J - 1})')} * {bi}", L)
+        lines += loads
         for c in range(L):
             for sl in slots:
-                st = f"xp[T.Ramp({sl} + (cb * {bi} + {c}) * {TJ} + l0 * {L}, 1, {L})] = {lets[-L + c][0]}"
+                st = f"xp[T.Ramp({sl} + (cb * {bi} + {c}) * {TJ} + l0 * {L}, 1, {L})] = {cols[c]}"
                 lines.append(f"{J8}{st}" if (CB - 1) * bi + c < Cp else f"{J8}if cb * {bi} + {c} < {Cp}:\n{J8}    {st}")
     else:
         if bi:
@@ -270,16 +277,14 @@ def _flat_pad(g: dict, bi: int, L: int) -> str:
             continue
         lines.append(f"{I}for j0 in range({Wf // L}, {Wf // L + 1}):" if tail else f"{I}for j0 in range({Wf // L}):")
         J = I + "    "
-        for t in range(L):
-            w = f"T.max(T.min((j0 * {L} + {t}) * {sw} + w0, {W - 1}), 0)"
-            lines.append(f"{J}r{t}: T.let = xf[T.Ramp(xb + {w} * {bi}, 1, {L})]")
-        lets = _transpose([f"r{t}" for t in range(L)], L)
-        lines += [f"{J}{n_}: T.let = {e}" for n_, e in lets]
+        loads, cols = _load_transposed(
+            J, lambda t: f"xb + T.max(T.min((j0 * {L} + {t}) * {sw} + w0, {W - 1}), 0) * {bi}", L)
+        lines += loads
         lines.append(f"{J}wl: T.let = T.Ramp(j0 * {L * sw} + w0, {sw}, {L})")
         lines.append(f"{J}inw: T.let = wl >= T.Broadcast(0, {L}) and wl < T.Broadcast({W}, {L})")
         for c in range(L):
             at = f"{row(c)} + j0 * {L}"
-            val = f"T.Select(inw, {lets[-L + c][0]}, T.Broadcast(T.float32(0), {L}))"
+            val = f"T.Select(inw, {cols[c]}, T.Broadcast(T.float32(0), {L}))"
             if tail:
                 mask = f"T.Ramp(j0 * {L}, 1, {L}) < T.Broadcast({Wf}, {L})"
                 st = (f"T.evaluate(T.call_llvm_intrin(\"void\", \"llvm.masked.store\", {val}, "
@@ -318,23 +323,24 @@ def lower_sparse_conv3d(node: Node, target) -> Kernel:
     GM, GN = a.group
     P = len(a.kept)
     Cp = -(-C // GN) * GN
-    Dp, Hp, Wp = D + pb[0] + pe[0], H + pb[1] + pe[1], W + pb[2] + pe[2]
+    Dp = D + pb[0] + pe[0]
+    plan = sparse_plan(node, L, target.num_cores)
+    mode, J = plan.mode, plan.positions
     # the flat copy is split into sh x sw phases (padded rows sh * i + ph_h, columns sw * j + ph_w), so that a
     # spatially strided conv reads consecutive positions of one phase plane; one phase at unit stride
-    Hf, Wf, NPH = -(-Hp // sh), -(-Wp // sw), sh * sw
+    (Hf, Wf), NPH = plan.plane, sh * sw
     plane, S = Hf * Wf, KD * KH * KW
     PS = Dp * plane  # one phase of one channel
     cs, xs = NPH * PS, Cp * NPH * PS
     oplane = OH * OW
 
-    plan = sparse_plan(node, L, target.num_cores)
-    mode, J = plan.mode, plan.positions
     tile = target.tuned.get(sparse_workload_key(node)) or plan.default
     V, CH = tile.v, min(max(1, tile.chunks), max(1, P))
     TJ = L * V
     JT = -(-J // TJ)
-    units = plan.units(L, V)
-    if mode == "pw":
+    if mode != "pw":
+        units = plan.units(L, V)
+    else:
         # each parallel unit (n, tile, run of output depths) keeps a ring of the input depths it needs, each a
         # [C, TJ] slab (a column's gN channels TJ apart), written twice (slots s and s + span) so that every
         # kernel depth is a constant offset from the first one's slot

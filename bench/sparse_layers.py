@@ -1,0 +1,89 @@
+"""Sparse vs dense kernel on single conv layers of the benchmark models: each layer built dense and with a random
+KGS 8x4 mask at its model's benchmark density (the sparse kernel forced on), the conv kernel timed alone in
+interleaved rounds; sparse/dense = the sparse kernel's GFLOP/s on kept MACs over the dense kernel's.
+Run: TVM_NUM_THREADS=2 .venv/bin/python bench/sparse_layers.py [--rounds 5] [--out bench/results/sparse]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).parent
+sys.path.insert(0, str(HERE.parent))
+import rt3d  # noqa: E402
+from rt3d.ir.sparsity import Sparsity, random_mask  # noqa: E402
+from rt3d.targets import get_target  # noqa: E402
+
+# name: (in, out, depth, height/width, kernel, stride, pad, density): the layer shapes of the models at their
+# benchmark input, the density their whole-model FLOPs reduction gives (bench/results/sparse/peer.md)
+LAYERS = {
+    "c3d conv2 64->128 3x3x3": (64, 128, 16, 56, (3, 3, 3), (1, 1, 1), (1, 1, 1), 0.26),
+    "r2plus1d layer1 64->144 1x3x3": (64, 144, 16, 56, (1, 3, 3), (1, 1, 1), (0, 1, 1), 0.31),
+    "r2plus1d layer1 144->64 3x1x1": (144, 64, 16, 56, (3, 1, 1), (1, 1, 1), (1, 0, 0), 0.31),
+    "r2plus1d layer2 64->230 1x3x3 stride 2": (64, 230, 16, 56, (1, 3, 3), (1, 2, 2), (0, 1, 1), 0.31),
+    "s3d 192->64 1x1x1": (192, 64, 8, 28, (1, 1, 1), (1, 1, 1), (0, 0, 0), 0.42),
+}
+
+
+def layer_model(cin, cout, d, hw, k, stride, pad, weight):
+    from onnx import TensorProto, helper, numpy_helper
+    out = [(s + 2 * p - kk) // st + 1 for s, kk, st, p in zip((d, hw, hw), k, stride, pad)]
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, cin, d, hw, hw])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, cout] + out)
+    nodes = [helper.make_node("Conv", ["x", "w", "b"], ["c"], kernel_shape=list(k), strides=list(stride),
+                              pads=list(pad) * 2), helper.make_node("Relu", ["c"], ["y"])]
+    inits = [numpy_helper.from_array(weight, "w"), numpy_helper.from_array(np.zeros(cout, np.float32), "b")]
+    return helper.make_model(helper.make_graph(nodes, "layer", [x], [y], inits),
+                             opset_imports=[helper.make_opsetid("", 17)])
+
+
+def conv_time(mod, x) -> tuple[float, int, str]:
+    """The conv kernel's time alone (ms), its MACs and implementation."""
+    lay = next(t for t in mod.benchmark(x, repeat=1, warmup=1, layer_repeat=3).layers
+               if t.op in ("conv3d", "sparse_conv3d"))
+    return lay.ms, lay.macs, lay.impl
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--out", default=str(HERE / "results" / "sparse"))
+    args = ap.parse_args(argv)
+    target = get_target("host")
+    rng = np.random.default_rng(0)
+    rows = []
+    for name, (cin, cout, d, hw, k, stride, pad, density) in LAYERS.items():
+        w = (rng.standard_normal((cout, cin) + k) * 0.05).astype(np.float32)
+        ws = (w * random_mask(w.shape, Sparsity("kgs", (8, 4)), density, rng)).astype(np.float32)
+        dense = rt3d.build(layer_model(cin, cout, d, hw, k, stride, pad, w), target=target)
+        sparse = rt3d.build(layer_model(cin, cout, d, hw, k, stride, pad, ws), target=target,
+                            passes=target.default_passes(always_sparse=True))
+        x = rng.standard_normal((1, cin, d, hw, hw)).astype(np.float32)
+        times = {"dense": [], "sparse": []}
+        for _ in range(args.rounds):
+            for key, mod in (("dense", dense), ("sparse", sparse)):
+                ms, macs, impl = conv_time(mod, x)
+                times[key].append(ms)
+                times[key + "_macs"], times[key + "_impl"] = macs, impl
+        dm, sm = statistics.median(times["dense"]), statistics.median(times["sparse"])
+        ratio = (times["sparse_macs"] / sm) / (times["dense_macs"] / dm)
+        rows.append({"layer": name, "density": density, "dense_ms": dm, "sparse_ms": sm, "sparse_over_dense": ratio,
+                     "dense_impl": times["dense_impl"], "sparse_impl": times["sparse_impl"]})
+        print(f"{name:40s} dense {dm:7.2f} ms  sparse {sm:7.2f} ms  sparse/dense GFLOP/s {ratio:.2f}  "
+              f"{times['sparse_impl']}", flush=True)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    tmp = out / "layers.json.tmp"
+    tmp.write_text(json.dumps({"target": target.key(), "rounds": args.rounds, "layers": rows}, indent=1))
+    tmp.replace(out / "layers.json")
+    print(f"wrote {out / 'layers.json'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
