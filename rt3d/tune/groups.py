@@ -76,8 +76,8 @@ def _layer_model(cin: int, cout: int, d: int, hw: int, weight: np.ndarray):
 def select_group(groups: list[tuple[int, int]], rate: float = 3.6, target: str = "host", tracker: str | None = None,
                  key: str | None = None, scale: float = 0.5, seed: int = 0, timeout: float = 60.0,
                  layers: list[tuple[int, int, int, int]] | None = None, tune: bool = True) -> GroupReport:
-    """Time C3D-shaped layers dense and with random KGS masks of each group; with ``tune`` every schedule of the
-    sparse kernel's (small) search space is measured and each layer counts at its best, so that groups are
+    """Time C3D-shaped layers dense and with random KGS masks of each group; with ``tune`` every register tile and
+    row-block chunking of the sparse kernel's search space is measured and each layer counts at its best, so that groups are
     compared at their best rather than at the heuristic's choice."""
     from ..frontend.onnx import import_model
     from ..ir.sparsity import Sparsity, random_mask
@@ -107,7 +107,10 @@ def select_group(groups: list[tuple[int, int]], rate: float = 3.6, target: str =
         task = next(t for t in extract_tasks(g, tgt) if t.node.op in ("conv3d", "sparse_conv3d"))
         if sparse and task.node.op != "sparse_conv3d":
             return 0.0, 0.0, "layer was not compiled sparse"
-        configs = task.space if tune and sparse else [None]
+        configs = [None]
+        if tune and sparse:  # the register tile and threading (what the group size changes), in the default's
+            d = task.space[0]  # loop order: a row block through all tiles or the reduction split stay as chosen
+            configs = [c for c in task.space if (c.tiles, c.split) == (d.tiles, d.split)]
         built = [build_candidate(task, c, tgt, work.path) for c in configs]
         results = runner.run(built)
         work.clean(built)

@@ -81,12 +81,17 @@ def conv_space(node: Node, lanes: int, max_acc: int = 28) -> list[ConvTile]:
 
 
 def sparse_space(node: Node, lanes: int, cores: int) -> list[SparseTile]:
-    """Vectors per register tile (up to the register budget) x row-block chunking; the default first."""
+    """Vectors per register tile (up to the register budget) x row-block chunking, and in the flat modes x (a row
+    block through all position tiles | the reduction split in 2 or 4 chunks); the default first."""
     plan = sparse_plan(node, lanes, cores)
     gm = node.attrs.group[0]
     blocks = len(node.attrs.kept)
     chunks = sorted({1, min(cores, blocks), min(2 * cores, blocks)})
-    space = [SparseTile(v, c) for v in range(1, max(1, REGISTER_TILE // gm) + 1) for c in chunks]
+    space = []
+    for v in range(1, max(1, REGISTER_TILE // gm) + 1):
+        tiles = -(-plan.positions // (lanes * v))
+        orders = [(1, 1)] if plan.mode == "pw" else [(1, 1), (tiles, 1), (1, 2), (1, 4)]
+        space += [SparseTile(v, c, g, s) for c in chunks for g, s in dict.fromkeys(orders)]
     return [plan.default] + [t for t in space if t != plan.default]
 
 
@@ -118,8 +123,8 @@ def features(task: Task, config) -> np.ndarray:
         waste = tiles * lanes * config.v / max(1, plan.positions) - 1
         acc = gm * config.v / REGISTER_TILE
         return np.array([1, 1, 0, acc, acc * acc, 1 / config.v, waste, float(config.chunks > 1),
-                         float(plan.mode == "pw"), float(plan.mode == "pw") * acc, 0, 0, 0, 0, 0, 0, 0,
-                         np.log(acc)])
+                         float(plan.mode == "pw"), float(plan.mode == "pw") * acc, float(config.tiles > 1),
+                         np.log(config.split), 0, 0, 0, 0, 0, np.log(acc)])
     t: ConvTile = config
     a = n.attrs
     w = n.inputs[1].type.shape

@@ -2,6 +2,7 @@
 several group sizes, random masks and conv shapes), and whole pruned models run with the sparse kernels."""
 from __future__ import annotations
 
+import re
 from dataclasses import replace
 
 import numpy as np
@@ -108,7 +109,7 @@ def test_sparse_kernel_at_other_vector_widths(lanes):
                              Sparsity("kgs", (8, 4)), 0.4, True, "relu", True)
     feeds = {n: rng.standard_normal(s).astype(np.float32) for n, s in inputs.items()}
     mod = rt3d.build(model, target=narrow, passes=always_sparse(narrow))
-    assert any(f"x{lanes})" in impl for impl in sparse_impls(mod)), sparse_impls(mod)
+    assert any(re.search(rf"tile=\d+x\d+x{lanes}\b", impl) for impl in sparse_impls(mod)), sparse_impls(mod)
     assert_close(mod.run(*feeds.values()), ort_run(model, feeds)[0], rtol=1e-4)
 
 
@@ -176,28 +177,52 @@ def test_blocked_sparse_kernel_writes_every_element_of_its_layout(k, stride, pad
     volume (flat3, flat2; split into sh x sw phase planes for spatial strides, here with dilation and uneven pads),
     and the tile-major ring of input depths (pw: 1 x 1 spatial kernels, here with depth padding, stride and
     dilation, and a channel count that is not a multiple of the block)."""
+    check_blocked_kernel(k, stride, pad, dil, cout, residual, mode)
+
+
+@pytest.mark.parametrize("k,stride,pad,dil,mode", [(K3, (1, 1, 1), P1, (1, 1, 1), "flat3"),
+                                                   ((2, 3, 3), (2, 2, 3), (0, 1, 2, 1, 0, 1), (1, 2, 1), "flat2")])
+@pytest.mark.parametrize("tile", [(3, 1, 1, 1), (1, 2, 1, 1), (2, 1, 2, 1), (1, 2, 40, 1), (3, 1, 1, 2),
+                                  (1, 2, 1, 3), (2, 3, 1, 5)], ids=lambda t: "v%d-chunks%d-tiles%d-split%d" % t)
+def test_sparse_schedules_compute_the_same(k, stride, pad, dil, mode, tile):
+    """Every schedule of the flat modes writes the same blocked output: one row block after another per position
+    tile (tiles 1), a row block through a group of tiles (2, or all of them), the reduction split into chunks of
+    channel blocks with parked accumulators (20 channels: 5 blocks of 4, split in 2, 3 or 5 uneven chunks), with
+    the row blocks split among threads or not."""
+    from rt3d.targets.arm_neon.sparse_conv3d import SparseTile
+    check_blocked_kernel(k, stride, pad, dil, 20, True, mode, SparseTile(*tile), shape=(2, 20, 5, 15, 23))
+
+
+def check_blocked_kernel(k, stride, pad, dil, cout, residual, mode, tile=None, shape=(1, 20, 5, 9, 11)):
+    """Run the blocked sparse kernel of one conv on a NaN-filled output, against the interpreter."""
     import tvm
 
     from rt3d.ir.interpreter import evaluate_node, to_blocked
+    from rt3d.targets.arm_neon.sparse_conv3d import sparse_workload_key
     target = get_target("host")
     rng = np.random.default_rng(cout)
-    model, inputs = conv_net(rng, 20, cout, k, stride, pad, dil, (1, 20, 5, 9, 11),
-                             Sparsity("kgs", (8, 4)), 0.4, True, "relu", residual)
+    model, inputs = conv_net(rng, 20, cout, k, stride, pad, dil, shape, Sparsity("kgs", (8, 4)), 0.4, True, "relu",
+                             residual)
     graph = rt3d.passes.run_pipeline(rt3d.import_onnx(model), always_sparse())
     node = next(n for n in graph.nodes if n.op == "sparse_conv3d")
     assert (node.attrs.in_block, node.attrs.out_block) == (target.vector_lanes,) * 2, node
+    if tile is not None:
+        target = replace(target, tuned={sparse_workload_key(node): tile})
     kernel = target.lower(node)
     assert f"{mode}(" in kernel.impl and "b->b" in kernel.impl, kernel.impl
+    if tile is not None:
+        assert f"x{tile.v}x" in kernel.impl and ("chunks=" in kernel.impl) == (tile.chunks > 1), kernel.impl
+        assert ("tiles=" in kernel.impl) == (tile.tiles > 1) and ("split=" in kernel.impl) == (tile.split > 1)
     lib = tvm.compile(tvm.IRModule({"main": kernel.func}), target=target.tvm())
     values = []
     for a in kernel.args:
         if isinstance(a, np.ndarray) or a.data is not None:
             values.append(a if isinstance(a, np.ndarray) else a.data)
         else:  # a run-time input in the blocked layout, with the zero tail its producer writes
-            shape = a.type.shape
+            blocked = a.type.shape
             channels = 20 if a is node.inputs[0] else cout
-            values.append(to_blocked(rng.standard_normal((shape[0], channels) + shape[2:-1]).astype(np.float32),
-                                     shape[-1]))
+            values.append(to_blocked(rng.standard_normal((blocked[0], channels) + blocked[2:-1]).astype(np.float32),
+                                     blocked[-1]))
     dev = tvm.cpu()
     y = tvm.runtime.tensor(np.full(node.output.type.shape, np.nan, np.float32), dev)
     lib["main"](*[tvm.runtime.tensor(np.ascontiguousarray(v), dev) for v in values], y)

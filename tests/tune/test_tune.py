@@ -206,7 +206,7 @@ def test_sparse_layers_are_tuned_and_applied(tmp_path):
     db_path = tmp_path / "s.jsonl"
     report = rt3d.autotune(pruned, db=db_path, trials=6, passes=always_sparse(), stream=io.StringIO())
     sparse = [r for r in report.layers if r.op == "sparse_conv3d"]
-    assert sparse and all(r.best and set(r.best) == {"v", "chunks"} for r in sparse)
+    assert sparse and all(r.best and set(r.best) == {"v", "chunks", "tiles", "split"} for r in sparse)
     assert sum(r.trials for r in sparse) >= len(sparse) + 2  # defaults and searched candidates
     x = rand(*shape, seed=3)
     tuned = rt3d.build(pruned, passes=always_sparse(), tuning_db=db_path)

@@ -59,6 +59,11 @@ from .common import spatial_5d, to_5d
 
 REGISTER_TILE = 24  # accumulators (vector registers) of the micro-kernel; AVX-512 and NEON both have 32
 PF_LOCALITY = 2  # pw mode's prefetch of the next input depth goes to L2 (1 and 3 measured the same)
+# input bytes a position tile may read before the reduction is split into channel chunks, and the largest input a
+# row block runs through whole (all position tiles): about half of this machine's 2 MiB L2 (measured on C3D's
+# 512->512 4x14x14 layer: a 0.9 MB window plus the weights streamed by each tile ran at 0.54-0.63 of the dense
+# kernel's GFLOP/s, 0.77 split in two; its 512->512 2x7x7 layer 0.79 -> 0.86 with one group of all tiles)
+WINDOW_BUDGET = 768 << 10
 COLUMN_BODY = 96  # FMAs of one kept column (gN x gM x V), unrolled: beyond this LLVM's code for it got 2x slower
 # (8x8 groups with V=3 against V=1, measured with `rt3d tune` on a 128->256 C3D layer)
 
@@ -79,11 +84,16 @@ def _choose_v(gm: int, lanes: int, positions: int, gn: int = 4) -> int:
 
 @dataclass(frozen=True)
 class SparseTile:
-    """Schedule record of the sparse kernel: v position vectors per register tile (gM x v accumulators) and the
-    number of row-block chunks the threads split (1: threads split the positions only)."""
+    """Schedule record of the sparse kernel: v position vectors per register tile (gM x v accumulators), the
+    number of row-block chunks the threads split (1: threads split the positions only) and, in the flat modes, the
+    position tiles a row block runs through before the next row block (tiles > 1: its packed weights are read once
+    per group of tiles instead of once per tile) and the number of chunks of channel blocks the reduction is split
+    into (split > 1: all row blocks run through one chunk's columns before the next, accumulators parked between)."""
 
     v: int
     chunks: int = 1
+    tiles: int = 1
+    split: int = 1
 
 
 @dataclass(frozen=True)
@@ -127,7 +137,19 @@ def sparse_plan(node: Node, lanes: int, cores: int) -> SparsePlan:
     plan = SparsePlan(mode, (Hf, Wf), J, outer, SparseTile(V))
     P = len(a.kept)
     ch = min(cores, P) if plan.units(lanes, V) < 4 * cores else 1
-    return dataclasses.replace(plan, default=SparseTile(V, max(1, ch)))
+    tiles = split = 1
+    if mode != "pw":
+        GN, KD = a.group[1], spatial_5d(a.kernel, 1, r)[0]
+        Cp = -(-C // GN) * GN
+        per_n = Cp * sh * sw * (D + pb[0] + pe[0]) * Hf * Wf * 4  # bytes of one sample's padded copy
+        window = min(per_n, Cp * KD * KH * (lanes * V + KW - 1) * 4)  # the input bytes one position tile reads
+        JT = -(-J // (lanes * V))
+        if per_n <= WINDOW_BUDGET and JT > 1:
+            # the whole input stays in cache: each row block runs through all the tiles, its weights read once
+            tiles, ch = JT, min(cores, P)
+        elif window > WINDOW_BUDGET:
+            split = -(-window // WINDOW_BUDGET)
+    return dataclasses.replace(plan, default=SparseTile(V, max(1, ch), tiles, split))
 
 
 def sparse_workload_key(node: Node) -> str:
@@ -338,8 +360,14 @@ def lower_sparse_conv3d(node: Node, target) -> Kernel:
     V, CH = tile.v, min(max(1, tile.chunks), max(1, P))
     TJ = L * V
     JT = -(-J // TJ)
+    Q = Cp // GN  # channel blocks
+    NS = min(max(1, tile.split), Q) if mode != "pw" else 1
+    QS = -(-Q // NS)  # channel blocks per reduction chunk
+    NS = -(-Q // QS)
+    TG = min(max(1, tile.tiles), JT) if mode != "pw" and NS == 1 else 1
+    JG = -(-JT // TG)  # tile groups
     if mode != "pw":
-        units = plan.units(L, V)
+        units = plan.outer * JG
     else:
         # each parallel unit (n, tile, run of output depths) keeps a ring of the input depths it needs, each a
         # [C, TJ] slab (a column's gN channels TJ apart), written twice (slots s and s + span) so that every
@@ -361,6 +389,11 @@ def lower_sparse_conv3d(node: Node, target) -> Kernel:
     indptr = np.concatenate([[0], np.cumsum(a.kept)]).astype(np.int32)
     order = np.asarray(a.order if a.order else range(P), dtype=np.int32)
     bounds = np.concatenate([[0], np.cumsum(chunk_sizes(P, CH))]).astype(np.int32)
+    # reduction chunks: row block k's columns of chunk c (channel blocks c * QS ..) are cp[k * (NS + 1) + c] ..
+    cp = np.zeros(P * (NS + 1), np.int32)
+    for k in range(P):
+        qk = cols[indptr[k]:indptr[k + 1]] // S  # sorted: columns are packed channel block by channel block
+        cp[k * (NS + 1):(k + 1) * (NS + 1)] = indptr[k] + np.searchsorted(qk, np.arange(NS + 1) * QS)
     outch = np.asarray(a.perm if a.perm else list(range(M)) + [-1] * (P * GM - M), dtype=np.int32)
     wk = values.reshape(-1).astype(np.float32) if values.size else np.zeros(GN * GM, np.float32)
     off = off if off.size else np.zeros(1, np.int32)
@@ -379,14 +412,15 @@ def lower_sparse_conv3d(node: Node, target) -> Kernel:
     total = max(N * xs, max_read + 1) if mode != "pw" else 0
     slack = total - N * xs
 
+    jg = "jt" if TG == 1 else "g"  # the parallel unit's position tile, or group of tiles
     if mode == "flat3":
-        decode = f"n: T.let = t // {JT * CH}\n        jt: T.let = t // {CH} % {JT}\n        ch: T.let = t % {CH}"
+        decode = f"n: T.let = t // {JG * CH}\n        {jg}: T.let = t // {CH} % {JG}\n        ch: T.let = t % {CH}"
     elif mode == "pw":
         decode = (f"n: T.let = t // {JT * ODC * CH}\n        jt: T.let = t // {ODC * CH} % {JT}\n"
                   f"        oq: T.let = t // {CH} % {ODC}\n        ch: T.let = t % {CH}")
     else:
-        decode = (f"n: T.let = t // {OD * JT * CH}\n        od: T.let = t // {JT * CH} % {OD}\n"
-                  f"        jt: T.let = t // {CH} % {JT}\n        ch: T.let = t % {CH}")
+        decode = (f"n: T.let = t // {OD * JG * CH}\n        od: T.let = t // {JG * CH} % {OD}\n"
+                  f"        {jg}: T.let = t // {CH} % {JG}\n        ch: T.let = t % {CH}")
 
     ostep = bo or 1  # distance between consecutive positions of one channel in the output
 
@@ -533,6 +567,8 @@ def lower_sparse_conv3d(node: Node, target) -> Kernel:
               f"bounds: T.Buffer(({CH + 1},), \"int32\")", f"outch: T.Buffer(({P * GM},), \"int32\")"]
     if fast:
         params.append(f"run0: T.Buffer(({P},), \"int32\")")
+    if NS > 1:
+        params.append(f"cp: T.Buffer(({cp.size},), \"int32\")")
     if has_bias:
         params.append(f"bias: T.Buffer(({M},), \"float32\")")
     if has_res:
@@ -561,21 +597,46 @@ def lower_sparse_conv3d(node: Node, target) -> Kernel:
     geo = dict(N=N, C=C, D=D, H=H, W=W, Cp=Cp, Dp=Dp, Hf=Hf, Wf=Wf, sh=sh, sw=sw, pb=pb, r=r)
     pad_stage = "" if mode == "pw" else _flat_pad(geo, bi, L)
     zero_slack = (f"    for e in range({slack}):\n        xp[{N * xs} + e] = T.float32(0)\n" if slack > 0 else "")
-    body = f'''        xt: T.let = {base}
-{tile_text}
-        for kk in range(bounds[ch], bounds[ch + 1]):
-            k: T.let = order[kk]
-{{prefetch}}            for i in T.unroll({GM}):
-                for v in T.vectorized({TJ}):
-                    acc[i, v] = T.float32(0)
-            for b in range(indptr[k], indptr[k + 1]):
+    head = f"        xt: T.let = {base}\n{tile_text}"
+    zero = f"            for i in T.unroll({GM}):\n                for v in T.vectorized({TJ}):\n                    acc[i, v] = T.float32(0)\n"
+    columns = f'''            for b in range({{lo}}, {{hi}}):
                 xo: T.let = xt + off[b]
                 for c in T.unroll({GN}):
                     for i in T.unroll({GM}):
                         for vo in T.unroll({V}):
                             for vi in T.vectorized({L}):
                                 acc[i, vo * {L} + vi] = acc[i, vo * {L} + vi] + wk[(b * {GN} + c) * {GM} + i] * xp[xo + c * {cs} + vo * {L} + vi]
-{write_back}'''
+'''
+    inner = zero + columns.format(lo="indptr[k]", hi="indptr[k + 1]") + "\n" + write_back
+    if NS > 1:
+        # the reduction split into chunks of QS channel blocks: every row block runs through one chunk's columns
+        # before the next chunk, so the tile's input window of one chunk stays in cache; accumulators are parked
+        # between chunks (one [gM, TJ] tile per row block of the unit)
+        RB = max(chunk_sizes(P, CH))
+        pk = f"pk + i * {TJ} + v"
+        body = (f"{head}\n        park = T.decl_buffer(({RB * GM * TJ},), \"float32\", scope=\"local\")\n"
+                f"        for sc in range({NS}):\n"
+                f"            for kk in range(bounds[ch], bounds[ch + 1]):\n"
+                f"                k: T.let = order[kk]\n"
+                f"                pk: T.let = (kk - bounds[ch]) * {GM * TJ}\n"
+                f"                if sc == 0:\n" + textwrap.indent(zero, " " * 8)
+                + f"                else:\n                    for i in T.unroll({GM}):\n"
+                f"                        for v in T.vectorized({TJ}):\n"
+                f"                            acc[i, v] = park[{pk}]\n"
+                + textwrap.indent(columns.format(lo=f"cp[k * {NS + 1} + sc]", hi=f"cp[k * {NS + 1} + sc + 1]"),
+                                  " " * 4)
+                + f"\n                if sc < {NS - 1}:\n                    for i in T.unroll({GM}):\n"
+                f"                        for v in T.vectorized({TJ}):\n"
+                f"                            park[{pk}] = acc[i, v]\n"
+                f"                else:\n" + textwrap.indent(write_back, " " * 8))
+    elif TG == 1:
+        body = f"{head}\n        for kk in range(bounds[ch], bounds[ch + 1]):\n            k: T.let = order[kk]\n{{prefetch}}{inner}"
+    else:
+        # row block outside the group's tiles: its packed weights stay in cache while it runs through them
+        body = (f"        for kk in range(bounds[ch], bounds[ch + 1]):\n            k: T.let = order[kk]\n"
+                f"            for jj in range(T.min({TG}, {JT} - g * {TG})):\n"
+                f"                jt: T.let = g * {TG} + jj\n"
+                + textwrap.indent(head, " " * 8) + "\n" + textwrap.indent(inner, " " * 4))
     prefetch = ""
     if mode == "pw" and bi == L and sh == sw == 1:
         # while this depth computes, prefetch the input depth the next one adds to the ring (spread over the row
@@ -622,7 +683,7 @@ def main({", ".join(params)}):
         func = tvm.script.from_source(src)
     except Exception as e:  # a generator bug, not a user error: keep the source for the report
         raise BuildError(f"sparse_conv3d kernel generation failed for {node}: {e}\n{src}") from None
-    args = [x, wk, off, indptr, order, bounds, outch] + ([run0] if fast else [])
+    args = [x, wk, off, indptr, order, bounds, outch] + ([run0] if fast else []) + ([cp] if NS > 1 else [])
     if has_bias:
         args.append(node.inputs[3])
     if has_res:
@@ -630,5 +691,5 @@ def main({", ".join(params)}):
     dens = sum(a.kept) / max(1, P * -(-C // GN) * S)
     layout = f"{'b' if bi else 'p'}->{'b' if bo else 'p'}"
     impl = (f"sparse_conv3d.{mode}({a.sparsity or 'kgs'}, {layout}, group={GM}x{GN}, kept={dens:.0%}, "
-            f"tile={GM}x{V}x{L}{', chunks=' + str(CH) if CH > 1 else ''})")
+            f"tile={GM}x{V}x{L}{', chunks=' + str(CH) if CH > 1 else ''}{', tiles=' + str(TG) if TG > 1 else ''}{', split=' + str(NS) if NS > 1 else ''})")
     return Kernel(func, args, impl)
