@@ -123,7 +123,12 @@ def sparse_plan(node: Node, lanes: int, cores: int) -> SparsePlan:
     sd, sh, sw = spatial_5d(a.stride, 1, r)
     pb = spatial_5d(a.pad[:r], 0, r)
     pe = spatial_5d(a.pad[r:], 0, r)
-    Hf, Wf = -(-(H + pb[1] + pe[1]) // sh), -(-(W + pb[2] + pe[2]) // sw)  # a phase plane of the flat copy
+    if sh == sw == 1:
+        # rows of pitch Wf hold W columns then zeros, which are both the right pad of one row and the left pad of
+        # the next (column -1 of row h is the last column of row h - 1); so do the rows of a depth plane
+        Hf, Wf = max(H + max(pb[1], pe[1]), OH), max(W + max(pb[2], pe[2]), OW)
+    else:
+        Hf, Wf = -(-(H + pb[1] + pe[1]) // sh), -(-(W + pb[2] + pe[2]) // sw)  # a phase plane of the flat copy
     GM = a.group[0]
     KH, KW = spatial_5d(a.kernel, 1, r)[1:]
     if KH == KW == 1 and not any(pb[1:] + pe[1:]):
