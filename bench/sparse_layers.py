@@ -23,6 +23,8 @@ from rt3d.targets import get_target  # noqa: E402
 # benchmark input, the density their whole-model FLOPs reduction gives (bench/results/sparse/peer.md)
 LAYERS = {
     "c3d conv2 64->128 3x3x3": (64, 128, 16, 56, (3, 3, 3), (1, 1, 1), (1, 1, 1), 0.26),
+    "c3d conv4b 512->512 3x3x3 4x14x14": (512, 512, 4, 14, (3, 3, 3), (1, 1, 1), (1, 1, 1), 0.26),
+    "c3d conv5b 512->512 3x3x3 2x7x7": (512, 512, 2, 7, (3, 3, 3), (1, 1, 1), (1, 1, 1), 0.26),
     "r2plus1d layer1 64->144 1x3x3": (64, 144, 16, 56, (1, 3, 3), (1, 1, 1), (0, 1, 1), 0.31),
     "r2plus1d layer1 144->64 3x1x1": (144, 64, 16, 56, (3, 1, 1), (1, 1, 1), (1, 0, 0), 0.31),
     "r2plus1d layer2 64->230 1x3x3 stride 2": (64, 230, 16, 56, (1, 3, 3), (1, 2, 2), (0, 1, 1), 0.31),
