@@ -77,8 +77,8 @@ def select_group(groups: list[tuple[int, int]], rate: float = 3.6, target: str =
                  key: str | None = None, scale: float = 0.5, seed: int = 0, timeout: float = 60.0,
                  layers: list[tuple[int, int, int, int]] | None = None, tune: bool = True) -> GroupReport:
     """Time C3D-shaped layers dense and with random KGS masks of each group; with ``tune`` every register tile and
-    row-block chunking of the sparse kernel's search space is measured and each layer counts at its best, so that groups are
-    compared at their best rather than at the heuristic's choice."""
+    row-block chunking of the sparse kernel's search space is measured and each layer counts at its best, so that
+    groups are compared at their best rather than at the heuristic's choice."""
     from ..frontend.onnx import import_model
     from ..ir.sparsity import Sparsity, random_mask
     from ..passes import PassManager

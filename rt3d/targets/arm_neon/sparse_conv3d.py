@@ -6,7 +6,8 @@ its own kept columns ``indptr[k] .. indptr[k+1]``. Layout and loop nest (the rec
     with spatial strides (sh, sw) gets sh x sw phase planes (padded rows sh*i + ph_h, columns sw*j + ph_w), so
     kernel position (kh, kw) reads phase ((kh*dh) % sh, (kw*dw) % sw) at a constant shift and consecutive output
     positions are consecutive in it (strided vector loads made R(2+1)D's 64->230 1x3x3 stride-2 layer
-    run at 0.13 of the dense kernel's GFLOP/s, 0.56 on phase planes);
+    run at 0.13 of the dense kernel's GFLOP/s, 0.56 on phase planes); at unit spatial stride one gap of
+    max(pad) zeros between rows (and rows of a plane) is both one row's right pad and the next one's left pad;
   * output positions are vectorized ``lanes`` at a time along the flattened (phase) volume j = (d*H' + h)*W' + w
     when the depth stride is 1 (flat3: each kernel position (kd, kh, kw) is a constant shift of a contiguous run),
     along each plane otherwise (flat2);
@@ -19,7 +20,11 @@ its own kept columns ``indptr[k] .. indptr[k+1]``. Layout and loop nest (the rec
   * per kept column: one int32 input offset (channel block, kd, kh, kw), then gN channels x gM filters x V vectors
     of FMAs with the weights broadcast from the packed [kept, gN, gM] array;
   * loop nest: parallel over (n, position tile[, row-block chunk]) -> row blocks in the order chosen by
-    reorder-kernel-groups -> kept columns -> channel -> filter -> vector;
+    reorder-kernel-groups -> kept columns -> channel -> filter -> vector; two other orders for the flat modes
+    (SparseTile.tiles, .split): a row block through a group of position tiles, which reads its packed weights once
+    per group (small inputs, where the weights are what streams), and the reduction split into chunks of channel
+    blocks that all row blocks run through in turn, with their accumulators parked in between (inputs whose
+    window per tile does not stay in cache while the weights stream past);
   * the write-back applies bias, residual and activation and stores row r into output channel perm[r]; positions
     that fall on padding (the flattened layout computes a few) are dropped. Where each vector of a position tile
     lands is computed once per tile, not per row block and filter.
@@ -64,6 +69,7 @@ PF_LOCALITY = 2  # pw mode's prefetch of the next input depth goes to L2 (1 and 
 # 512->512 4x14x14 layer: a 0.9 MB window plus the weights streamed by each tile ran at 0.54-0.63 of the dense
 # kernel's GFLOP/s, 0.77 split in two; its 512->512 2x7x7 layer 0.79 -> 0.86 with one group of all tiles)
 WINDOW_BUDGET = 768 << 10
+PARK_LIMIT = 256 << 10  # bytes of accumulators a thread parks between reduction chunks (on its stack)
 COLUMN_BODY = 96  # FMAs of one kept column (gN x gM x V), unrolled: beyond this LLVM's code for it got 2x slower
 # (8x8 groups with V=3 against V=1, measured with `rt3d tune` on a 128->256 C3D layer)
 
@@ -152,7 +158,7 @@ def sparse_plan(node: Node, lanes: int, cores: int) -> SparsePlan:
         if per_n <= WINDOW_BUDGET and JT > 1:
             # the whole input stays in cache: each row block runs through all the tiles, its weights read once
             tiles, ch = JT, min(cores, P)
-        elif window > WINDOW_BUDGET:
+        elif window > WINDOW_BUDGET and -(-P // ch) * GM * lanes * V * 4 <= PARK_LIMIT:
             split = -(-window // WINDOW_BUDGET)
     return dataclasses.replace(plan, default=SparseTile(V, max(1, ch), tiles, split))
 
@@ -369,6 +375,8 @@ def lower_sparse_conv3d(node: Node, target) -> Kernel:
     NS = min(max(1, tile.split), Q) if mode != "pw" else 1
     QS = -(-Q // NS)  # channel blocks per reduction chunk
     NS = -(-Q // QS)
+    if NS > 1 and max(chunk_sizes(P, CH)) * GM * TJ * 4 > PARK_LIMIT:
+        NS, QS = 1, Q  # the parked accumulators would not fit a thread's stack
     TG = min(max(1, tile.tiles), JT) if mode != "pw" and NS == 1 else 1
     JG = -(-JT // TG)  # tile groups
     if mode != "pw":
@@ -603,7 +611,8 @@ def lower_sparse_conv3d(node: Node, target) -> Kernel:
     pad_stage = "" if mode == "pw" else _flat_pad(geo, bi, L)
     zero_slack = (f"    for e in range({slack}):\n        xp[{N * xs} + e] = T.float32(0)\n" if slack > 0 else "")
     head = f"        xt: T.let = {base}\n{tile_text}"
-    zero = f"            for i in T.unroll({GM}):\n                for v in T.vectorized({TJ}):\n                    acc[i, v] = T.float32(0)\n"
+    zero = (f"            for i in T.unroll({GM}):\n                for v in T.vectorized({TJ}):\n"
+            "                    acc[i, v] = T.float32(0)\n")
     columns = f'''            for b in range({{lo}}, {{hi}}):
                 xo: T.let = xt + off[b]
                 for c in T.unroll({GN}):
@@ -635,7 +644,8 @@ def lower_sparse_conv3d(node: Node, target) -> Kernel:
                 f"                            park[{pk}] = acc[i, v]\n"
                 f"                else:\n" + textwrap.indent(write_back, " " * 8))
     elif TG == 1:
-        body = f"{head}\n        for kk in range(bounds[ch], bounds[ch + 1]):\n            k: T.let = order[kk]\n{{prefetch}}{inner}"
+        body = (f"{head}\n        for kk in range(bounds[ch], bounds[ch + 1]):\n            k: T.let = order[kk]\n"
+                f"{{prefetch}}{inner}")
     else:
         # row block outside the group's tiles: its packed weights stay in cache while it runs through them
         body = (f"        for kk in range(bounds[ch], bounds[ch + 1]):\n            k: T.let = order[kk]\n"
@@ -695,6 +705,7 @@ def main({", ".join(params)}):
         args.append(node.inputs[-1])
     dens = sum(a.kept) / max(1, P * -(-C // GN) * S)
     layout = f"{'b' if bi else 'p'}->{'b' if bo else 'p'}"
+    knobs = "".join(f", {k}={n}" for k, n in (("chunks", CH), ("tiles", TG), ("split", NS)) if n > 1)
     impl = (f"sparse_conv3d.{mode}({a.sparsity or 'kgs'}, {layout}, group={GM}x{GN}, kept={dens:.0%}, "
-            f"tile={GM}x{V}x{L}{', chunks=' + str(CH) if CH > 1 else ''}{', tiles=' + str(TG) if TG > 1 else ''}{', split=' + str(NS) if NS > 1 else ''})")
+            f"tile={GM}x{V}x{L}{knobs})")
     return Kernel(func, args, impl)
