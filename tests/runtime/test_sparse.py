@@ -169,7 +169,8 @@ PW = ((3, 1, 1), (1, 1, 1), (1, 0, 0, 1, 0, 0))  # temporal conv: no spatial rea
     (K3, (1, 2, 2), P1, (1, 1, 1), 12, True, "flat3"), (K3, (1, 1, 1), P1, (1, 1, 1), 8, False, "flat3"),
     ((2, 3, 3), (2, 2, 3), (0, 1, 2, 1, 0, 1), (1, 2, 1), 16, True, "flat2"),  # phases of a strided conv
     (*PW, (1, 1, 1), 20, True, "pw"), ((1, 1, 1), (2, 2, 2), (0,) * 6, (1, 1, 1), 16, False, "pw"),
-    ((3, 1, 1), (2, 1, 1), (2, 0, 0, 1, 0, 0), (2, 1, 1), 12, True, "pw")])
+    ((3, 1, 1), (2, 1, 1), (2, 0, 0, 1, 0, 0), (2, 1, 1), 12, True, "pw"),
+    ((1, 3, 3), (1, 1, 1), (0, 2, 0, 1, 0, 2), (1, 2, 1), 16, True, "flat3")])  # uneven gaps at unit stride
 def test_blocked_sparse_kernel_writes_every_element_of_its_layout(k, stride, pad, dil, cout, residual, mode):
     """In the channel-blocked layout the sparse kernel reads a blocked input (its zero tail included) and writes
     every element of its blocked output: the channels past cout as zeros, which the next blocked conv reads. The
@@ -191,6 +192,24 @@ def test_sparse_schedules_compute_the_same(k, stride, pad, dil, mode, tile):
     the row blocks split among threads or not."""
     from rt3d.targets.arm_neon.sparse_conv3d import SparseTile
     check_blocked_kernel(k, stride, pad, dil, 20, True, mode, SparseTile(*tile), shape=(2, 20, 5, 15, 23))
+
+
+def test_split_reduction_is_declined_when_the_parked_accumulators_would_not_fit():
+    """Parked accumulators of all row blocks over PARK_LIMIT (1376 filters x 48 positions at 16 lanes): a tuning
+    record asking for a split reduction gets the plain order (the park lives on a worker thread's stack)."""
+    from rt3d.targets.arm_neon.sparse_conv3d import PARK_LIMIT, SparseTile, sparse_workload_key
+    host = get_target("host")
+    blocks = PARK_LIMIT // (8 * 3 * host.vector_lanes * 4) + 1
+    rng = np.random.default_rng(3)
+    model, _ = conv_net(rng, 8, 8 * blocks, K3, (1, 1, 1), P1, (1, 1, 1), (1, 8, 2, 6, 8), Sparsity("kgs", (8, 4)),
+                        0.5, False, "none", False)
+    node = next(n for n in rt3d.passes.run_pipeline(rt3d.import_onnx(model), always_sparse()).nodes
+                if n.op == "sparse_conv3d")
+    for split, expect in ((2, False), (1, False)):
+        impl = replace(host, tuned={sparse_workload_key(node): SparseTile(3, 1, 1, split)}).lower(node).impl
+        assert ("split=" in impl) == expect and "tile=8x3x" in impl, impl
+    small = replace(host, tuned={sparse_workload_key(node): SparseTile(3, 8, 1, 2)}).lower(node).impl
+    assert "split=2" in small and "chunks=8" in small, small  # an eighth of the row blocks per thread chunk
 
 
 def check_blocked_kernel(k, stride, pad, dil, cout, residual, mode, tile=None, shape=(1, 20, 5, 9, 11)):
