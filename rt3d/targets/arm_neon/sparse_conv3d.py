@@ -65,13 +65,19 @@ from .common import spatial_5d, to_5d
 REGISTER_TILE = 24  # accumulators (vector registers) of the micro-kernel; AVX-512 and NEON both have 32
 PF_LOCALITY = 2  # pw mode's prefetch of the next input depth goes to L2 (1 and 3 measured the same)
 # input bytes a position tile may read before the reduction is split into channel chunks, and the largest input a
-# row block runs through whole (all position tiles): about half of this machine's 2 MiB L2 (measured on C3D's
-# 512->512 4x14x14 layer: a 0.9 MB window plus the weights streamed by each tile ran at 0.54-0.63 of the dense
-# kernel's GFLOP/s, 0.77 split in two; its 512->512 2x7x7 layer 0.79 -> 0.86 with one group of all tiles)
+# row block runs through whole (all position tiles): about half of this machine's 2 MiB L2 (C3D's 512->512 4x14x14
+# layer, a 0.9 MB window with the weights streamed past it by every tile: 0.57 of the dense kernel's GFLOP/s in the
+# model before, 0.77-0.81 split in two; its 2x7x7 layers 0.87-0.90 before, 0.95-1.00 with one group of all tiles;
+# bench/sparse_layers.py and the sparse peer.json of commits 6ef8c09 and 5cb8937)
 WINDOW_BUDGET = 768 << 10
 PARK_LIMIT = 256 << 10  # bytes of accumulators a thread parks between reduction chunks (on its stack)
 COLUMN_BODY = 96  # FMAs of one kept column (gN x gM x V), unrolled: beyond this LLVM's code for it got 2x slower
 # (8x8 groups with V=3 against V=1, measured with `rt3d tune` on a 128->256 C3D layer)
+
+
+def _parked_bytes(blocks: int, chunks: int, gm: int, tj: int) -> int:
+    """Accumulators one thread parks between reduction chunks: a [gM, TJ] tile per row block of its chunk."""
+    return max(chunk_sizes(blocks, chunks)) * gm * tj * 4
 
 
 def _choose_v(gm: int, lanes: int, positions: int, gn: int = 4) -> int:
@@ -158,7 +164,7 @@ def sparse_plan(node: Node, lanes: int, cores: int) -> SparsePlan:
         if per_n <= WINDOW_BUDGET and JT > 1:
             # the whole input stays in cache: each row block runs through all the tiles, its weights read once
             tiles, ch = JT, min(cores, P)
-        elif window > WINDOW_BUDGET and -(-P // ch) * GM * lanes * V * 4 <= PARK_LIMIT:
+        elif window > WINDOW_BUDGET and _parked_bytes(P, ch, GM, lanes * V) <= PARK_LIMIT:
             split = -(-window // WINDOW_BUDGET)
     return dataclasses.replace(plan, default=SparseTile(V, max(1, ch), tiles, split))
 
@@ -375,7 +381,7 @@ def lower_sparse_conv3d(node: Node, target) -> Kernel:
     NS = min(max(1, tile.split), Q) if mode != "pw" else 1
     QS = -(-Q // NS)  # channel blocks per reduction chunk
     NS = -(-Q // QS)
-    if NS > 1 and max(chunk_sizes(P, CH)) * GM * TJ * 4 > PARK_LIMIT:
+    if NS > 1 and _parked_bytes(P, CH, GM, TJ) > PARK_LIMIT:
         NS, QS = 1, Q  # the parked accumulators would not fit a thread's stack
     TG = min(max(1, tile.tiles), JT) if mode != "pw" and NS == 1 else 1
     JG = -(-JT // TG)  # tile groups
@@ -404,7 +410,7 @@ def lower_sparse_conv3d(node: Node, target) -> Kernel:
     bounds = np.concatenate([[0], np.cumsum(chunk_sizes(P, CH))]).astype(np.int32)
     # reduction chunks: row block k's columns of chunk c (channel blocks c * QS ..) are cp[k * (NS + 1) + c] ..
     cp = np.zeros(P * (NS + 1), np.int32)
-    for k in range(P):
+    for k in range(P if NS > 1 else 0):
         qk = cols[indptr[k]:indptr[k + 1]] // S  # sorted: columns are packed channel block by channel block
         cp[k * (NS + 1):(k + 1) * (NS + 1)] = indptr[k] + np.searchsorted(qk, np.arange(NS + 1) * QS)
     outch = np.asarray(a.perm if a.perm else list(range(M)) + [-1] * (P * GM - M), dtype=np.int32)
@@ -647,7 +653,8 @@ def lower_sparse_conv3d(node: Node, target) -> Kernel:
         body = (f"{head}\n        for kk in range(bounds[ch], bounds[ch + 1]):\n            k: T.let = order[kk]\n"
                 f"{{prefetch}}{inner}")
     else:
-        # row block outside the group's tiles: its packed weights stay in cache while it runs through them
+        # row block outside the group's tiles: its packed weights stay in cache while it runs through them (the
+        # tile's position table is rebuilt per row block: this order is for small inputs with long row blocks)
         body = (f"        for kk in range(bounds[ch], bounds[ch + 1]):\n            k: T.let = order[kk]\n"
                 f"            for jj in range(T.min({TG}, {JT} - g * {TG})):\n"
                 f"                jt: T.let = g * {TG} + jj\n"
