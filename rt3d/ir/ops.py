@@ -228,6 +228,16 @@ def logical_shape(t: TensorType, block: int) -> tuple[int, ...]:
     return (t.shape[0], t.shape[1] * block) + t.shape[2:-1]
 
 
+def spatially_pointwise(kernel: tuple[int, ...], pad: tuple[int, ...]) -> bool:
+    """Whether an output position of a conv reads only its own position along H and W (W alone for a 1-D conv): a
+    1x1 spatial kernel without spatial padding, e.g. temporal kx1x1 and pointwise convs. ``pad`` is (begin..., end...).
+    The sparse conv3d kernel's pw mode and the cost model that predicts its speed (passes/sparse.py) both ask this."""
+    r = len(kernel)
+    inner = min(r, 2)
+    return (all(k == 1 for k in kernel[r - inner:]) and not any(pad[r - inner:r])
+            and not any(pad[2 * r - inner:2 * r]))
+
+
 def blocked_shape(shape: tuple[int, ...], block: int) -> tuple[int, ...]:
     if not block:
         return tuple(shape)

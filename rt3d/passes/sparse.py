@@ -18,7 +18,7 @@ from typing import ClassVar
 import numpy as np
 
 from ..ir import Graph
-from ..ir.ops import SparseConvAttrs
+from ..ir.ops import SparseConvAttrs, spatially_pointwise
 from ..ir.sparsity import Packed, Sparsity, block_macs, chunk_sizes, detect, pack, unpack
 from .base import Pass, PassReport, register_pass
 
@@ -53,12 +53,9 @@ def best_packing(w: np.ndarray, group: tuple[int, int], perm: tuple[int, ...] = 
 
 
 def _no_spatial_reach(node) -> bool:
-    """A 1x1 spatial kernel without spatial padding (temporal kx1x1 and pointwise convs): each output position reads
-    its own input position only (the sparse kernel's pw mode)."""
-    a = node.attrs
-    kernel = a.kernel if node.op == "sparse_conv3d" else tuple(node.inputs[1].type.shape[2:])
-    r = len(kernel)
-    return r >= 2 and all(k == 1 for k in kernel[-2:]) and not any(a.pad[r - 2:r]) and not any(a.pad[-2:])
+    """The sparse kernel's pw mode: each output position reads its own input position only."""
+    kernel = node.attrs.kernel if node.op == "sparse_conv3d" else tuple(node.inputs[1].type.shape[2:])
+    return spatially_pointwise(tuple(kernel), tuple(node.attrs.pad))
 
 
 def _sparse_weight_ok(node) -> str:

@@ -160,6 +160,22 @@ def test_cost_model_keeps_layers_the_sparse_kernel_would_slow_down():
         assert ("sparse_conv3d" in g.ops()) == sparse, (k, stride, g.ops())
 
 
+@pytest.mark.parametrize("k,pad,pw", [((3, 1, 1), (1, 0, 0, 1, 0, 0), True), ((1, 1, 1), (0,) * 6, True),
+                                       ((1, 1, 1), (0, 1, 0, 0, 1, 0), False), ((1, 1, 1), (0, 0, 0, 0, 0, 1), False),
+                                       ((1, 1, 3), (0, 0, 1, 0, 0, 1), False), ((3, 3, 3), (1,) * 6, False)])
+def test_cost_model_and_kernel_agree_on_the_pw_mode(k, pad, pw):
+    """The cost model of eliminate-kgs-columns predicts the pw mode's speed for exactly the convs the kernel runs in
+    that mode (1x1 spatial kernel, no spatial padding, even on one side only): one predicate for both."""
+    from rt3d.passes.sparse import _no_spatial_reach
+    from rt3d.targets.arm_neon.sparse_conv3d import sparse_plan
+    model, _ = conv_net(np.random.default_rng(0), 16, 16, k, (1, 1, 1), pad, (1, 1, 1), (1, 16, 4, 6, 6),
+                        Sparsity("kgs", (8, 4)), 0.5, True, "relu", False)
+    graph = rt3d.passes.run_pipeline(rt3d.import_onnx(model), always_sparse())
+    node = next(n for n in graph.nodes if n.op == "sparse_conv3d")
+    assert _no_spatial_reach(node) == pw
+    assert (sparse_plan(node, 16, 2).mode == "pw") == pw
+
+
 K3, P1 = (3, 3, 3), (1,) * 6
 PW = ((3, 1, 1), (1, 1, 1), (1, 0, 0, 1, 0, 0))  # temporal conv: no spatial reach, read tile-major
 

@@ -57,7 +57,7 @@ import tvm
 from ...errors import BuildError
 from ...ir import Node
 from ...ir.interpreter import node_out_spatial
-from ...ir.ops import logical_shape
+from ...ir.ops import logical_shape, spatially_pointwise
 from ...ir.sparsity import chunk_sizes
 from ..base import Kernel
 from .common import spatial_5d, to_5d
@@ -142,8 +142,7 @@ def sparse_plan(node: Node, lanes: int, cores: int) -> SparsePlan:
     else:
         Hf, Wf = -(-(H + pb[1] + pe[1]) // sh), -(-(W + pb[2] + pe[2]) // sw)  # a phase plane of the flat copy
     GM = a.group[0]
-    KH, KW = spatial_5d(a.kernel, 1, r)[1:]
-    if KH == KW == 1 and not any(pb[1:] + pe[1:]):
+    if spatially_pointwise(tuple(a.kernel), tuple(a.pad)):
         # no spatial reach: positions tile the output plane, read from a tile-major copy of the input
         mode, J, outer = "pw", OH * OW, N * OD
     else:
@@ -156,7 +155,7 @@ def sparse_plan(node: Node, lanes: int, cores: int) -> SparsePlan:
     ch = min(cores, P) if plan.units(lanes, V) < 4 * cores else 1
     tiles = split = 1
     if mode != "pw":
-        GN, KD = a.group[1], spatial_5d(a.kernel, 1, r)[0]
+        GN, (KD, KH, KW) = a.group[1], spatial_5d(a.kernel, 1, r)
         Cp = -(-C // GN) * GN
         per_n = Cp * sh * sw * (D + pb[0] + pe[0]) * Hf * Wf * 4  # bytes of one sample's padded copy
         window = min(per_n, Cp * KD * KH * (lanes * V + KW - 1) * 4)  # the input bytes one position tile reads
