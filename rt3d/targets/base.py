@@ -50,6 +50,7 @@ class Target:
     #                    "pyopencl": runs its OpenCL kernels through pyopencl (PoCL here)
     gpu_threads: int = 0  # GPU targets: threads per work-group of the default schedule (0: a CPU target)
     precision: str = "float32"  # "float16": the pipeline stores every tensor as float16 (to-fp16)
+    l2_bytes: int = 0  # CPU targets: one core's L2 cache, which kernels size their cache blocking by (0: unknown)
 
     def linker(self) -> str | None:
         """The compiler that links this target's libraries: the environment variable the link names (an NDK), else

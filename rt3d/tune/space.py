@@ -80,10 +80,10 @@ def conv_space(node: Node, lanes: int, max_acc: int = 28) -> list[ConvTile]:
     return [default] + rest
 
 
-def sparse_space(node: Node, lanes: int, cores: int) -> list[SparseTile]:
+def sparse_space(node: Node, lanes: int, cores: int, l2_bytes: int = 0) -> list[SparseTile]:
     """Vectors per register tile (up to the register budget) x row-block chunking, and in the flat modes x (a row
     block through all position tiles | the reduction split in 2 or 4 chunks); the default first."""
-    plan = sparse_plan(node, lanes, cores)
+    plan = sparse_plan(node, lanes, cores, l2_bytes)
     gm = node.attrs.group[0]
     blocks = len(node.attrs.kept)
     chunks = sorted({1, min(cores, blocks), min(2 * cores, blocks)})
@@ -105,7 +105,8 @@ def extract_tasks(graph, target) -> list[Task]:
             continue
         space = []
         if tunable(node) and node.op in target.lowerings:
-            space = (sparse_space(node, target.vector_lanes, target.num_cores) if node.op == "sparse_conv3d"
+            space = (sparse_space(node, target.vector_lanes, target.num_cores, target.l2_bytes)
+                     if node.op == "sparse_conv3d"
                      else conv_space(node, target.vector_lanes))
         tasks[key] = Task(key, node, 1, space, target.vector_lanes, target.num_cores)
     return list(tasks.values())

@@ -228,6 +228,24 @@ def test_split_reduction_is_declined_when_the_parked_accumulators_would_not_fit(
     assert "split=2" in small and "chunks=8" in small, small  # an eighth of the row blocks per thread chunk
 
 
+def test_loop_order_follows_the_targets_l2():
+    """The flat modes' loop order is chosen against 3/8 of a core's L2 (Target.l2_bytes): a 64-channel 3x3x3 layer
+    whose padded input (1.5 MB) fits an 8 MiB L2's share runs each row block through all position tiles; with
+    this machine's 2 MiB the tile's 115 KB window fits and the order stays plain; a 256 KiB L2 (a small phone
+    core) splits the reduction in two."""
+    from rt3d.targets.arm_neon.sparse_conv3d import sparse_plan
+    host = get_target("host")
+    model, _ = conv_net(np.random.default_rng(4), 64, 16, K3, (1, 1, 1), P1, (1, 1, 1), (1, 64, 4, 30, 30),
+                        Sparsity("kgs", (8, 4)), 0.3, False, "none", False)
+    node = next(n for n in rt3d.passes.run_pipeline(rt3d.import_onnx(model), always_sparse()).nodes
+                if n.op == "sparse_conv3d")
+    orders = {l2: sparse_plan(node, 16, 2, l2).default for l2 in (8 << 20, 2 << 20, 256 << 10)}
+    assert orders[8 << 20].tiles > 1 and orders[8 << 20].split == 1, orders
+    assert orders[2 << 20].tiles == 1 and orders[2 << 20].split == 1, orders
+    assert orders[256 << 10].tiles == 1 and orders[256 << 10].split == 2, orders
+    assert "split=2" in replace(host, vector_lanes=16, num_cores=2, l2_bytes=256 << 10).lower(node).impl
+
+
 def check_blocked_kernel(k, stride, pad, dil, cout, residual, mode, tile=None, shape=(1, 20, 5, 9, 11)):
     """Run the blocked sparse kernel of one conv on a NaN-filled output, against the interpreter."""
     import tvm

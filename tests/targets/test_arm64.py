@@ -101,6 +101,18 @@ def test_runner_reports_bad_input(tmp_path):
     assert res.returncode == 1 and "short.bin: expected" in res.stderr
 
 
+def test_arm_targets_take_the_devices_l2_from_the_environment(monkeypatch):
+    """RT3D_DEVICE_L2 sizes the ARM targets' cache blocking (default 512 KiB, a phone's big core); a value that is
+    not a size is an error naming the variable."""
+    monkeypatch.delenv("RT3D_DEVICE_L2", raising=False)
+    assert get_target("android-cpu").l2_bytes == 512 << 10
+    monkeypatch.setenv("RT3D_DEVICE_L2", "1M")
+    assert get_target("arm64-linux").l2_bytes == 1 << 20
+    monkeypatch.setenv("RT3D_DEVICE_L2", "lots")
+    with pytest.raises(rt3d.BuildError, match="RT3D_DEVICE_L2.*'lots'"):
+        get_target("arm64-linux")
+
+
 def test_android_cpu_exports_objects_without_an_ndk(tmp_path, monkeypatch):
     monkeypatch.delenv("TVM_NDK_CC", raising=False)
     data, shape = _model("c3d_small", None)

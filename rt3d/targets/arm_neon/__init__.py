@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 
 from .. import register_target
+from ...errors import BuildError
 from ..base import Target
 from .conv3d import lower_conv3d
 from .dense import lower_dense, lower_matmul
@@ -37,13 +38,42 @@ def host_lanes() -> int:
     return 4
 
 
+def parse_bytes(text: str, what: str) -> int:
+    """'512K', '2M', '1048576' (sysfs cache sizes, environment variables) as bytes."""
+    t = text.strip().upper().removesuffix("B")
+    scale = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}.get(t[-1:], 1)
+    try:
+        n = int(t[:-1] if scale > 1 else t) * scale
+    except ValueError:
+        n = -1
+    if n <= 0:
+        raise BuildError(f"{what}: expected a size such as 512K, 2M or 1048576, got {text!r}")
+    return n
+
+
+def host_l2_bytes() -> int:
+    """One core's L2 cache of this machine (Linux sysfs), 0 where it cannot be read."""
+    base = "/sys/devices/system/cpu/cpu0/cache"
+    try:
+        for index in sorted(os.listdir(base)):
+            d = os.path.join(base, index)
+            level = open(os.path.join(d, "level")).read().strip()
+            kind = open(os.path.join(d, "type")).read().strip()
+            if level == "2" and kind in ("Unified", "Data"):
+                return parse_bytes(open(os.path.join(d, "size")).read(), f"{d}/size")
+    except (OSError, BuildError):
+        pass
+    return 0
+
+
 @register_target("host")
 def host() -> Target:
     import tvm
     cpu = tvm.get_global_func("target.llvm_get_system_cpu")()
     cores = os.cpu_count() or 1
     return Target("host", {"kind": "llvm", "mcpu": cpu, "num-cores": cores}, host_lanes(), cores,
-                  runs_here=True, lowerings=dict(LOWERINGS), doc=f"this machine's CPU ({cpu}, LLVM)")
+                  runs_here=True, lowerings=dict(LOWERINGS), doc=f"this machine's CPU ({cpu}, LLVM)",
+                  l2_bytes=host_l2_bytes())
 
 
 def device_cores() -> int:
@@ -52,10 +82,17 @@ def device_cores() -> int:
     return int(os.environ.get("RT3D_DEVICE_CORES", "4"))
 
 
+def device_l2_bytes() -> int:
+    """One core's L2 cache on the device the ARM targets compile for: $RT3D_DEVICE_L2 (e.g. 256K, 1M), default
+    512 KiB (a big core of a phone SoC: Cortex-A76 to A78 have 256 or 512 KiB, X1 512 KiB or 1 MiB)."""
+    return parse_bytes(os.environ.get("RT3D_DEVICE_L2", "512K"), "RT3D_DEVICE_L2")
+
+
 def _aarch64(name: str, triple: str, doc: str, link: dict, emulate: str = "") -> Target:
     cores = device_cores()
     return Target(name, {"kind": "llvm", "mtriple": triple, "mattr": ["+neon"], "num-cores": cores}, 4, cores,
-                  runs_here=False, lowerings=dict(LOWERINGS), doc=doc, link=link, emulate=emulate)
+                  runs_here=False, lowerings=dict(LOWERINGS), doc=doc, link=link, emulate=emulate,
+                  l2_bytes=device_l2_bytes())
 
 
 @register_target("arm64-linux")

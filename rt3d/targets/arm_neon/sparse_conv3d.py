@@ -65,11 +65,12 @@ from .common import spatial_5d, to_5d
 REGISTER_TILE = 24  # accumulators (vector registers) of the micro-kernel; AVX-512 and NEON both have 32
 PF_LOCALITY = 2  # pw mode's prefetch of the next input depth goes to L2 (1 and 3 measured the same)
 # input bytes a position tile may read before the reduction is split into channel chunks, and the largest input a
-# row block runs through whole (all position tiles): about half of this machine's 2 MiB L2 (C3D's 512->512 4x14x14
-# layer, a 0.9 MB window with the weights streamed past it by every tile: 0.57 of the dense kernel's GFLOP/s in the
-# model before, 0.77-0.81 split in two; its 2x7x7 layers 0.87-0.90 before, 0.95-1.00 with one group of all tiles;
-# bench/sparse_layers.py and the sparse peer.json of commits 6ef8c09 and 5cb8937)
-WINDOW_BUDGET = 768 << 10
+# row block runs through whole (all position tiles): 3/8 of a core's L2 (Target.l2_bytes), 768 KiB of this machine's
+# 2 MiB (C3D's 512->512 4x14x14 layer, a 0.9 MB window with the weights streamed past it by every tile: 0.57 of the
+# dense kernel's GFLOP/s in the model before, 0.77-0.81 split in two; its 2x7x7 layers 0.87-0.90 before, 0.95-1.00
+# with one group of all tiles; bench/sparse_layers.py and the sparse peer.json of commits 6ef8c09 and 5cb8937)
+WINDOW_SHARE = 3 / 8
+DEFAULT_L2 = 2 << 20  # a target that does not know its L2
 PARK_LIMIT = 256 << 10  # bytes of accumulators a thread parks between reduction chunks (on its stack)
 COLUMN_BODY = 96  # FMAs of one kept column (gN x gM x V), unrolled: beyond this LLVM's code for it got 2x slower
 # (8x8 groups with V=3 against V=1, measured with `rt3d tune` on a 128->256 C3D layer)
@@ -128,8 +129,14 @@ def _shapes(node: Node) -> tuple[int, tuple[int, ...], tuple[int, ...]]:
     return len(xl) - 2, to_5d(xl), to_5d((0, 0) + tuple(node_out_spatial(node, a.out_block)))[2:]
 
 
-def sparse_plan(node: Node, lanes: int, cores: int) -> SparsePlan:
-    """Geometry of the kernel and the heuristic's tile (the default of the tuning space)."""
+def window_budget(l2_bytes: int) -> int:
+    """See WINDOW_SHARE."""
+    return int((l2_bytes or DEFAULT_L2) * WINDOW_SHARE)
+
+
+def sparse_plan(node: Node, lanes: int, cores: int, l2_bytes: int = 0) -> SparsePlan:
+    """Geometry of the kernel and the heuristic's tile (the default of the tuning space) for a target with ``lanes``
+    fp32 lanes, ``cores`` threads and ``l2_bytes`` of L2 per core (0: DEFAULT_L2)."""
     a = node.attrs
     r, (N, C, D, H, W), (OD, OH, OW) = _shapes(node)
     sd, sh, sw = spatial_5d(a.stride, 1, r)
@@ -159,12 +166,12 @@ def sparse_plan(node: Node, lanes: int, cores: int) -> SparsePlan:
         Cp = -(-C // GN) * GN
         per_n = Cp * sh * sw * (D + pb[0] + pe[0]) * Hf * Wf * 4  # bytes of one sample's padded copy
         window = min(per_n, Cp * KD * KH * (lanes * V + KW - 1) * 4)  # the input bytes one position tile reads
-        JT = -(-J // (lanes * V))
-        if per_n <= WINDOW_BUDGET and JT > 1:
+        JT, budget = -(-J // (lanes * V)), window_budget(l2_bytes)
+        if per_n <= budget and JT > 1:
             # the whole input stays in cache: each row block runs through all the tiles, its weights read once
             tiles, ch = JT, min(cores, P)
-        elif window > WINDOW_BUDGET and _parked_bytes(P, ch, GM, lanes * V) <= PARK_LIMIT:
-            split = -(-window // WINDOW_BUDGET)
+        elif window > budget and _parked_bytes(P, ch, GM, lanes * V) <= PARK_LIMIT:
+            split = -(-window // budget)
     return dataclasses.replace(plan, default=SparseTile(V, max(1, ch), tiles, split))
 
 
@@ -362,7 +369,7 @@ def lower_sparse_conv3d(node: Node, target) -> Kernel:
     P = len(a.kept)
     Cp = -(-C // GN) * GN
     Dp = D + pb[0] + pe[0]
-    plan = sparse_plan(node, L, target.num_cores)
+    plan = sparse_plan(node, L, target.num_cores, target.l2_bytes)
     mode, J = plan.mode, plan.positions
     # the flat copy is split into sh x sw phases (padded rows sh * i + ph_h, columns sw * j + ph_w), so that a
     # spatially strided conv reads consecutive positions of one phase plane; one phase at unit stride
