@@ -6,6 +6,7 @@ import os
 import shutil
 import statistics
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -83,6 +84,9 @@ class Module:
         self._library_path = library_path
         self._vm = None
         self._param_tensors = None
+        # one run at a time: two threads in the Relax VM at once crashed the process (the VM is not reentrant), and
+        # the emulated and OpenCL paths set up their artifact / launcher on first use
+        self._lock = threading.RLock()
         self._artifact_dir: Path | None = None  # an exported copy, for running under emulation
         self._tmp_artifact = None
         self.opencl_source = opencl_source  # android-gpu: the kernels' OpenCL C (kernels.cl in the artifact)
@@ -163,9 +167,14 @@ class Module:
         return out
 
     def run(self, *inputs: np.ndarray, **named: np.ndarray):
-        """Run the model; returns one array, or a list when the model has several outputs."""
-        import tvm
+        """Run the model; returns one array, or a list when the model has several outputs. Thread-safe: calls from
+        several threads run one after another."""
         arrays = self._check_inputs(inputs, named)
+        with self._lock:
+            return self._run(arrays)
+
+    def _run(self, arrays: list[np.ndarray]):
+        import tvm
         if self._emulated():
             outs, _ = self._run_emulated(arrays)
             return outs[0] if len(outs) == 1 else outs
@@ -182,9 +191,13 @@ class Module:
     def benchmark(self, *inputs: np.ndarray, repeat: int = 10, warmup: int = 2, per_layer: bool = True,
                   layer_repeat: int = 5) -> BenchmarkReport:
         """Median latency of ``repeat`` runs after ``warmup`` runs, and each kernel's median time alone."""
-        import tvm
         arrays = self._check_inputs(inputs, {}) if inputs else [
             np.random.default_rng(0).standard_normal(s["shape"]).astype(s["dtype"]) for s in self.inputs]
+        with self._lock:
+            return self._benchmark(arrays, repeat, warmup, per_layer, layer_repeat)
+
+    def _benchmark(self, arrays, repeat: int, warmup: int, per_layer: bool, layer_repeat: int) -> BenchmarkReport:
+        import tvm
         if self._emulated():
             raise Rt3dError(f"module for '{self.target}' runs here only under emulation (qemu), whose timings say "
                             "nothing about a device: benchmark it on the device with the exported runner "

@@ -78,6 +78,19 @@ def test_multiple_outputs_and_named_inputs():
     assert_close(s, exp[1])
 
 
+def test_runs_from_several_threads_get_their_own_results(small):
+    """Calls of run() from several threads at once run one after another (two threads in the Relax VM crashed the
+    process): each gets the result of its own input, the same as alone."""
+    from concurrent.futures import ThreadPoolExecutor
+    _, shape, mod = small
+    xs = [rand(*shape, seed=s) for s in range(4)]
+    alone = [mod.run(x) for x in xs]
+    assert not np.allclose(alone[0], alone[1])
+    with ThreadPoolExecutor(4) as pool:
+        for got, want in zip(pool.map(mod.run, xs * 2), alone * 2):
+            np.testing.assert_array_equal(got, want)
+
+
 def test_threads_default_to_all_cores():
     import os
     import tvm
