@@ -230,7 +230,7 @@ def _load_transposed(ind: str, at, L: int) -> tuple[list[str], list[str]]:
     return lines + [f"{ind}{name}: T.let = {e}" for name, e in lets], [name for name, _ in lets[-L:]]
 
 
-def _pw_fill(dims: dict, bi: int, L: int, dup: bool) -> list[str]:
+def _pw_fill(dims: dict, bi: int, L: int) -> list[str]:
     """Lines (inside ``for dq``, at 16 spaces) copying padded input depth dq of tile (n, jt) into ring slot
     dq % span: row c of the slot holds channel c at the tile's TJ positions, zeros for depth padding, channels past
     C and positions past J. Blocked input with b == lanes: per channel block and vector of positions, L loads of a
@@ -239,7 +239,7 @@ def _pw_fill(dims: dict, bi: int, L: int, dup: bool) -> list[str]:
     N, C, D, H, W, Cp, pd, TJ, J, OW, sh, sw, span = (dims[k] for k in (
         "N", "C", "D", "H", "W", "Cp", "pd", "TJ", "J", "OW", "sh", "sw", "span"))
     I = " " * 16
-    slots = [f"dq % {span} * {Cp * TJ}"] + ([f"(dq % {span} + {span}) * {Cp * TJ}"] if dup else [])
+    slots = [f"dq % {span} * {Cp * TJ}"]
 
     def pos(j):  # flat input position (h * W + w) of output position j of the plane
         return j if sh == sw == 1 else f"(({j}) // {OW} * {sh * W} + ({j}) % {OW} * {sw})"
@@ -395,10 +395,11 @@ def lower_sparse_conv3d(node: Node, target) -> Kernel:
         units = plan.outer * JG
     else:
         # each parallel unit (n, tile, run of output depths) keeps a ring of the input depths it needs, each a
-        # [C, TJ] slab (a column's gN channels TJ apart), written twice (slots s and s + span) so that every
-        # kernel depth is a constant offset from the first one's slot
+        # [C, TJ] slab (a column's gN channels TJ apart) in slot depth % span; a column finds its depth's slot from
+        # its kernel depth (kdo). Writing every slab twice instead (slots s and s + span, each kernel depth at a
+        # constant offset from the first one's slot) cost 3 % of R(2+1)D's 144->64 3x1x1 layer in stores.
         span = (KD - 1) * dd + 1
-        cs, dup = TJ, span > 1
+        cs = TJ
         ODC = min(OD, max(1, -(-4 * target.num_cores // (N * JT))))  # runs of output depths
         ODS = -(-OD // ODC)
         ODC = -(-OD // ODS)
@@ -407,7 +408,7 @@ def lower_sparse_conv3d(node: Node, target) -> Kernel:
     q, s = cols // S, cols % S
     kd, kh, kw = s // (KH * KW), (s // KW) % KH, s % KW
     if mode == "pw":
-        off = (kd * dd * (Cp * TJ) + q * GN * TJ).astype(np.int32)
+        off, kdo = (q * GN * TJ).astype(np.int32), (kd * dd).astype(np.int32)
     else:
         off = (q * GN * cs + ((kh * dh) % sh * sw + (kw * dw) % sw) * PS + kd * dd * plane
                + (kh * dh) // sh * Wf + (kw * dw) // sw).astype(np.int32)
@@ -422,13 +423,14 @@ def lower_sparse_conv3d(node: Node, target) -> Kernel:
     outch = np.asarray(a.perm if a.perm else list(range(M)) + [-1] * (P * GM - M), dtype=np.int32)
     wk = values.reshape(-1).astype(np.float32) if values.size else np.zeros(GN * GM, np.float32)
     off = off if off.size else np.zeros(1, np.int32)
+    kdo = (kdo if kdo.size else np.zeros(1, np.int32)) if mode == "pw" else None
 
     # the input tile: base index of the tile's first position, and the stride between positions
     if mode == "flat3":
         base = f"n * {xs} + jt * {TJ}"
         max_base = (N - 1) * xs + (JT - 1) * TJ
     elif mode == "pw":
-        base = f"od * {sd} % {span} * {Cp * TJ}"
+        base = f"od * {sd}"  # the first input depth of output depth od; a column's slot is (base + kdo) % span
         max_base = 0
     else:
         base = f"n * {xs} + od * {sd * plane} + jt * {TJ}"
@@ -594,6 +596,8 @@ def lower_sparse_conv3d(node: Node, target) -> Kernel:
         params.append(f"run0: T.Buffer(({P},), \"int32\")")
     if NS > 1:
         params.append(f"cp: T.Buffer(({cp.size},), \"int32\")")
+    if mode == "pw" and span > 1:
+        params.append(f"kdo: T.Buffer(({kdo.size},), \"int32\")")
     if has_bias:
         params.append(f"bias: T.Buffer(({M},), \"float32\")")
     if has_res:
@@ -625,8 +629,12 @@ def lower_sparse_conv3d(node: Node, target) -> Kernel:
     head = f"        xt: T.let = {base}\n{tile_text}"
     zero = (f"            for i in T.unroll({GM}):\n                for v in T.vectorized({TJ}):\n"
             "                    acc[i, v] = T.float32(0)\n")
+    if mode != "pw":
+        column_base = "xt + off[b]"
+    else:
+        column_base = f"(xt + kdo[b]) % {span} * {Cp * TJ} + off[b]" if span > 1 else "off[b]"
     columns = f'''            for b in range({{lo}}, {{hi}}):
-                xo: T.let = xt + off[b]
+                xo: T.let = {column_base}
                 for c in T.unroll({GN}):
                     for i in T.unroll({GM}):
                         for vo in T.unroll({V}):
@@ -680,12 +688,12 @@ def lower_sparse_conv3d(node: Node, target) -> Kernel:
     if mode == "pw":
         dims = dict(N=N, C=C, D=D, H=H, W=W, Cp=Cp, pd=pb[0], TJ=TJ, J=J, OW=OW, sh=sh, sw=sw, span=span)
         first = f"T.if_then_else(od == oq * {ODS}, od * {sd}, T.max(od * {sd}, (od - 1) * {sd} + {span}))"
-        body = "\n".join([f"        xp = T.decl_buffer(({(2 if dup else 1) * span * Cp * TJ},), \"float32\")",
+        body = "\n".join([f"        xp = T.decl_buffer(({span * Cp * TJ},), \"float32\")",
                           f"        for od in range(oq * {ODS}, T.min(oq * {ODS} + {ODS}, {OD})):",
                           f"            d0: T.let = {first}",
                           f"            for di in range(od * {sd} + {span} - d0):",
                           "                dq: T.let = d0 + di"]
-                         + _pw_fill(dims, bi, L, dup)
+                         + _pw_fill(dims, bi, L)
                          + ([f"            nd: T.let = (od + 1) * {sd} + {span - 1}",
                              f"            pf: T.let = od + 1 < oq * {ODS} + {ODS} and nd >= {pb[0]} and "
                              f"nd < {pb[0] + D}",
@@ -712,6 +720,8 @@ def main({", ".join(params)}):
     except Exception as e:  # a generator bug, not a user error: keep the source for the report
         raise BuildError(f"sparse_conv3d kernel generation failed for {node}: {e}\n{src}") from None
     args = [x, wk, off, indptr, order, bounds, outch] + ([run0] if fast else []) + ([cp] if NS > 1 else [])
+    if mode == "pw" and span > 1:
+        args.append(kdo)
     if has_bias:
         args.append(node.inputs[3])
     if has_res:
