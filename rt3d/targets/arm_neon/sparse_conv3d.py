@@ -239,7 +239,7 @@ def _pw_fill(dims: dict, bi: int, L: int) -> list[str]:
     N, C, D, H, W, Cp, pd, TJ, J, OW, sh, sw, span = (dims[k] for k in (
         "N", "C", "D", "H", "W", "Cp", "pd", "TJ", "J", "OW", "sh", "sw", "span"))
     I = " " * 16
-    slots = [f"dq % {span} * {Cp * TJ}"]
+    sl = f"dq % {span} * {Cp * TJ}"  # the slot's first element
 
     def pos(j):  # flat input position (h * W + w) of output position j of the plane
         return j if sh == sw == 1 else f"(({j}) // {OW} * {sh * W} + ({j}) % {OW} * {sw})"
@@ -254,9 +254,8 @@ def _pw_fill(dims: dict, bi: int, L: int) -> list[str]:
             J8, lambda t: f"xb + {pos(f'T.min(jt * {TJ} + l0 * {L} + {t}, {J - 1})')} * {bi}", L)
         lines += loads
         for c in range(L):
-            for sl in slots:
-                st = f"xp[T.Ramp({sl} + (cb * {bi} + {c}) * {TJ} + l0 * {L}, 1, {L})] = {cols[c]}"
-                lines.append(f"{J8}{st}" if (CB - 1) * bi + c < Cp else f"{J8}if cb * {bi} + {c} < {Cp}:\n{J8}    {st}")
+            st = f"xp[T.Ramp({sl} + (cb * {bi} + {c}) * {TJ} + l0 * {L}, 1, {L})] = {cols[c]}"
+            lines.append(f"{J8}{st}" if (CB - 1) * bi + c < Cp else f"{J8}if cb * {bi} + {c} < {Cp}:\n{J8}    {st}")
     else:
         if bi:
             at = (f"x[n, T.min(c, {C - 1}) // {bi}, dq - {pd}, T.min(jl // {OW}, {J // OW - 1}) * {sh}, "
@@ -266,13 +265,12 @@ def _pw_fill(dims: dict, bi: int, L: int) -> list[str]:
             at = at.replace("jl", f"(jt * {TJ} + l)")
         lines = [f"{I}if dq >= {pd} and dq < {pd + D}:", f"{I}    for c in range({Cp}):",
                  f"{I}        for l in T.vectorized({TJ}):"]
-        for sl in slots:
-            lines.append(f"{I}            xp[{sl} + c * {TJ} + l] = T.if_then_else(c < {C} and jl < {J}, {at}, "
-                         f"T.float32(0))".replace("jl", f"(jt * {TJ} + l)"))
+        lines.append(f"{I}            xp[{sl} + c * {TJ} + l] = T.if_then_else(c < {C} and jl < {J}, {at}, "
+                     f"T.float32(0))".replace("jl", f"(jt * {TJ} + l)"))
     lines.append(f"{I}else:")
     lines.append(f"{I}    for e in range({Cp * TJ // L}):")  # TJ is a multiple of L
     lines.append(f"{I}        for v in T.vectorized({L}):")
-    lines += [f"{I}            xp[{sl} + e * {L} + v] = T.float32(0)" for sl in slots]
+    lines.append(f"{I}            xp[{sl} + e * {L} + v] = T.float32(0)")
     return lines
 
 
