@@ -115,7 +115,7 @@ def cmd_run(args) -> int:
     if args.output:
         np.save(args.output, ys[0])
     if args.benchmark:
-        report = mod.benchmark(x, repeat=args.repeat, per_layer=args.per_layer)
+        report = mod.benchmark(x, repeat=args.repeat, per_layer=args.per_layer, layer_mode=args.layer_mode)
         print(report)
         if args.json:
             Path(args.json).write_text(json.dumps(report.to_json(), indent=1))
@@ -393,6 +393,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--benchmark", action="store_true", help="also time it (median latency, per-layer table)")
     r.add_argument("--repeat", type=int, default=10)
     r.add_argument("--per-layer", action="store_true", help="with --benchmark: time every kernel too")
+    r.add_argument("--layer-mode", choices=("alone", "in-model"), default="alone",
+                   help="with --per-layer: each kernel run on its own (warm), or in the model's order on the previous "
+                        "kernels' outputs (cold, as in a run: where end-to-end time goes)")
     r.add_argument("--json", help="with --benchmark: write the report as JSON here")
     r.set_defaults(fn=cmd_run)
 

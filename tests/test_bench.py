@@ -34,6 +34,21 @@ def test_peer_benchmark_harness_on_a_small_model(tmp_path, bench_module):
     assert bench_module.main(["--report-only", "--out", str(out)]) == 0
 
 
+def test_e2e_breakdown_on_a_small_model(tmp_path, bench_module):
+    """bench/e2e_breakdown.py: end to end, the kernels alone and in the model, per kernel family, dense and KGS."""
+    import e2e_breakdown
+    out = tmp_path / "results"
+    assert e2e_breakdown.main(["--models", "r2plus1d_small", "--rounds", "2", "--out", str(out),
+                               "--cache", str(tmp_path / "cache")]) == 0
+    res = json.loads((out / "e2e_breakdown.json").read_text())
+    for eng in ("rt3d", "rt3d-kgs"):
+        r = res["models"]["r2plus1d_small"][eng]
+        assert r["e2e_ms"] > 0 and r["alone_ms"] > 0 and r["in_model_ms"] > 0
+        assert sum(f["kernels"] for f in r["families"].values()) == len(r["layers"])
+    assert any(name.startswith("sparse_conv3d.") for name in res["models"]["r2plus1d_small"]["rt3d-kgs"]["families"])
+    assert "| kernel family |" in (out / "e2e_breakdown.md").read_text()
+
+
 def test_unknown_engine_is_an_error(bench_module, capsys):
     with pytest.raises(SystemExit):
         bench_module.main(["--engines", "rt3d,frobnitz"])

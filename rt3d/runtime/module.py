@@ -36,13 +36,15 @@ class LayerTime:
 
 @dataclass
 class BenchmarkReport:
-    """Median end-to-end latency over ``runs`` timed runs, plus the median time of every kernel alone."""
+    """Median end-to-end latency over ``runs`` timed runs, plus the median time of every kernel, timed alone or in
+    the model (``layer_mode``, see Module.benchmark)."""
 
     median_ms: float
     runs_ms: list[float]
     macs: int
     layers: list[LayerTime] = field(default_factory=list)
     device: str = ""  # where it ran, when not this machine's CPU (an OpenCL device)
+    layer_mode: str = "alone"
 
     def __str__(self) -> str:
         lines = [(f"device: {self.device}; kernel times are the device's own (OpenCL profiling)\n"
@@ -51,8 +53,10 @@ class BenchmarkReport:
                  f"{2 * self.macs / 1e9:.2f} GFLOP, {2 * self.macs / (self.median_ms * 1e6):.1f} GFLOP/s"]
         if self.layers:
             total = sum(lt.ms for lt in self.layers) or 1.0
-            lines.append(f"kernels timed alone: sum {total:.2f} ms; end to end adds "
-                         f"{100 * (self.median_ms - total) / self.median_ms:.1f}% (launches, cold caches)")
+            how = "alone" if self.layer_mode == "alone" else "in the model"
+            lines.append(f"kernels timed {how}: sum {total:.2f} ms; end to end adds "
+                         f"{100 * (self.median_ms - total) / self.median_ms:.1f}%"
+                         + (" (launches, cold caches)" if self.layer_mode == "alone" else ""))
             lines.append(f"{'kernel':<22}{'op':<16}{'ms':>9}{'%':>7}{'GFLOP/s':>10}  impl")
             for lt in self.layers:
                 gf = f"{lt.gflops:.1f}" if lt.macs else "-"
@@ -61,7 +65,7 @@ class BenchmarkReport:
 
     def to_json(self) -> dict:
         return {"median_ms": self.median_ms, "runs_ms": self.runs_ms, "macs": self.macs, "device": self.device,
-                "layers": [lt.__dict__ | {"gflops": lt.gflops} for lt in self.layers]}
+                "layer_mode": self.layer_mode, "layers": [lt.__dict__ | {"gflops": lt.gflops} for lt in self.layers]}
 
 
 class Module:
@@ -189,14 +193,21 @@ class Module:
         return [r.numpy() for r in res]
 
     def benchmark(self, *inputs: np.ndarray, repeat: int = 10, warmup: int = 2, per_layer: bool = True,
-                  layer_repeat: int = 5) -> BenchmarkReport:
-        """Median latency of ``repeat`` runs after ``warmup`` runs, and each kernel's median time alone."""
+                  layer_repeat: int = 5, layer_mode: str = "alone") -> BenchmarkReport:
+        """Median latency of ``repeat`` runs after ``warmup`` runs, and each kernel's median time (``per_layer``):
+        ``layer_mode="alone"``, each kernel run over and over on its own (warm caches: what the kernel can do), or
+        ``"in-model"``, the kernels run one after another in the model's order on the previous kernels' outputs,
+        ``layer_repeat`` passes, each timed where it runs (cold inputs and weights as in a real run: where the time
+        that end to end adds over the kernels alone goes). GPU modules report their device's kernel times."""
+        if layer_mode not in ("alone", "in-model"):
+            raise InputError(f"layer_mode must be 'alone' or 'in-model', got {layer_mode!r}")
         arrays = self._check_inputs(inputs, {}) if inputs else [
             np.random.default_rng(0).standard_normal(s["shape"]).astype(s["dtype"]) for s in self.inputs]
         with self._lock:
-            return self._benchmark(arrays, repeat, warmup, per_layer, layer_repeat)
+            return self._benchmark(arrays, repeat, warmup, per_layer, layer_repeat, layer_mode)
 
-    def _benchmark(self, arrays, repeat: int, warmup: int, per_layer: bool, layer_repeat: int) -> BenchmarkReport:
+    def _benchmark(self, arrays, repeat: int, warmup: int, per_layer: bool, layer_repeat: int,
+                   layer_mode: str) -> BenchmarkReport:
         import tvm
         if self._emulated():
             raise Rt3dError(f"module for '{self.target}' runs here only under emulation (qemu), whose timings say "
@@ -219,10 +230,32 @@ class Module:
             t0 = time.perf_counter()
             vm["main"](*args)
             runs.append((time.perf_counter() - t0) * 1e3)
-        report = BenchmarkReport(statistics.median(runs), runs, self.macs)
+        report = BenchmarkReport(statistics.median(runs), runs, self.macs, layer_mode=layer_mode)
         if per_layer:
-            report.layers = self._layer_times(layer_repeat)
+            report.layers = (self._layer_times(layer_repeat) if layer_mode == "alone"
+                             else self._in_model_times(args, layer_repeat))
         return report
+
+    def _in_model_times(self, args: list, passes: int) -> list[LayerTime]:
+        """Each kernel's median time over ``passes`` passes through the model in order (after one untimed pass),
+        on its real inputs: the previous kernels' outputs, the parameters (``args``: inputs then parameters)."""
+        import tvm
+        dev = tvm.cpu()
+        lib = self._kernel_library()
+        fns = [lib.get_function(layer.kernel) for layer in self.layers]
+        outs = [tvm.runtime.empty(layer.out_shape, layer.out_dtype, dev) for layer in self.layers]
+        n_in = len(self.inputs)
+        calls = [[args[i] if kind == "input" else args[n_in + i] if kind == "param" else outs[i]
+                  for kind, i in layer.args] + [outs[k]] for k, layer in enumerate(self.layers)]
+        times = [[] for _ in self.layers]
+        for p in range(passes + 1):
+            for k, (f, call) in enumerate(zip(fns, calls)):
+                t0 = time.perf_counter()
+                f(*call)
+                if p:
+                    times[k].append((time.perf_counter() - t0) * 1e3)
+        return [LayerTime(layer.kernel, layer.op, layer.impl, statistics.median(ts), layer.macs, layer.node)
+                for layer, ts in zip(self.layers, times)]
 
     def _layer_times(self, repeat: int) -> list[LayerTime]:
         import tvm

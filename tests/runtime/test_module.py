@@ -68,6 +68,18 @@ def test_benchmark_report(small):
     assert json.loads(json.dumps(rep.to_json()))["layers"][0]["kernel"] == "k000_conv3d"
 
 
+def test_benchmark_times_kernels_in_the_model(small):
+    """layer_mode="in-model" times every kernel in the model's order on the previous kernels' outputs; the same
+    kernels as alone, each with a time; a mode that does not exist is an input error naming it."""
+    _, shape, mod = small
+    rep = mod.benchmark(rand(*shape), repeat=2, warmup=1, layer_repeat=2, layer_mode="in-model")
+    assert [lt.kernel for lt in rep.layers] == [layer.kernel for layer in mod.layers]
+    assert all(lt.ms > 0 for lt in rep.layers) and rep.layer_mode == "in-model"
+    assert "kernels timed in the model" in str(rep) and rep.to_json()["layer_mode"] == "in-model"
+    with pytest.raises(rt3d.InputError, match="'chained'"):
+        mod.benchmark(rand(*shape), layer_mode="chained")
+
+
 def test_multiple_outputs_and_named_inputs():
     m = make_model([N("Relu", ["a"], ["r"]), N("Add", ["a", "b"], ["s"])], {"a": (2, 3), "b": (2, 3)}, ["r", "s"])
     mod = rt3d.build(m)
