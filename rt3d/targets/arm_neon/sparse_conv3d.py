@@ -206,28 +206,33 @@ def _activation(expr: str, act: str, params: tuple, lanes: int) -> str:
     return expr
 
 
-def _transpose(rows: list[str], L: int) -> list[tuple[str, str]]:
-    """(name, expression) lets transposing L vectors of L lanes (L a power of two) with log2(L) rounds of
-    two-vector interleaves, each one shuffle instruction (vpermt2ps on AVX-512, zip1/zip2 on NEON); the last L
-    names hold the columns in order."""
-    lets, cur, h = [], list(rows), L // 2
-    for s in range(L.bit_length() - 1):
-        for i in range(h):
-            a, b = cur[i], cur[i + h]
-            for part, lo in (("lo", 0), ("hi", h)):
-                name = f"t{s}_{2 * i + (part == 'hi')}"
-                idx = ", ".join(f"{lo + k // 2 + (L if k % 2 else 0)}" for k in range(L))
-                lets.append((name, f"T.Shuffle([{a}, {b}], [{idx}])"))
-        cur = [f"t{s}_{i}" for i in range(L)]
-    return lets
-
-
 def _load_transposed(ind: str, at, L: int) -> tuple[list[str], list[str]]:
-    """Lines (at indentation ``ind``) loading L vectors ``xf[at(t) .. at(t) + L]`` (the L channels of position t of
-    a blocked input) and transposing them in registers; and the names of the L results (channel c's L positions)."""
-    lines = [f"{ind}r{t}: T.let = xf[T.Ramp({at(t)}, 1, {L})]" for t in range(L)]
-    lets = _transpose([f"r{t}" for t in range(L)], L)
-    return lines + [f"{ind}{name}: T.let = {e}" for name, e in lets], [name for name, _ in lets[-L:]]
+    """Lines (at indentation ``ind``) loading the L channels of L positions of a blocked input (``xf[at(t) ..
+    at(t) + L]`` for position t) and transposing them in registers; and the names of the L results (channel c's L
+    positions). The loads are half vectors paired up, [position k | position k + L/2] of the lower channels and of
+    the upper ones, so that one round of the transpose is done by the loads (a 256-bit insert, which need not use
+    the shuffle port) and log2(L/2) rounds of interleaves within halves finish it: 48 shuffles instead of 64 for
+    16 x 16 (an L x L transpose of whole rows takes log2(L) rounds)."""
+    H = L // 2
+    lines = []
+    for part, c0 in (("a", 0), ("b", H)):
+        for k in range(H):
+            lo, hi = f"xf[T.Ramp({at(k)} + {c0}, 1, {H})]", f"xf[T.Ramp({at(k + H)} + {c0}, 1, {H})]"
+            lines.append(f"{ind}{part}0_{k}: T.let = T.Shuffle([{lo}, {hi}], [{', '.join(map(str, range(L)))}])")
+    cols = []
+    for part in "ab":
+        cur, h2 = [f"{part}0_{k}" for k in range(H)], H // 2
+        for s in range(H.bit_length() - 1):
+            nxt = [""] * H
+            for i in range(h2):
+                for j, off in ((2 * i, 0), (2 * i + 1, H // 2)):  # lower / upper quarter of each half, interleaved
+                    idx = [(L if k % 2 else 0) + hf * H + off + k // 2 for hf in range(2) for k in range(H)]
+                    nxt[j] = f"{part}{s + 1}_{j}"
+                    lines.append(f"{ind}{nxt[j]}: T.let = T.Shuffle([{cur[i]}, {cur[i + h2]}], "
+                                 f"[{', '.join(map(str, idx))}])")
+            cur = nxt
+        cols += cur
+    return lines, cols
 
 
 def _pw_fill(dims: dict, bi: int, L: int) -> list[str]:
