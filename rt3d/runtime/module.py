@@ -238,7 +238,8 @@ class Module:
 
     def _in_model_times(self, args: list, passes: int) -> list[LayerTime]:
         """Each kernel's median time over ``passes`` passes through the model in order (after one untimed pass),
-        on its real inputs: the previous kernels' outputs, the parameters (``args``: inputs then parameters)."""
+        on its real inputs: the previous kernels' outputs, the parameters (``args``: inputs then parameters). Every
+        kernel writes a buffer of its own (the VM shares storage between values), so this holds all activations."""
         import tvm
         dev = tvm.cpu()
         lib = self._kernel_library()
