@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .graph import Graph, Node
+from .graph import Graph, Node, sep_nodes
 
 
 def node_macs(node: Node) -> int:
@@ -25,6 +25,8 @@ def node_macs(node: Node) -> int:
         out = node.output.type.shape
         spatial = out[2:-1] if node.attrs.out_block else out[2:]
         return int(np.prod(spatial, dtype=np.int64)) * out[0] * per
+    if node.op == "sparse_sep_conv3d":
+        return sum(node_macs(n) for n in sep_nodes(node))
     if node.op == "dense":
         return int(np.prod(node.output.type.shape, dtype=np.int64)) * node.inputs[0].type.shape[1]
     if node.op == "matmul":

@@ -75,6 +75,19 @@ class Node:
     __repr__ = __str__
 
 
+def sep_nodes(node: Node) -> tuple[Node, Node]:
+    """The two sparse_conv3d nodes a sparse_sep_conv3d computes, the intermediate tensor a Value of its own (not in
+    any graph): what the interpreter, the FLOPs counter and the kernel generator work from."""
+    from .ops import OPS, sep_parts, sep_split_inputs
+    a1, a2 = sep_parts(node.attrs)
+    i1, i2 = sep_split_inputs(node.attrs, node.inputs)
+    first, _, second = node.name.partition("+")
+    mid = Value(f"{node.output.name}.mid", OPS["sparse_conv3d"].infer([v.type for v in i1], a1))
+    n1 = Node("sparse_conv3d", i1, a1, mid, first)
+    mid.node = n1
+    return n1, Node("sparse_conv3d", [mid] + i2, a2, node.output, second or first)
+
+
 class Graph:
     """A dataflow graph in topological order. ``print(graph)`` shows its text form."""
 

@@ -10,7 +10,7 @@ from typing import Callable
 import numpy as np
 
 from ..errors import InputError, IRError
-from .graph import Graph, Node
+from .graph import Graph, Node, sep_nodes
 from .ops import Epilogue, epilogue_inputs
 
 KERNELS: dict[str, Callable] = {}
@@ -103,6 +103,14 @@ def _sparse_conv(node: Node, args):
     y = _conv_plain(SimpleNamespace(attrs=ca), [x, w] + rest,
                     (x.shape[0], a.filters) + node_out_spatial(node, a.out_block))
     return to_blocked(y, a.out_block) if a.out_block else y
+
+
+@kernel("sparse_sep_conv3d")
+def _sparse_sep_conv(node: Node, args):
+    """The two sparse convs one after the other."""
+    n1, n2 = sep_nodes(node)
+    k = len(n1.inputs)
+    return _sparse_conv(n2, [_sparse_conv(n1, list(args[:k]))] + list(args[k:]))
 
 
 def node_out_spatial(node: Node, block: int) -> tuple[int, ...]:

@@ -6,6 +6,7 @@ attributes have one entry per spatial dim. Convolution and dense carry a fused e
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, fields
 from typing import Callable
 
@@ -67,6 +68,47 @@ class SparseConvAttrs(Epilogue):
     # zero-filled tail included, and the packed columns address them as channels
     in_block: int = 0
     out_block: int = 0
+
+
+@dataclass(frozen=True)
+class SparseSepConvAttrs(SparseConvAttrs):
+    """Two sparse convs as one op: the first (the ``first_*`` fields, reading the input in layout ``in_block``)
+    produces a tensor in layout ``mid_block`` that only the second (the inherited fields, writing ``out_block``)
+    reads; the kernel never writes it. Made by the fuse-sep-convs pass from R(2+1)D's (2+1)D and S3D's separable
+    convs (a 1xkxk conv, then a kx1x1 one). Inputs: x, values1, cols1, bias1 (when first_bias), values2, cols2,
+    bias2?, residual?"""
+
+    first_filters: int = 0
+    first_kernel: tuple[int, ...] = (1, 1, 1)
+    first_stride: tuple[int, ...] = (1, 1, 1)
+    first_pad: tuple[int, ...] = (0, 0, 0, 0, 0, 0)
+    first_dilation: tuple[int, ...] = (1, 1, 1)
+    first_group: tuple[int, ...] = (8, 4)
+    first_kept: tuple[int, ...] = ()
+    first_order: tuple[int, ...] = ()
+    first_perm: tuple[int, ...] = ()
+    first_act: str = "none"
+    first_act_params: tuple[float, ...] = ()
+    first_sparsity: str = ""
+    first_bias: bool = False
+    mid_block: int = 0
+
+
+def sep_parts(a: SparseSepConvAttrs) -> tuple[SparseConvAttrs, SparseConvAttrs]:
+    """The attributes of the two sparse convs a sparse_sep_conv3d computes."""
+    first = SparseConvAttrs(act=a.first_act, act_params=a.first_act_params, stride=a.first_stride, pad=a.first_pad,
+                            dilation=a.first_dilation, kernel=a.first_kernel, filters=a.first_filters,
+                            sparsity=a.first_sparsity, group=a.first_group, kept=a.first_kept, order=a.first_order,
+                            perm=a.first_perm, in_block=a.in_block, out_block=a.mid_block)
+    second = SparseConvAttrs(**{f.name: getattr(a, f.name) for f in fields(SparseConvAttrs)})
+    return first, dataclasses.replace(second, in_block=a.mid_block)
+
+
+def sep_split_inputs(a: SparseSepConvAttrs, inputs: list) -> tuple[list, list]:
+    """A sparse_sep_conv3d's inputs split into the first conv's (x, values, cols, bias?) and the second's
+    (values, cols, bias?, residual?: its input, the intermediate tensor, is not among them)."""
+    k = 3 + int(a.first_bias)
+    return list(inputs[:k]), list(inputs[k:])
 
 
 @dataclass(frozen=True)
@@ -238,6 +280,28 @@ def spatially_pointwise(kernel: tuple[int, ...], pad: tuple[int, ...]) -> bool:
             and not any(pad[2 * r - inner:2 * r]))
 
 
+def sep_pair_problem(first: "SparseConvAttrs", second: "SparseConvAttrs", lanes: int) -> str:
+    """Why two sparse convs, ``first`` feeding ``second``, cannot be one sparse_sep_conv3d ("" when they can): the
+    first must be a 3-D conv without reach or stride along depth and at unit spatial stride (1xkxk), reading a
+    plain input or one blocked by ``lanes`` channels, with no residual; the second a kx1x1 (or 1x1x1) conv at unit
+    spatial stride. These are R(2+1)D's (2+1)D and S3D's separable convs, except where they downsample; what the fused
+    kernel (targets/arm_neon/sparse_conv3d.py) supports."""
+    if len(first.kernel) != 3 or len(second.kernel) != 3:
+        return "not 3-D convs"
+    if first.kernel[0] != 1 or first.pad[0] or first.pad[3] or tuple(first.stride) != (1, 1, 1):
+        return (f"the first conv ({'x'.join(map(str, first.kernel))}, stride {list(first.stride)}) reaches or "
+                "strides along depth, or strides spatially")
+    if spatially_pointwise(tuple(first.kernel), tuple(first.pad)):
+        return "the first conv is spatially pointwise"
+    if first.in_block not in (0, lanes):
+        return f"the first conv's input is blocked by {first.in_block} channels, not {lanes}"
+    if first.residual:
+        return "the first conv adds a residual"
+    if not spatially_pointwise(tuple(second.kernel), tuple(second.pad)) or tuple(second.stride[1:]) != (1, 1):
+        return "the second conv is not a kx1x1 conv at unit spatial stride"
+    return ""
+
+
 def blocked_shape(shape: tuple[int, ...], block: int) -> tuple[int, ...]:
     if not block:
         return tuple(shape)
@@ -309,6 +373,21 @@ def _sparse_conv(ts: list[TensorType], a: SparseConvAttrs) -> TensorType:
     if has_res:
         _check(broadcast(out, ts[-1].shape) == out, f"residual {ts[-1]} does not match output {list(out)}")
     return TensorType(out, x.dtype)
+
+
+def _sep_arity(a: SparseSepConvAttrs) -> tuple[int, ...]:
+    n = 5 + int(a.first_bias) + int(a.residual)
+    return (n, n + 1)
+
+
+@register("sparse_sep_conv3d", SparseSepConvAttrs, arity=_sep_arity,
+          doc="sparse_sep_conv3d(x, values1, cols1, bias1?, values2, cols2, bias2?, residual?): two sparse convs, "
+              "the intermediate tensor never written (fuse-sep-convs)")
+def _sparse_sep_conv(ts: list[TensorType], a: SparseSepConvAttrs) -> TensorType:
+    first, second = sep_parts(a)
+    t1, t2 = sep_split_inputs(a, ts)
+    mid = _sparse_conv(t1, first)
+    return _sparse_conv([mid] + t2, second)
 
 
 @register("to_blocked", LayoutAttrs, arity=1, doc="NC(D)HW -> NC(D)HW{b}c, zero-filling channels up to a multiple of b")

@@ -4,6 +4,9 @@ detect-sparsity        annotate each conv3d whose zeros follow a Filter / Vanill
 eliminate-kgs-columns  replace an annotated conv3d by sparse_conv3d over a packed weight: for every row block of gM
                        filters only its kept (channel block, kernel position) columns, as a dense [kept, gN, gM]
                        array plus a column list, so the kernel's inner loop is a dense gM x gN x vector micro-kernel.
+fuse-sep-convs         make one sparse_sep_conv3d of a 1xkxk sparse conv and the kx1x1 sparse conv that alone reads
+                       its output (R(2+1)D, S3D), where that output would not stay in cache: the fused kernel
+                       computes the first conv's output for a position tile into the second one's depth ring.
 reorder-kernel-groups  choose the filter permutation and the row-block order of each sparse_conv3d: filters with the
                        same kept pattern share row blocks (Filter pruning leaves whole blocks empty), row blocks are
                        dealt to thread chunks of equal work, and consecutive blocks share columns (input reuse).
@@ -18,7 +21,7 @@ from typing import ClassVar
 import numpy as np
 
 from ..ir import Graph
-from ..ir.ops import SparseConvAttrs, spatially_pointwise
+from ..ir.ops import SparseConvAttrs, SparseSepConvAttrs, sep_pair_problem, spatially_pointwise
 from ..ir.sparsity import Packed, Sparsity, block_macs, chunk_sizes, detect, pack, unpack
 from .base import Pass, PassReport, register_pass
 
@@ -224,3 +227,61 @@ class ReorderKernelGroups(Pass):
             work.append(sum(kept[b] for b in order[i:i + sz]))
             i += sz
         return f" (work per chunk {min(work)}..{max(work)} columns)"
+
+
+@register_pass
+@dataclass(frozen=True)
+class FuseSepConvs(Pass):
+    """Fuse a sparse conv into the sparse conv that alone reads its output, as one sparse_sep_conv3d, when the
+    pair is one the fused kernel supports (rt3d.ir.ops.sep_pair_problem) and worth it: the intermediate tensor is
+    at least twice the L2 (it would go to memory and come back; the second conv's ring fill is where R(2+1)D's
+    temporal convs lost a fifth of their time in the model) and the first conv's packed weights fit the share of
+    the L2 a tile's working set gets (every position tile at every depth reads all of them; the unfused kernel's
+    plan can stream them past many tiles instead). bench/sep_pairs.py times pairs fused and not on this machine's
+    2 MiB L2: R(2+1)D's 64->144->64 pair at 16x56x56 and S3D's 64->192->192 one at 8x56x56 are faster fused,
+    R(2+1)D's 256->576->256 pair at 4x14x14 (1.6 MB of weights, 1.8 MB in between) slower."""
+
+    name: ClassVar[str] = "fuse-sep-convs"
+    lanes: int = 16  # the target's fp32 vector lanes: the first conv's input must be blocked by them
+    l2: int = 0  # bytes of one core's L2 (0: 2 MiB)
+    cost_model: bool = True  # false: fuse every pair the kernel supports (tests)
+
+    def apply(self, graph: Graph, report: PassReport) -> Graph:
+        l2 = self.l2 or (2 << 20)
+        users = graph.users()
+        done = 0
+        for node in graph:
+            prod = node.inputs[0].node if node.op == "sparse_conv3d" else None
+            if prod is None or prod.op != "sparse_conv3d" or prod not in graph.nodes:
+                continue
+            pair = f"%{prod.output.name} -> %{node.output.name}"
+            mid = prod.output
+            mid_bytes = int(np.prod(mid.type.shape)) * 4
+            w_bytes = sum(v.data.nbytes for v in prod.inputs[1:3] if v.data is not None)
+            why = ("the intermediate has other users" if len(users.get(mid, [])) != 1 or mid in graph.outputs
+                   else sep_pair_problem(prod.attrs, node.attrs, self.lanes))
+            if not why and self.cost_model and mid_bytes < 2 * l2:
+                why = f"the intermediate ({mid_bytes / 2**20:.1f} MiB) stays in cache"
+            if not why and self.cost_model and w_bytes > l2 * 3 // 8:
+                why = f"the first conv's packed weights ({w_bytes >> 10} KiB) do not fit 3/8 of the L2"
+            if why:
+                report.note(f"{pair} not fused: {why}")
+                continue
+            a1, a2 = prod.attrs, node.attrs
+            node.attrs = SparseSepConvAttrs(
+                **{f: getattr(a2, f) for f in SparseConvAttrs.__dataclass_fields__}
+                | {"in_block": a1.in_block, "mid_block": a2.in_block, "first_filters": a1.filters,
+                   "first_kernel": a1.kernel, "first_stride": a1.stride, "first_pad": a1.pad,
+                   "first_dilation": a1.dilation, "first_group": a1.group, "first_kept": a1.kept,
+                   "first_order": a1.order, "first_perm": a1.perm, "first_act": a1.act,
+                   "first_act_params": a1.act_params, "first_sparsity": a1.sparsity,
+                   "first_bias": len(prod.inputs) == 4})
+            node.op = "sparse_sep_conv3d"
+            node.inputs = list(prod.inputs) + node.inputs[1:]
+            node.name = f"{prod.name}+{node.name}"
+            graph.nodes.remove(prod)
+            graph.retype(node)
+            done += 1
+            report.note(f"{pair}: fused ({mid_bytes / 2**20:.1f} MiB not written)")
+        report.note(f"{done} pair(s) fused")
+        return graph

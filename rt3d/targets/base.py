@@ -71,6 +71,8 @@ class Target:
         sparse = (f"detect-sparsity,{eliminate},reorder-kernel-groups{{threads={self.num_cores}}},"
                   if "sparse_conv3d" in self.lowerings else "")
         block = f"block-layout{{block={self.vector_lanes}}}," if not self.gpu_threads else ""  # GPUs: plain NCDHW
+        if "sparse_sep_conv3d" in self.lowerings:
+            block += f"fuse-sep-convs{{lanes={self.vector_lanes},l2={self.l2_bytes}}},"
         fp16 = "to-fp16," if self.precision == "float16" else ""
         return f"fold-constants,fold-bn,fuse,{sparse}{block}{fp16}dce"
 

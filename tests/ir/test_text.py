@@ -11,7 +11,7 @@ from rt3d.errors import IRError
 from rt3d.ir import Graph, TensorType, parse_graph, run_graph, verify
 from rt3d.ir.ops import (AxisAttrs, BatchNormAttrs, BlockAttrs, ClipAttrs, ConvAttrs, DenseAttrs, LayoutAttrs,
                          LeakyReluAttrs, PadAttrs, PoolAttrs, ReduceAttrs, ReshapeAttrs, SparseConvAttrs,
-                         TransposeAttrs)
+                         SparseSepConvAttrs, TransposeAttrs)
 
 GOLDEN = Path(__file__).parent / "golden"
 
@@ -60,7 +60,20 @@ def every_op_graph() -> Graph:
     sc = g.add("sparse_conv3d", [x, g.add_const("conv2.kgs", pk.values), g.add_const("conv2.cols", pk.cols), b],
                SparseConvAttrs(pad=(1, 1, 1, 1, 1, 1), kernel=(3, 3, 3), filters=8, sparsity="kgs(4x2)",
                                group=(4, 2), kept=pk.kept, order=(1, 0), perm=pk.perm, act="relu"))
-    g.outputs = [sm, mm, fb, sc]
+    # a sparse (2+1)D pair fused into one op (fuse-sep-convs): 1x3x3 then 3x1x1, blocked by 4, never writing the
+    # intermediate tensor
+    w1 = f(8, 4, 1, 3, 3) * random_mask((8, 4, 1, 3, 3), Sparsity("kgs", (4, 2)), 0.5, np.random.default_rng(2))
+    w2 = f(8, 8, 3, 1, 1) * random_mask((8, 8, 3, 1, 1), Sparsity("kgs", (4, 2)), 0.5, np.random.default_rng(3))
+    p1, p2 = pack(w1, (4, 2)), pack(w2, (4, 2))
+    ss = g.add("sparse_sep_conv3d", [xb, g.add_const("sep.kgs1", p1.values), g.add_const("sep.cols1", p1.cols), b,
+                                     g.add_const("sep.kgs2", p2.values), g.add_const("sep.cols2", p2.cols)],
+               SparseSepConvAttrs(pad=(1, 0, 0, 1, 0, 0), kernel=(3, 1, 1), filters=8, sparsity="kgs(4x2)",
+                                  group=(4, 2), kept=p2.kept, in_block=4, out_block=4, act="relu",
+                                  first_filters=8, first_kernel=(1, 3, 3), first_pad=(0, 1, 1, 0, 1, 1),
+                                  first_group=(4, 2), first_kept=p1.kept, first_act="relu",
+                                  first_sparsity="kgs(4x2)", first_bias=True, mid_block=4))
+    sf = g.add("from_blocked", [ss], LayoutAttrs(block=4, channels=8))
+    g.outputs = [sm, mm, fb, sc, sf]
     return verify(g)
 
 

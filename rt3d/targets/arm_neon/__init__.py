@@ -10,11 +10,12 @@ from .conv3d import lower_conv3d
 from .dense import lower_dense, lower_matmul
 from .injective import (lower_activation, lower_batch_norm, lower_binary, lower_concat, lower_from_blocked, lower_pad,
                         lower_reshape, lower_to_blocked, lower_transpose)
-from .sparse_conv3d import lower_sparse_conv3d
+from .sparse_conv3d import lower_sparse_conv3d, lower_sparse_sep_conv3d
 from .pool import lower_global_avg_pool, lower_pool, lower_reduce_mean, lower_softmax
 
 LOWERINGS = {
-    "conv3d": lower_conv3d, "sparse_conv3d": lower_sparse_conv3d, "dense": lower_dense, "matmul": lower_matmul,
+    "conv3d": lower_conv3d, "sparse_conv3d": lower_sparse_conv3d, "sparse_sep_conv3d": lower_sparse_sep_conv3d,
+    "dense": lower_dense, "matmul": lower_matmul,
     "batch_norm": lower_batch_norm, "relu": lower_activation, "clip": lower_activation,
     "leaky_relu": lower_activation, "sigmoid": lower_activation,
     "add": lower_binary, "sub": lower_binary, "mul": lower_binary, "div": lower_binary,

@@ -16,6 +16,11 @@ its own kept columns ``indptr[k] .. indptr[k+1]``. Layout and loop nest (the rec
     ring of the input depths it needs as [C, TJ] slabs, filled one new depth per output depth and prefetched one
     depth ahead. A whole-tensor padded copy read back by 8+ row blocks made these layers memory-bound (0.19 of the
     dense kernel's GFLOP/s on R(2+1)D's 144->64 3x1x1 layer; 0.70 with the ring, 0.9-1.0 on S3D's 1x1x1 layers);
+  * sep mode (sparse_sep_conv3d, made by fuse-sep-convs): a 1xkxk sparse conv and the pw-mode conv that alone
+    reads its output, as one kernel: positions tile the first conv's padded plane (as flat2), and each ring slot is
+    filled by computing the first conv (bias, activation) for the tile at that depth from its padded input copy,
+    one contiguous row per filter, so the intermediate tensor is never written or read back (R(2+1)D's 144-channel
+    16x56x56 one is 29 MB; its temporal convs lost a fifth of their time in the model reading it back);
   * register tile: the gM filters of a row block x V vectors of positions (24 accumulators for 8 filters);
   * per kept column: one int32 input offset (channel block, kd, kh, kw), then gN channels x gM filters x V vectors
     of FMAs with the weights broadcast from the packed [kept, gN, gM] array;
@@ -56,8 +61,9 @@ import tvm
 
 from ...errors import BuildError
 from ...ir import Node
+from ...ir.graph import sep_nodes
 from ...ir.interpreter import node_out_spatial
-from ...ir.ops import logical_shape, spatially_pointwise
+from ...ir.ops import logical_shape, sep_pair_problem, spatially_pointwise
 from ...ir.sparsity import chunk_sizes
 from ..base import Kernel
 from .common import spatial_5d, to_5d
@@ -346,9 +352,114 @@ def _flat_pad(g: dict, bi: int, L: int) -> str:
     return "\n".join(lines) + "\n"
 
 
-def lower_sparse_conv3d(node: Node, target) -> Kernel:
+@dataclass
+class _FirstStage:
+    """The first conv of a fused pair: its padded input copy (xq, made before the parallel loop as the flat modes
+    make theirs), its build-time arrays and the lines that compute its output for one position tile at one depth
+    into a ring slot of the second conv."""
+
+    params: list[str]
+    args: list
+    prologue: str  # allocation, padding stage and slack of xq
+    fill: list[str]  # inside ``for dq`` (16 spaces): slot dq % span of the ring xp <- the first conv at depth dq
+    init: list[str]  # once per parallel unit (8 spaces): the ring rows no filter of the first conv writes, zeroed
+    impl: str
+
+
+def _first_stage(pre: Node, target, TJ: int, V: int, Hf: int, Wf: int, ring: dict) -> _FirstStage:
+    a = pre.attrs
+    L = target.vector_lanes
+    values, cols = pre.inputs[1].data, pre.inputs[2].data
+    if values is None or cols is None:
+        raise BuildError(f"sparse_conv3d needs its packed weights as constants with data: {pre}")
+    has_bias = len(pre.inputs) == 4
+    r, (N, C, D, H, W), (OD, OH, OW) = _shapes(pre)
+    _, KH, KW = spatial_5d(a.kernel, 1, r)
+    _, dh, dw = spatial_5d(a.dilation, 1, r)
+    pb = spatial_5d(a.pad[:r], 0, r)
+    GM, GN = a.group
+    P, M = len(a.kept), a.filters
+    Cp = -(-C // GN) * GN
+    plane = Hf * Wf
+    cs = D * plane  # one channel of the padded copy (no depth padding: the first conv has no depth reach)
+    xs = Cp * cs
+    JT = -(-((OH - 1) * Wf + OW) // TJ)
+    q, s = cols // (KH * KW), cols % (KH * KW)
+    off = (q * GN * cs + s // KW * dh * Wf + s % KW * dw).astype(np.int32)
+    off = off if off.size else np.zeros(1, np.int32)
+    indptr = np.concatenate([[0], np.cumsum(a.kept)]).astype(np.int32)
+    order = np.asarray(a.order if a.order else range(P), dtype=np.int32)
+    outch = np.asarray(a.perm if a.perm else list(range(M)) + [-1] * (P * GM - M), dtype=np.int32)
+    wk = values.reshape(-1).astype(np.float32) if values.size else np.zeros(GN * GM, np.float32)
+    max_read = (N - 1) * xs + (D - 1) * plane + (JT - 1) * TJ + TJ - 1 + int(off.max()) + (GN - 1) * cs
+    total = max(N * xs, max_read + 1)
+    geo = dict(N=N, C=C, D=D, H=H, W=W, Cp=Cp, Dp=D, Hf=Hf, Wf=Wf, sh=1, sw=1, pb=pb, r=r)
+    prologue = (f"    xq = T.alloc_buffer(({total},), \"float32\")\n"
+                + _flat_pad(geo, a.in_block, L).replace("xp[", "xq[").replace("xp.access_ptr", "xq.access_ptr")
+                + (f"    for e in range({total - N * xs}):\n        xq[{N * xs} + e] = T.float32(0)\n"
+                   if total > N * xs else ""))
+    span, Cr, pd, Dm = ring["span"], ring["Cp"], ring["pd"], ring["D"]
+    if Dm != D or Cr < M:
+        raise BuildError(f"fused sparse convs: {pre} does not produce the second conv's input")
+    bias = " + bias1[oc1]" if has_bias else ""
+    act = _activation(f"(acc1[i, v]{bias})", a.act, tuple(a.act_params), 1)
+    I = " " * 16
+    sl = f"dq % {span} * {Cr * TJ}"
+    fill = [f"{I}if dq >= {pd} and dq < {pd + Dm}:",
+            f"{I}    xt1: T.let = n * {xs} + (dq - {pd}) * {plane} + jt * {TJ}",
+            f"{I}    for kk1 in range({P}):",
+            f"{I}        k1: T.let = order1[kk1]",
+            f"{I}        for i in T.unroll({GM}):",
+            f"{I}            for v in T.vectorized({TJ}):",
+            f"{I}                acc1[i, v] = T.float32(0)",
+            f"{I}        for b in range(indptr1[k1], indptr1[k1 + 1]):",
+            f"{I}            xo1: T.let = xt1 + off1[b]",
+            f"{I}            for c in T.unroll({GN}):",
+            f"{I}                for i in T.unroll({GM}):",
+            f"{I}                    for vo in T.unroll({V}):",
+            f"{I}                        for vi in T.vectorized({L}):",
+            f"{I}                            acc1[i, vo * {L} + vi] = acc1[i, vo * {L} + vi] + "
+            f"wk1[(b * {GN} + c) * {GM} + i] * xq[xo1 + c * {cs} + vo * {L} + vi]",
+            # row i of the block is channel outch1[..] of the ring slot: one contiguous row per filter
+            f"{I}        for i in range({GM}):",
+            f"{I}            oc1: T.let = outch1[k1 * {GM} + i]",
+            f"{I}            if oc1 >= 0:",
+            f"{I}                for v in T.vectorized({TJ}):",
+            f"{I}                    xp[{sl} + oc1 * {TJ} + v] = {act}",
+            f"{I}else:",
+            f"{I}    for e in range({Cr * TJ // L}):",
+            f"{I}        for v in T.vectorized({L}):",
+            f"{I}            xp[{sl} + e * {L} + v] = T.float32(0)"]
+    init = []
+    if Cr > M:  # ring rows of the channels past M (the second conv's padded channels) stay zero
+        init = [f"        for e in range({span}):", f"            for c in range({M}, {Cr}):",
+                f"                for v in T.vectorized({TJ}):",
+                f"                    xp[e * {Cr * TJ} + c * {TJ} + v] = T.float32(0)"]
+    params = [f"wk1: T.Buffer(({wk.size},), \"float32\")", f"off1: T.Buffer(({off.size},), \"int32\")",
+              f"indptr1: T.Buffer(({P + 1},), \"int32\")", f"order1: T.Buffer(({P},), \"int32\")",
+              f"outch1: T.Buffer(({P * GM},), \"int32\")"]
+    args = [wk, off, indptr, order, outch]
+    if has_bias:
+        params.append(f"bias1: T.Buffer(({M},), \"float32\")")
+        args.append(pre.inputs[3])
+    dens = sum(a.kept) / max(1, P * (Cp // GN) * KH * KW)
+    impl = f"{a.sparsity or 'kgs'} {'x'.join(map(str, a.kernel))} kept={dens:.0%}"
+    return _FirstStage(params, args, prologue, fill, init, impl)
+
+
+def lower_sparse_conv3d(node: Node, target, pre: Node | None = None) -> Kernel:
+    """The sparse conv kernel of ``node``; with ``pre``, the fused kernel of the sparse conv ``pre`` followed by
+    ``node`` (a pair that rt3d.ir.ops.sep_pair_problem accepts; node's input is pre's output, which the kernel never
+    writes): the pw mode's ring slots are filled by computing pre's output for the tile at that depth instead of
+    copying it from memory."""
     a = node.attrs
     x = node.inputs[0]
+    if pre is not None:
+        why = sep_pair_problem(pre.attrs, a, target.vector_lanes) or (
+            "not float32" if pre.inputs[0].type.dtype != "float32" else "")
+        if why:
+            raise BuildError(f"sparse convs {pre.name or pre.output.name} -> {node.name or node.output.name} "
+                             f"cannot be fused: {why}")
     if x.type.dtype != "float32":
         raise BuildError(f"sparse_conv3d supports float32 only, got {x.type.dtype}: {node}")
     values, cols = node.inputs[1].data, node.inputs[2].data
@@ -377,12 +488,19 @@ def lower_sparse_conv3d(node: Node, target) -> Kernel:
     # the flat copy is split into sh x sw phases (padded rows sh * i + ph_h, columns sw * j + ph_w), so that a
     # spatially strided conv reads consecutive positions of one phase plane; one phase at unit stride
     (Hf, Wf), NPH = plan.plane, sh * sw
+    if pre is not None:
+        # fused pair: positions run along pre's padded plane (rows of pitch Wf, as its flat modes), one depth at a
+        # time; both convs share the position tile, and the write-back drops the padding columns as flat2 does
+        (Hf, Wf) = sparse_plan(pre, L, target.num_cores, target.l2_bytes).plane
+        J = (OH - 1) * Wf + OW
     plane, S = Hf * Wf, KD * KH * KW
     PS = Dp * plane  # one phase of one channel
     cs, xs = NPH * PS, Cp * NPH * PS
     oplane = OH * OW
 
     tile = target.tuned.get(sparse_workload_key(node)) or plan.default
+    if pre is not None:  # one tile for both convs, which the tuning records (one conv's) do not cover
+        tile = SparseTile(_choose_v(max(GM, pre.attrs.group[0]), L, J, max(GN, pre.attrs.group[1])))
     V, CH = tile.v, min(max(1, tile.chunks), max(1, P))
     TJ = L * V
     JT = -(-J // TJ)
@@ -427,6 +545,9 @@ def lower_sparse_conv3d(node: Node, target) -> Kernel:
     wk = values.reshape(-1).astype(np.float32) if values.size else np.zeros(GN * GM, np.float32)
     off = off if off.size else np.zeros(1, np.int32)
     kdo = (kdo if kdo.size else np.zeros(1, np.int32)) if mode == "pw" else None
+    stage1 = None if pre is None else _first_stage(pre, target, TJ, V, Hf, Wf,
+                                                    dict(span=span, Cp=Cp, pd=pb[0], D=D))
+    wmode = "flat2" if stage1 else mode  # the write-back's position geometry
 
     # the input tile: base index of the tile's first position, and the stride between positions
     if mode == "flat3":
@@ -505,13 +626,13 @@ def lower_sparse_conv3d(node: Node, target) -> Kernel:
         # stores its lanes one by one from the tile's position table
         tl.append(f"{T8}pos = T.decl_buffer(({TJ},), \"int32\", scope=\"local\")")
         tl.append(f"{T8}for l in range({TJ}):")
-        if mode in ("flat3", "flat2"):
+        if wmode in ("flat3", "flat2"):
             tl.append(f"{T8}    jl: T.let = jt * {TJ} + l")
             tl.append(f"{T8}    rl: T.let = jl // {Wf}")
             tl.append(f"{T8}    cl: T.let = jl - rl * {Wf}")
-            ok = (f"cl < {OW} and rl % {Hf} < {OH} and rl // {Hf} < {OD}" if mode == "flat3"
+            ok = (f"cl < {OW} and rl % {Hf} < {OH} and rl // {Hf} < {OD}" if wmode == "flat3"
                   else f"cl < {OW} and rl < {OH}")
-            at = (f"rl // {Hf} * {oplane} + rl % {Hf} * {OW} + cl" if mode == "flat3"
+            at = (f"rl // {Hf} * {oplane} + rl % {Hf} * {OW} + cl" if wmode == "flat3"
                   else f"od * {oplane} + rl * {OW} + cl")
         else:
             tl.append(f"{T8}    cl: T.let = jt * {TJ} + l")
@@ -555,13 +676,13 @@ def lower_sparse_conv3d(node: Node, target) -> Kernel:
                 fast.append(f"{I4}        oc: T.let = c0 + i")
                 fast.append(f"{I4}        ybase: T.let = {{ybase}}")
                 fast += store_lanes(I4 + "        ", vo)
-    elif mode in ("flat3", "flat2"):
+    elif wmode in ("flat3", "flat2"):
         # padded row R of the flattened volume holds output row R % H' of depth R // H' (flat3) or row R (flat2)
         def row_ok(R):
-            return f"{R} % {Hf} < {OH} and {R} // {Hf} < {OD}" if mode == "flat3" else f"{R} < {OH}"
+            return f"{R} % {Hf} < {OH} and {R} // {Hf} < {OD}" if wmode == "flat3" else f"{R} < {OH}"
 
         def out_idx(R, col):
-            if mode == "flat3":
+            if wmode == "flat3":
                 return f"{R} // {Hf} * {oplane} + {R} % {Hf} * {OW} + {col}"
             return f"od * {oplane} + {R} * {OW} + {col}"
 
@@ -591,7 +712,8 @@ def lower_sparse_conv3d(node: Node, target) -> Kernel:
             wb.append(f"{I8}elif ow_{vo} < {oplane}:")
             wb += store(I8 + "    ", idx, f"(T.Ramp(ow_{vo}, 1, {L}) < T.Broadcast({oplane}, {L}))", vo)
 
-    params = [f"x: T.Buffer({tuple(x.type.shape)}, \"float32\")",
+    xin = pre.inputs[0] if pre is not None else x  # the kernel's input tensor
+    params = [f"x: T.Buffer({tuple(xin.type.shape)}, \"float32\")",
               f"wk: T.Buffer(({wk.size},), \"float32\")", f"off: T.Buffer(({off.size},), \"int32\")",
               f"indptr: T.Buffer(({P + 1},), \"int32\")", f"order: T.Buffer(({P},), \"int32\")",
               f"bounds: T.Buffer(({CH + 1},), \"int32\")", f"outch: T.Buffer(({P * GM},), \"int32\")"]
@@ -603,6 +725,8 @@ def lower_sparse_conv3d(node: Node, target) -> Kernel:
         params.append(f"kdo: T.Buffer(({kdo.size},), \"int32\")")
     if has_bias:
         params.append(f"bias: T.Buffer(({M},), \"float32\")")
+    if stage1:
+        params += stage1.params
     if has_res:
         params.append(f"res: T.Buffer({tuple(node.output.type.shape)}, \"float32\")")
     params.append(f"y: T.Buffer({tuple(node.output.type.shape)}, \"float32\")")
@@ -677,7 +801,7 @@ def lower_sparse_conv3d(node: Node, target) -> Kernel:
                 f"                jt: T.let = g * {TG} + jj\n"
                 + textwrap.indent(head, " " * 8) + "\n" + textwrap.indent(inner, " " * 4))
     prefetch = ""
-    if mode == "pw" and bi == L and sh == sw == 1:
+    if mode == "pw" and bi == L and sh == sw == 1 and not stage1:
         # while this depth computes, prefetch the input depth the next one adds to the ring (spread over the row
         # blocks, a few lines each): the ring fill then reads from cache instead of waiting on memory
         XB, HWb, LPB = -(-C // bi), H * W * bi, TJ * bi // 16
@@ -691,42 +815,47 @@ def lower_sparse_conv3d(node: Node, target) -> Kernel:
     if mode == "pw":
         dims = dict(N=N, C=C, D=D, H=H, W=W, Cp=Cp, pd=pb[0], TJ=TJ, J=J, OW=OW, sh=sh, sw=sw, span=span)
         first = f"T.if_then_else(od == oq * {ODS}, od * {sd}, T.max(od * {sd}, (od - 1) * {sd} + {span}))"
-        body = "\n".join([f"        xp = T.decl_buffer(({span * Cp * TJ},), \"float32\")",
-                          f"        for od in range(oq * {ODS}, T.min(oq * {ODS} + {ODS}, {OD})):",
+        body = "\n".join([f"        xp = T.decl_buffer(({span * Cp * TJ},), \"float32\")"]
+                         + (stage1.init if stage1 else [])
+                         + [f"        for od in range(oq * {ODS}, T.min(oq * {ODS} + {ODS}, {OD})):",
                           f"            d0: T.let = {first}",
                           f"            for di in range(od * {sd} + {span} - d0):",
                           "                dq: T.let = d0 + di"]
-                         + _pw_fill(dims, bi, L)
+                         + (stage1.fill if stage1 else _pw_fill(dims, bi, L))
                          + ([f"            nd: T.let = (od + 1) * {sd} + {span - 1}",
                              f"            pf: T.let = od + 1 < oq * {ODS} + {ODS} and nd >= {pb[0]} and "
                              f"nd < {pb[0] + D}",
                              f"            pfb: T.let = (n * {-(-C // bi)} * {D} + nd - {pb[0]}) * {H * W * bi}"]
                             if prefetch else [])
                          + [textwrap.indent(body, "    ")])
-        xp_decl = ""
+        xp_decl = stage1.prologue if stage1 else ""
     else:
         xp_decl = f"    xp = T.alloc_buffer(({total},), \"float32\")\n"
+    acc1 = (f"        acc1 = T.decl_buffer(({pre.attrs.group[0]}, {TJ}), \"float32\", scope=\"local\")\n"
+            if stage1 else "")
     src = f'''
 @T.prim_func
 def main({", ".join(params)}):
     T.func_attr({{"tirx.noalias": True, "global_symbol": "main"}})
     yf = T.decl_buffer(({ysize},), "float32", data=y.data)
-    xf = T.decl_buffer(({int(np.prod(x.type.shape))},), "float32", data=x.data)
+    xf = T.decl_buffer(({int(np.prod(xin.type.shape))},), "float32", data=x.data)
 {res_alias}
 {xp_decl}{pad_stage}{zero_slack}{tail}    for t in T.parallel({units * CH}):
         {decode}
         acc = T.decl_buffer(({GM}, {TJ}), "float32", scope="local")
-{body}
+{acc1}{body}
 '''
     try:
         func = tvm.script.from_source(src)
     except Exception as e:  # a generator bug, not a user error: keep the source for the report
         raise BuildError(f"sparse_conv3d kernel generation failed for {node}: {e}\n{src}") from None
-    args = [x, wk, off, indptr, order, bounds, outch] + ([run0] if fast else []) + ([cp] if NS > 1 else [])
+    args = [xin, wk, off, indptr, order, bounds, outch] + ([run0] if fast else []) + ([cp] if NS > 1 else [])
     if mode == "pw" and span > 1:
         args.append(kdo)
     if has_bias:
         args.append(node.inputs[3])
+    if stage1:
+        args += stage1.args
     if has_res:
         args.append(node.inputs[-1])
     dens = sum(a.kept) / max(1, P * -(-C // GN) * S)
@@ -734,4 +863,13 @@ def main({", ".join(params)}):
     knobs = "".join(f", {k}={n}" for k, n in (("chunks", CH), ("tiles", TG), ("split", NS)) if n > 1)
     impl = (f"sparse_conv3d.{mode}({a.sparsity or 'kgs'}, {layout}, group={GM}x{GN}, kept={dens:.0%}, "
             f"tile={GM}x{V}x{L}{knobs})")
+    if stage1:
+        impl = f"sparse_conv3d.sep({stage1.impl} -> {impl[len('sparse_conv3d.pw('):]}"
     return Kernel(func, args, impl)
+
+
+def lower_sparse_sep_conv3d(node: Node, target) -> Kernel:
+    """A sparse_sep_conv3d: the second conv's kernel with the first one computed into its ring (see
+    lower_sparse_conv3d's ``pre``)."""
+    first, second = sep_nodes(node)
+    return lower_sparse_conv3d(second, target, pre=first)
