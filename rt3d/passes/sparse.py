@@ -242,7 +242,7 @@ class FuseSepConvs(Pass):
     R(2+1)D's 256->576->256 pair at 4x14x14 (1.6 MB of weights, 1.8 MB in between) slower."""
 
     name: ClassVar[str] = "fuse-sep-convs"
-    lanes: int = 16  # the target's fp32 vector lanes: the first conv's input must be blocked by them
+    lanes: int = 16  # the target's fp32 vector lanes: a blocked input of the first conv must be blocked by them
     l2: int = 0  # bytes of one core's L2 (0: 2 MiB)
     cost_model: bool = True  # false: fuse every pair the kernel supports (tests)
 
