@@ -4,6 +4,7 @@ Peers are optional extras (`pip install -e .[bench]`); an engine whose package i
 """
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -30,6 +31,16 @@ def precision_name(value) -> str:
         if key in text:
             return short
     return text
+
+
+def write_json(out: str | Path, name: str, obj) -> Path:
+    """Write a benchmark's results as ``out/name`` atomically (a temporary file renamed over it); returns the path."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    tmp = out / f".{name}.tmp"
+    tmp.write_text(json.dumps(obj, indent=1))
+    tmp.replace(out / name)
+    return out / name
 
 
 def cores() -> int:

@@ -7,7 +7,7 @@ Run: TVM_NUM_THREADS=2 .venv/bin/python bench/sep_pairs.py [--rounds 5] [--out b
 from __future__ import annotations
 
 import argparse
-import json
+import re
 import statistics
 import sys
 from pathlib import Path
@@ -19,6 +19,7 @@ sys.path.insert(0, str(HERE.parent))
 import rt3d  # noqa: E402
 from rt3d.ir.sparsity import Sparsity, random_mask  # noqa: E402
 from rt3d.targets import get_target  # noqa: E402
+from engines import write_json  # noqa: E402
 
 # name: (in, mid, out, depth, height/width, k, density): the pairs of the models at their benchmark input and the
 # density of their whole-model FLOPs reduction (bench/engines.py)
@@ -66,8 +67,7 @@ def main(argv=None) -> int:
     target = get_target("host")
     base = target.default_passes(always_sparse=True)
     fused_pl = base.replace("fuse-sep-convs{", "fuse-sep-convs{cost_model=false,")
-    unfused_pl = ",".join(p for p in base.split(",") if not p.startswith("fuse-sep-convs") and "lanes=" not in p
-                          and "l2=" not in p)
+    unfused_pl = re.sub(r"fuse-sep-convs(\{[^}]*\})?,?", "", base)
     rng = np.random.default_rng(0)
     rows = []
     for name, (cin, mid, cout, d, hw, k, density) in PAIRS.items():
@@ -87,12 +87,8 @@ def main(argv=None) -> int:
                      "fused_impl": next(t.impl for t in fused.layers if t.op.startswith("sparse"))})
         print(f"{name:42s} unfused {um:7.2f} ms  fused {fm:7.2f} ms  {um / fm:.2f}x  "
               f"cost model: {'fuse' if decided else 'keep apart'}", flush=True)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    tmp = out / "sep_pairs.json.tmp"
-    tmp.write_text(json.dumps({"target": target.key(), "rounds": args.rounds, "pairs": rows}, indent=1))
-    tmp.replace(out / "sep_pairs.json")
-    print(f"wrote {out / 'sep_pairs.json'}")
+    path = write_json(args.out, "sep_pairs.json", {"target": target.key(), "rounds": args.rounds, "pairs": rows})
+    print(f"wrote {path}")
     return 0
 
 

@@ -6,7 +6,6 @@ Run: TVM_NUM_THREADS=2 .venv/bin/python bench/sparse_layers.py [--rounds 5] [--o
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 from pathlib import Path
@@ -18,6 +17,7 @@ sys.path.insert(0, str(HERE.parent))
 import rt3d  # noqa: E402
 from rt3d.ir.sparsity import Sparsity, random_mask  # noqa: E402
 from rt3d.targets import get_target  # noqa: E402
+from engines import write_json  # noqa: E402
 
 # name: (in, out, depth, height/width, kernel, stride, pad, density): the layer shapes of the models at their
 # benchmark input, the density their whole-model FLOPs reduction gives (bench/results/sparse/peer.md)
@@ -78,12 +78,8 @@ def main(argv=None) -> int:
                      "dense_impl": times["dense_impl"], "sparse_impl": times["sparse_impl"]})
         print(f"{name:40s} dense {dm:7.2f} ms  sparse {sm:7.2f} ms  sparse/dense GFLOP/s {ratio:.2f}  "
               f"{times['sparse_impl']}", flush=True)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    tmp = out / "layers.json.tmp"
-    tmp.write_text(json.dumps({"target": target.key(), "rounds": args.rounds, "layers": rows}, indent=1))
-    tmp.replace(out / "layers.json")
-    print(f"wrote {out / 'layers.json'}")
+    path = write_json(args.out, "layers.json", {"target": target.key(), "rounds": args.rounds, "layers": rows})
+    print(f"wrote {path}")
     return 0
 
 
