@@ -278,11 +278,14 @@ def _pw_fill(dims: dict, bi: int, L: int) -> list[str]:
                  f"{I}        for l in T.vectorized({TJ}):"]
         lines.append(f"{I}            xp[{sl} + c * {TJ} + l] = T.if_then_else(c < {C} and jl < {J}, {at}, "
                      f"T.float32(0))".replace("jl", f"(jt * {TJ} + l)"))
-    lines.append(f"{I}else:")
-    lines.append(f"{I}    for e in range({Cp * TJ // L}):")  # TJ is a multiple of L
-    lines.append(f"{I}        for v in T.vectorized({L}):")
-    lines.append(f"{I}            xp[{sl} + e * {L} + v] = T.float32(0)")
-    return lines
+    return lines + _zero_slot(I, sl, Cp * TJ, L)
+
+
+def _zero_slot(ind: str, sl: str, size: int, L: int) -> list[str]:
+    """``else:`` and the lines (at indentation ``ind``) zeroing a ring slot of ``size`` floats (a depth that falls
+    on the padding), ``size`` a multiple of L."""
+    return [f"{ind}else:", f"{ind}    for e in range({size // L}):", f"{ind}        for v in T.vectorized({L}):",
+            f"{ind}            xp[{sl} + e * {L} + v] = T.float32(0)"]
 
 
 def _flat_pad(g: dict, bi: int, L: int) -> str:
@@ -352,6 +355,33 @@ def _flat_pad(g: dict, bi: int, L: int) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _packed_arrays(a, values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Build-time arrays of a packed weight: the values flat, row pointers into the kept columns, the row-block
+    order and the output channel of every packed row (-1 for padding rows)."""
+    GM, GN = a.group
+    P, M = len(a.kept), a.filters
+    wk = values.reshape(-1).astype(np.float32) if values.size else np.zeros(GN * GM, np.float32)
+    indptr = np.concatenate([[0], np.cumsum(a.kept)]).astype(np.int32)
+    order = np.asarray(a.order if a.order else range(P), dtype=np.int32)
+    outch = np.asarray(a.perm if a.perm else list(range(M)) + [-1] * (P * GM - M), dtype=np.int32)
+    return wk, indptr, order, outch
+
+
+def _column_loop(ind: str, lo: str, hi: str, xo: str, base: str, acc: str, wk: str, buf: str, cs: int, GN: int,
+                 GM: int, V: int, L: int) -> list[str]:
+    """Lines (at indentation ``ind``) of the micro-kernel: for kept columns b in lo .. hi, input offset ``xo`` =
+    ``base``, then gN channels x gM filters x V vectors of FMAs into ``acc`` with the weights of ``wk`` broadcast and
+    the inputs read from ``buf`` (channels ``cs`` apart)."""
+    return [f"{ind}for b in range({lo}, {hi}):",
+            f"{ind}    {xo}: T.let = {base}",
+            f"{ind}    for c in T.unroll({GN}):",
+            f"{ind}        for i in T.unroll({GM}):",
+            f"{ind}            for vo in T.unroll({V}):",
+            f"{ind}                for vi in T.vectorized({L}):",
+            f"{ind}                    {acc}[i, vo * {L} + vi] = {acc}[i, vo * {L} + vi] + "
+            f"{wk}[(b * {GN} + c) * {GM} + i] * {buf}[{xo} + c * {cs} + vo * {L} + vi]"]
+
+
 @dataclass
 class _FirstStage:
     """The first conv of a fused pair: its padded input copy (xq, made before the parallel loop as the flat modes
@@ -387,10 +417,7 @@ def _first_stage(pre: Node, target, TJ: int, V: int, Hf: int, Wf: int, ring: dic
     q, s = cols // (KH * KW), cols % (KH * KW)
     off = (q * GN * cs + s // KW * dh * Wf + s % KW * dw).astype(np.int32)
     off = off if off.size else np.zeros(1, np.int32)
-    indptr = np.concatenate([[0], np.cumsum(a.kept)]).astype(np.int32)
-    order = np.asarray(a.order if a.order else range(P), dtype=np.int32)
-    outch = np.asarray(a.perm if a.perm else list(range(M)) + [-1] * (P * GM - M), dtype=np.int32)
-    wk = values.reshape(-1).astype(np.float32) if values.size else np.zeros(GN * GM, np.float32)
+    wk, indptr, order, outch = _packed_arrays(a, values)
     max_read = (N - 1) * xs + (D - 1) * plane + (JT - 1) * TJ + TJ - 1 + int(off.max()) + (GN - 1) * cs
     total = max(N * xs, max_read + 1)
     geo = dict(N=N, C=C, D=D, H=H, W=W, Cp=Cp, Dp=D, Hf=Hf, Wf=Wf, sh=1, sw=1, pb=pb, r=r)
@@ -412,24 +439,15 @@ def _first_stage(pre: Node, target, TJ: int, V: int, Hf: int, Wf: int, ring: dic
             f"{I}        for i in T.unroll({GM}):",
             f"{I}            for v in T.vectorized({TJ}):",
             f"{I}                acc1[i, v] = T.float32(0)",
-            f"{I}        for b in range(indptr1[k1], indptr1[k1 + 1]):",
-            f"{I}            xo1: T.let = xt1 + off1[b]",
-            f"{I}            for c in T.unroll({GN}):",
-            f"{I}                for i in T.unroll({GM}):",
-            f"{I}                    for vo in T.unroll({V}):",
-            f"{I}                        for vi in T.vectorized({L}):",
-            f"{I}                            acc1[i, vo * {L} + vi] = acc1[i, vo * {L} + vi] + "
-            f"wk1[(b * {GN} + c) * {GM} + i] * xq[xo1 + c * {cs} + vo * {L} + vi]",
+            *_column_loop(I + " " * 8, "indptr1[k1]", "indptr1[k1 + 1]", "xo1", "xt1 + off1[b]", "acc1", "wk1", "xq",
+                          cs, GN, GM, V, L),
             # row i of the block is channel outch1[..] of the ring slot: one contiguous row per filter
             f"{I}        for i in range({GM}):",
             f"{I}            oc1: T.let = outch1[k1 * {GM} + i]",
             f"{I}            if oc1 >= 0:",
             f"{I}                for v in T.vectorized({TJ}):",
             f"{I}                    xp[{sl} + oc1 * {TJ} + v] = {act}",
-            f"{I}else:",
-            f"{I}    for e in range({Cr * TJ // L}):",
-            f"{I}        for v in T.vectorized({L}):",
-            f"{I}            xp[{sl} + e * {L} + v] = T.float32(0)"]
+            *_zero_slot(I, sl, Cr * TJ, L)]
     init = []
     if Cr > M:  # ring rows of the channels past M (the second conv's padded channels) stay zero
         init = [f"        for e in range({span}):", f"            for c in range({M}, {Cr}):",
@@ -533,16 +551,13 @@ def lower_sparse_conv3d(node: Node, target, pre: Node | None = None) -> Kernel:
     else:
         off = (q * GN * cs + ((kh * dh) % sh * sw + (kw * dw) % sw) * PS + kd * dd * plane
                + (kh * dh) // sh * Wf + (kw * dw) // sw).astype(np.int32)
-    indptr = np.concatenate([[0], np.cumsum(a.kept)]).astype(np.int32)
-    order = np.asarray(a.order if a.order else range(P), dtype=np.int32)
+    wk, indptr, order, outch = _packed_arrays(a, values)
     bounds = np.concatenate([[0], np.cumsum(chunk_sizes(P, CH))]).astype(np.int32)
     # reduction chunks: row block k's columns of chunk c (channel blocks c * QS ..) are cp[k * (NS + 1) + c] ..
     cp = np.zeros(P * (NS + 1), np.int32)
     for k in range(P if NS > 1 else 0):
         qk = cols[indptr[k]:indptr[k + 1]] // S  # sorted: columns are packed channel block by channel block
         cp[k * (NS + 1):(k + 1) * (NS + 1)] = indptr[k] + np.searchsorted(qk, np.arange(NS + 1) * QS)
-    outch = np.asarray(a.perm if a.perm else list(range(M)) + [-1] * (P * GM - M), dtype=np.int32)
-    wk = values.reshape(-1).astype(np.float32) if values.size else np.zeros(GN * GM, np.float32)
     off = off if off.size else np.zeros(1, np.int32)
     kdo = (kdo if kdo.size else np.zeros(1, np.int32)) if mode == "pw" else None
     stage1 = None if pre is None else _first_stage(pre, target, TJ, V, Hf, Wf,
@@ -760,15 +775,10 @@ def lower_sparse_conv3d(node: Node, target, pre: Node | None = None) -> Kernel:
         column_base = "xt + off[b]"
     else:
         column_base = f"(xt + kdo[b]) % {span} * {Cp * TJ} + off[b]" if span > 1 else "off[b]"
-    columns = f'''            for b in range({{lo}}, {{hi}}):
-                xo: T.let = {column_base}
-                for c in T.unroll({GN}):
-                    for i in T.unroll({GM}):
-                        for vo in T.unroll({V}):
-                            for vi in T.vectorized({L}):
-                                acc[i, vo * {L} + vi] = acc[i, vo * {L} + vi] + wk[(b * {GN} + c) * {GM} + i] * xp[xo + c * {cs} + vo * {L} + vi]
-'''
-    inner = zero + columns.format(lo="indptr[k]", hi="indptr[k + 1]") + "\n" + write_back
+    def columns(lo: str, hi: str) -> str:
+        return "\n".join(_column_loop(" " * 12, lo, hi, "xo", column_base, "acc", "wk", "xp", cs, GN, GM, V, L)) + "\n"
+
+    inner = zero + columns("indptr[k]", "indptr[k + 1]") + "\n" + write_back
     if NS > 1:
         # the reduction split into chunks of QS channel blocks: every row block runs through one chunk's columns
         # before the next chunk, so the tile's input window of one chunk stays in cache; accumulators are parked
@@ -784,7 +794,7 @@ def lower_sparse_conv3d(node: Node, target, pre: Node | None = None) -> Kernel:
                 + f"                else:\n                    for i in T.unroll({GM}):\n"
                 f"                        for v in T.vectorized({TJ}):\n"
                 f"                            acc[i, v] = park[{pk}]\n"
-                + textwrap.indent(columns.format(lo=f"cp[k * {NS + 1} + sc]", hi=f"cp[k * {NS + 1} + sc + 1]"),
+                + textwrap.indent(columns(f"cp[k * {NS + 1} + sc]", f"cp[k * {NS + 1} + sc + 1]"),
                                   " " * 4)
                 + f"\n                if sc < {NS - 1}:\n                    for i in T.unroll({GM}):\n"
                 f"                        for v in T.vectorized({TJ}):\n"
