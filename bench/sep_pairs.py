@@ -21,18 +21,21 @@ from rt3d.ir.sparsity import Sparsity, random_mask  # noqa: E402
 from rt3d.targets import get_target  # noqa: E402
 from engines import write_json  # noqa: E402
 
-# name: (in, mid, out, depth, height/width, k, density): the pairs of the models at their benchmark input and the
-# density of their whole-model FLOPs reduction (bench/engines.py)
+# name: (in, mid, out, depth, height/width, k, density, stride): the pairs of the models at their benchmark input and
+# the density of their whole-model FLOPs reduction (bench/engines.py); stride 2: a downsampling pair (1xkxk at spatial
+# stride 2, kx1x1 at temporal stride 2)
 PAIRS = {
-    "r2plus1d layer1 64->144->64 16x56x56": (64, 144, 64, 16, 56, 3, 0.31),
-    "r2plus1d layer2 128->288->128 8x28x28": (128, 288, 128, 8, 28, 3, 0.31),
-    "r2plus1d layer3 256->576->256 4x14x14": (256, 576, 256, 4, 14, 3, 0.31),
-    "s3d conv 64->192->192 8x56x56": (64, 192, 192, 8, 56, 3, 0.42),
-    "s3d mixed_3b 96->128->128 8x28x28": (96, 128, 128, 8, 28, 3, 0.42),
+    "r2plus1d layer1 64->144->64 16x56x56": (64, 144, 64, 16, 56, 3, 0.31, 1),
+    "r2plus1d layer2 64->230->128 16x56x56 stride 2": (64, 230, 128, 16, 56, 3, 0.31, 2),
+    "r2plus1d layer2 128->288->128 8x28x28": (128, 288, 128, 8, 28, 3, 0.31, 1),
+    "r2plus1d layer3 128->460->256 8x28x28 stride 2": (128, 460, 256, 8, 28, 3, 0.31, 2),
+    "r2plus1d layer3 256->576->256 4x14x14": (256, 576, 256, 4, 14, 3, 0.31, 1),
+    "s3d conv 64->192->192 8x56x56": (64, 192, 192, 8, 56, 3, 0.42, 1),
+    "s3d mixed_3b 96->128->128 8x28x28": (96, 128, 128, 8, 28, 3, 0.42, 1),
 }
 
 
-def pair_model(cin, mid, cout, d, hw, k, density, rng):
+def pair_model(cin, mid, cout, d, hw, k, density, stride, rng):
     from onnx import TensorProto, helper, numpy_helper
     sp = Sparsity("kgs", (8, 4))
     w1 = rng.standard_normal((mid, cin, 1, k, k)).astype(np.float32) * 0.05
@@ -41,12 +44,15 @@ def pair_model(cin, mid, cout, d, hw, k, density, rng):
              numpy_helper.from_array(np.zeros(mid, np.float32), "b1"),
              numpy_helper.from_array(w2 * random_mask(w2.shape, sp, density, rng), "w2"),
              numpy_helper.from_array(np.zeros(cout, np.float32), "b2")]
-    nodes = [helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], kernel_shape=[1, k, k], pads=[0, k // 2, k // 2] * 2),
+    nodes = [helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], kernel_shape=[1, k, k], pads=[0, k // 2, k // 2] * 2,
+                              strides=[1, stride, stride]),
              helper.make_node("Relu", ["c1"], ["m"]),
-             helper.make_node("Conv", ["m", "w2", "b2"], ["c2"], kernel_shape=[k, 1, 1], pads=[k // 2, 0, 0] * 2),
+             helper.make_node("Conv", ["m", "w2", "b2"], ["c2"], kernel_shape=[k, 1, 1], pads=[k // 2, 0, 0] * 2,
+                              strides=[stride, 1, 1]),
              helper.make_node("Relu", ["c2"], ["y"])]
     x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, cin, d, hw, hw])
-    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, cout, d, hw, hw])
+    od, ohw = (d - 1) // stride + 1, (hw - 1) // stride + 1
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, cout, od, ohw, ohw])
     model = helper.make_model(helper.make_graph(nodes, "pair", [x], [y], inits),
                               opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 9
@@ -70,8 +76,8 @@ def main(argv=None) -> int:
     unfused_pl = re.sub(r"fuse-sep-convs(\{[^}]*\})?,?", "", base)
     rng = np.random.default_rng(0)
     rows = []
-    for name, (cin, mid, cout, d, hw, k, density) in PAIRS.items():
-        model = pair_model(cin, mid, cout, d, hw, k, density, rng)
+    for name, (cin, mid, cout, d, hw, k, density, stride) in PAIRS.items():
+        model = pair_model(cin, mid, cout, d, hw, k, density, stride, rng)
         fused = rt3d.build(model, target=target, passes=fused_pl)
         unfused = rt3d.build(model, target=target, passes=unfused_pl)
         chosen = rt3d.build(model, target=target, passes=base)  # the cost model's choice

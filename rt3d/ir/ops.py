@@ -282,15 +282,15 @@ def spatially_pointwise(kernel: tuple[int, ...], pad: tuple[int, ...]) -> bool:
 
 def sep_pair_problem(first: "SparseConvAttrs", second: "SparseConvAttrs", lanes: int) -> str:
     """Why two sparse convs, ``first`` feeding ``second``, cannot be one sparse_sep_conv3d ("" when they can): the
-    first must be a 3-D conv without reach or stride along depth and at unit spatial stride (1xkxk), reading a
-    plain input or one blocked by ``lanes`` channels, with no residual; the second a kx1x1 (or 1x1x1) conv at unit
-    spatial stride. These are R(2+1)D's (2+1)D and S3D's separable convs, except where they downsample; what the fused
-    kernel (targets/arm_neon/sparse_conv3d.py) supports."""
+    first must be a 3-D conv without reach or stride along depth (1xkxk, any spatial stride), reading a plain input
+    or one blocked by ``lanes`` channels, with no residual; the second a kx1x1 (or 1x1x1) conv at unit spatial
+    stride (any temporal stride). These are R(2+1)D's (2+1)D and S3D's separable convs, the downsampling ones too;
+    what the fused kernel (targets/arm_neon/sparse_conv3d.py) supports."""
     if len(first.kernel) != 3 or len(second.kernel) != 3:
         return "not 3-D convs"
-    if first.kernel[0] != 1 or first.pad[0] or first.pad[3] or tuple(first.stride) != (1, 1, 1):
+    if first.kernel[0] != 1 or first.pad[0] or first.pad[3] or first.stride[0] != 1:
         return (f"the first conv ({'x'.join(map(str, first.kernel))}, stride {list(first.stride)}) reaches or "
-                "strides along depth, or strides spatially")
+                "strides along depth")
     if spatially_pointwise(tuple(first.kernel), tuple(first.pad)):
         return "the first conv is spatially pointwise"
     if first.in_block not in (0, lanes):

@@ -238,8 +238,9 @@ class FuseSepConvs(Pass):
     temporal convs lost a fifth of their time in the model) and the first conv's packed weights fit the share of
     the L2 a tile's working set gets (every position tile at every depth reads all of them; the unfused kernel's
     plan can stream them past many tiles instead). bench/sep_pairs.py times pairs fused and not on this machine's
-    2 MiB L2: R(2+1)D's 64->144->64 pair at 16x56x56 and S3D's 64->192->192 one at 8x56x56 are faster fused,
-    R(2+1)D's 256->576->256 pair at 4x14x14 (1.6 MB of weights, 1.8 MB in between) slower."""
+    2 MiB L2: R(2+1)D's 64->144->64 pair at 16x56x56, its downsampling 64->230->128 one (stride 2) and S3D's
+    64->192->192 one at 8x56x56 are faster fused, R(2+1)D's 256->576->256 pair at 4x14x14 (1.6 MB of weights, 1.8 MB
+    in between) and its 128->460->256 stride-2 one (2.9 MB in between) slower."""
 
     name: ClassVar[str] = "fuse-sep-convs"
     lanes: int = 16  # the target's fp32 vector lanes: a blocked input of the first conv must be blocked by them

@@ -333,9 +333,10 @@ def test_strided_sparse_conv_in_the_plain_layout(k, stride, pad, dil):
 
 
 def sep_net(rng, cin, mid, cout, k, shape, stride2=1, bias1=True, act1="relu", residual=False, density=0.4,
-            extra_user=False):
-    """R(2+1)D's pair as ONNX: a 1xkxk conv (+ bias) + act1, then a kx1x1 conv with bias (temporal stride stride2,
-    + a residual) + relu, both KGS 8x4-pruned; ``extra_user``: the intermediate is also a graph output."""
+            extra_user=False, stride1=1):
+    """R(2+1)D's pair as ONNX: a 1xkxk conv (+ bias; spatial stride stride1) + act1, then a kx1x1 conv with bias
+    (temporal stride stride2, + a residual) + relu, both KGS 8x4-pruned; ``extra_user``: the intermediate is also a
+    graph output."""
     sp = Sparsity("kgs", (8, 4))
     w1 = rng.standard_normal((mid, cin, 1, k, k)).astype(np.float32) * (2.0 / (cin * k * k)) ** 0.5
     w2 = rng.standard_normal((cout, mid, k, 1, 1)).astype(np.float32) * (2.0 / (mid * k)) ** 0.5
@@ -345,7 +346,8 @@ def sep_net(rng, cin, mid, cout, k, shape, stride2=1, bias1=True, act1="relu", r
     if bias1:
         inits["b1"] = rng.standard_normal(mid).astype(np.float32)
         ins1.append("b1")
-    nodes = [helper.make_node("Conv", ins1, ["c1"], kernel_shape=[1, k, k], pads=[0, k // 2, k // 2] * 2)]
+    nodes = [helper.make_node("Conv", ins1, ["c1"], kernel_shape=[1, k, k], pads=[0, k // 2, k // 2] * 2,
+                              strides=[1, stride1, stride1])]
     nodes.append(helper.make_node("LeakyRelu", ["c1"], ["m"], alpha=0.1) if act1 == "leaky"
                  else helper.make_node("Relu", ["c1"], ["m"]))
     nodes.append(helper.make_node("Conv", ["m", "w2", "b2"], ["c2"], kernel_shape=[k, 1, 1], pads=[k // 2, 0, 0] * 2,
@@ -353,7 +355,8 @@ def sep_net(rng, cin, mid, cout, k, shape, stride2=1, bias1=True, act1="relu", r
     inputs = {"x": shape}
     last = "c2"
     if residual:
-        inputs["r"] = (shape[0], cout, (shape[2] + 2 * (k // 2) - k) // stride2 + 1) + tuple(shape[3:])
+        inputs["r"] = (shape[0], cout, (shape[2] + 2 * (k // 2) - k) // stride2 + 1) + tuple(
+            (s + 2 * (k // 2) - k) // stride1 + 1 for s in shape[3:])
         nodes.append(helper.make_node("Add", ["c2", "r"], ["s"]))
         last = "s"
     nodes.append(helper.make_node("Relu", [last], ["y"]))
@@ -364,15 +367,18 @@ def fused_pipeline(target="host", cost_model=False) -> str:
     return always_sparse(target).replace("fuse-sep-convs{", f"fuse-sep-convs{{cost_model={str(cost_model).lower()},")
 
 
-@pytest.mark.parametrize("cin,mid,cout,k,shape,stride2,bias1,act1,residual,lanes", [
-    (16, 40, 24, 3, (1, 16, 5, 9, 11), 1, True, "relu", False, None),
-    (16, 20, 24, 3, (2, 16, 4, 7, 6), 2, False, "leaky", True, None),  # channels past 20 zero in the ring; batch 2
-    (8, 24, 16, 5, (1, 8, 6, 12, 5), 1, True, "relu", True, None),  # 5x5, 5x1x1: 5 depths in the ring; plain x
-    (12, 16, 8, 3, (1, 12, 3, 5, 7), 1, True, "relu", False, 4),  # NEON's 4 lanes
+@pytest.mark.parametrize("cin,mid,cout,k,shape,stride2,bias1,act1,residual,lanes,stride1", [
+    (16, 40, 24, 3, (1, 16, 5, 9, 11), 1, True, "relu", False, None, 1),
+    (16, 20, 24, 3, (2, 16, 4, 7, 6), 2, False, "leaky", True, None, 1),  # channels past 20 zero in the ring; batch 2
+    (8, 24, 16, 5, (1, 8, 6, 12, 5), 1, True, "relu", True, None, 1),  # 5x5, 5x1x1: 5 depths in the ring; plain x
+    (12, 16, 8, 3, (1, 12, 3, 5, 7), 1, True, "relu", False, 4, 1),  # NEON's 4 lanes
+    # R(2+1)D's downsampling pair (1x3x3 stride 2 into 3x1x1 temporal stride 2, a residual): phase planes, odd sizes
+    (16, 24, 16, 3, (1, 16, 5, 11, 9), 2, True, "relu", True, None, 2),
+    (8, 16, 8, 3, (2, 8, 3, 8, 10), 1, True, "relu", False, None, 2),  # plain x (8 channels), batch 2
 ])
-def test_fused_sep_pair_matches_onnxruntime(cin, mid, cout, k, shape, stride2, bias1, act1, residual, lanes):
+def test_fused_sep_pair_matches_onnxruntime(cin, mid, cout, k, shape, stride2, bias1, act1, residual, lanes, stride1):
     rng = np.random.default_rng(cin + mid + k)
-    model, inputs = sep_net(rng, cin, mid, cout, k, shape, stride2, bias1, act1, residual)
+    model, inputs = sep_net(rng, cin, mid, cout, k, shape, stride2, bias1, act1, residual, stride1=stride1)
     feeds = {n: rng.standard_normal(s).astype(np.float32) for n, s in inputs.items()}
     target = replace(get_target("host"), vector_lanes=lanes) if lanes else get_target("host")
     mod = rt3d.build(model, target=target, passes=fused_pipeline(target))
@@ -402,7 +408,9 @@ def test_sep_pair_problem_names_what_the_fused_kernel_lacks():
     spatial = SparseConvAttrs(kernel=(1, 3, 3), pad=(0, 1, 1, 0, 1, 1), in_block=16, out_block=16)
     temporal = SparseConvAttrs(kernel=(3, 1, 1), pad=(1, 0, 0, 1, 0, 0), in_block=16, out_block=16)
     assert sep_pair_problem(spatial, temporal, 16) == ""
-    assert "strides" in sep_pair_problem(replace(spatial, stride=(1, 2, 2)), temporal, 16)
+    assert sep_pair_problem(replace(spatial, stride=(1, 2, 2)), replace(temporal, stride=(2, 1, 1)), 16) == ""
+    assert "strides along depth" in sep_pair_problem(replace(spatial, stride=(2, 2, 2)), temporal, 16)
+    assert "unit spatial stride" in sep_pair_problem(spatial, replace(temporal, stride=(1, 2, 2)), 16)
     assert "blocked by 8 channels, not 16" in sep_pair_problem(replace(spatial, in_block=8), temporal, 16)
     assert "kx1x1" in sep_pair_problem(spatial, spatial, 16)
     assert "residual" in sep_pair_problem(replace(spatial, residual=True), temporal, 16)

@@ -17,10 +17,11 @@ its own kept columns ``indptr[k] .. indptr[k+1]``. Layout and loop nest (the rec
     depth ahead. A whole-tensor padded copy read back by 8+ row blocks made these layers memory-bound (0.19 of the
     dense kernel's GFLOP/s on R(2+1)D's 144->64 3x1x1 layer; 0.70 with the ring, 0.9-1.0 on S3D's 1x1x1 layers);
   * sep mode (sparse_sep_conv3d, made by fuse-sep-convs): a 1xkxk sparse conv and the pw-mode conv that alone
-    reads its output, as one kernel: positions tile the first conv's padded plane (as flat2), and each ring slot is
-    filled by computing the first conv (bias, activation) for the tile at that depth from its padded input copy,
-    one contiguous row per filter, so the intermediate tensor is never written or read back (R(2+1)D's 144-channel
-    16x56x56 one is 29 MB; its temporal convs lost a fifth of their time in the model reading it back);
+    reads its output, as one kernel: positions tile the first conv's padded plane (its phase planes when it
+    strides spatially, as flat2), and each ring slot is filled by computing the first conv (bias, activation) for the
+    tile at that depth from its padded input copy, one contiguous row per filter, so the intermediate tensor is
+    never written or read back (R(2+1)D's 144-channel 16x56x56 one is 29 MB; its temporal convs lost a fifth of
+    their time in the model reading it back);
   * register tile: the gM filters of a row block x V vectors of positions (24 accumulators for 8 filters);
   * per kept column: one int32 input offset (channel block, kd, kh, kw), then gN channels x gM filters x V vectors
     of FMAs with the weights broadcast from the packed [kept, gN, gM] array;
@@ -406,21 +407,24 @@ def _first_stage(pre: Node, target, TJ: int, V: int, Hf: int, Wf: int, ring: dic
     r, (N, C, D, H, W), (OD, OH, OW) = _shapes(pre)
     _, KH, KW = spatial_5d(a.kernel, 1, r)
     _, dh, dw = spatial_5d(a.dilation, 1, r)
+    _, sh, sw = spatial_5d(a.stride, 1, r)
     pb = spatial_5d(a.pad[:r], 0, r)
     GM, GN = a.group
     P, M = len(a.kept), a.filters
     Cp = -(-C // GN) * GN
-    plane = Hf * Wf
-    cs = D * plane  # one channel of the padded copy (no depth padding: the first conv has no depth reach)
+    plane = Hf * Wf  # one phase plane of the padded copy (sh x sw of them for a strided conv, as the flat modes)
+    PS = D * plane  # one phase of one channel (no depth padding: the first conv has no depth reach)
+    cs = sh * sw * PS
     xs = Cp * cs
     JT = -(-((OH - 1) * Wf + OW) // TJ)
     q, s = cols // (KH * KW), cols % (KH * KW)
-    off = (q * GN * cs + s // KW * dh * Wf + s % KW * dw).astype(np.int32)
+    kh, kw = s // KW * dh, s % KW * dw
+    off = (q * GN * cs + (kh % sh * sw + kw % sw) * PS + kh // sh * Wf + kw // sw).astype(np.int32)
     off = off if off.size else np.zeros(1, np.int32)
     wk, indptr, order, outch = _packed_arrays(a, values)
     max_read = (N - 1) * xs + (D - 1) * plane + (JT - 1) * TJ + TJ - 1 + int(off.max()) + (GN - 1) * cs
     total = max(N * xs, max_read + 1)
-    geo = dict(N=N, C=C, D=D, H=H, W=W, Cp=Cp, Dp=D, Hf=Hf, Wf=Wf, sh=1, sw=1, pb=pb, r=r)
+    geo = dict(N=N, C=C, D=D, H=H, W=W, Cp=Cp, Dp=D, Hf=Hf, Wf=Wf, sh=sh, sw=sw, pb=pb, r=r)
     prologue = (f"    xq = T.alloc_buffer(({total},), \"float32\")\n"
                 + _flat_pad(geo, a.in_block, L).replace("xp[", "xq[").replace("xp.access_ptr", "xq.access_ptr")
                 + (f"    for e in range({total - N * xs}):\n        xq[{N * xs} + e] = T.float32(0)\n"
@@ -507,8 +511,9 @@ def lower_sparse_conv3d(node: Node, target, pre: Node | None = None) -> Kernel:
     # spatially strided conv reads consecutive positions of one phase plane; one phase at unit stride
     (Hf, Wf), NPH = plan.plane, sh * sw
     if pre is not None:
-        # fused pair: positions run along pre's padded plane (rows of pitch Wf, as its flat modes), one depth at a
-        # time; both convs share the position tile, and the write-back drops the padding columns as flat2 does
+        # fused pair: positions run along pre's padded plane (or phase plane: rows of pitch Wf, as its flat modes),
+        # one depth at a time; both convs share the position tile, and the write-back drops the padding columns as
+        # flat2 does
         (Hf, Wf) = sparse_plan(pre, L, target.num_cores, target.l2_bytes).plane
         J = (OH - 1) * Wf + OW
     plane, S = Hf * Wf, KD * KH * KW
