@@ -43,6 +43,18 @@ def write_json(out: str | Path, name: str, obj) -> Path:
     return out / name
 
 
+def select(table: dict, only: str | None, what: str) -> dict:
+    """The entries of a benchmark's ``table`` whose name contains one of the comma-separated substrings of ``only``
+    (all of them when it is empty); a SystemExit naming the choices when none matches."""
+    if not only:
+        return table
+    keys = [k.strip() for k in only.split(",") if k.strip()]
+    chosen = {name: v for name, v in table.items() if any(k in name for k in keys)}
+    if not chosen:
+        raise SystemExit(f"no {what} matches {only!r}; the {what}s are: {', '.join(table)}")
+    return chosen
+
+
 def cores() -> int:
     return len(os.sched_getaffinity(0))
 

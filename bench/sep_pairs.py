@@ -2,7 +2,7 @@
 sparse_sep_conv3d (fuse-sep-convs forced on) and as two sparse_conv3d, the sparse kernels timed where they run in the
 model (Module.benchmark(layer_mode="in-model"): the unfused second conv reads the intermediate tensor from wherever
 the first left it) in interleaved rounds; what fuse-sep-convs' cost model decides for each pair on this target.
-Run: TVM_NUM_THREADS=2 .venv/bin/python bench/sep_pairs.py [--rounds 5] [--out bench/results/sparse]
+Run: TVM_NUM_THREADS=2 .venv/bin/python bench/sep_pairs.py [--rounds 5] [--out bench/results/sparse] [--only layer1,s3d]
 """
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ sys.path.insert(0, str(HERE.parent))
 import rt3d  # noqa: E402
 from rt3d.ir.sparsity import Sparsity, random_mask  # noqa: E402
 from rt3d.targets import get_target  # noqa: E402
-from engines import write_json  # noqa: E402
+from engines import select, write_json  # noqa: E402
 
 # name: (in, mid, out, depth, height/width, k, density, stride): the pairs of the models at their benchmark input and
 # the density of their whole-model FLOPs reduction (bench/engines.py); stride 2: a downsampling pair (1xkxk at spatial
@@ -69,6 +69,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--out", default=str(HERE / "results" / "sparse"))
+    ap.add_argument("--only", help="comma-separated substrings of the pair names to run (default: all)")
     args = ap.parse_args(argv)
     target = get_target("host")
     base = target.default_passes(always_sparse=True)
@@ -76,7 +77,7 @@ def main(argv=None) -> int:
     unfused_pl = re.sub(r"fuse-sep-convs(\{[^}]*\})?,?", "", base)
     rng = np.random.default_rng(0)
     rows = []
-    for name, (cin, mid, cout, d, hw, k, density, stride) in PAIRS.items():
+    for name, (cin, mid, cout, d, hw, k, density, stride) in select(PAIRS, args.only, "pair").items():
         model = pair_model(cin, mid, cout, d, hw, k, density, stride, rng)
         fused = rt3d.build(model, target=target, passes=fused_pl)
         unfused = rt3d.build(model, target=target, passes=unfused_pl)

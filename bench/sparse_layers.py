@@ -1,7 +1,7 @@
 """Sparse vs dense kernel on single conv layers of the benchmark models: each layer built dense and with a random
 KGS 8x4 mask at its model's benchmark density (the sparse kernel forced on), the conv kernel timed alone in
 interleaved rounds; sparse/dense = the sparse kernel's GFLOP/s on kept MACs over the dense kernel's.
-Run: TVM_NUM_THREADS=2 .venv/bin/python bench/sparse_layers.py [--rounds 5] [--out bench/results/sparse]
+Run: TVM_NUM_THREADS=2 .venv/bin/python bench/sparse_layers.py [--rounds 5] [--out bench/results/sparse] [--only c3d]
 """
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ sys.path.insert(0, str(HERE.parent))
 import rt3d  # noqa: E402
 from rt3d.ir.sparsity import Sparsity, random_mask  # noqa: E402
 from rt3d.targets import get_target  # noqa: E402
-from engines import write_json  # noqa: E402
+from engines import select, write_json  # noqa: E402
 
 # name: (in, out, depth, height/width, kernel, stride, pad, density): the layer shapes of the models at their
 # benchmark input, the density their whole-model FLOPs reduction gives (bench/results/sparse/peer.md)
@@ -55,11 +55,12 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--out", default=str(HERE / "results" / "sparse"))
+    ap.add_argument("--only", help="comma-separated substrings of the layer names to run (default: all)")
     args = ap.parse_args(argv)
     target = get_target("host")
     rng = np.random.default_rng(0)
     rows = []
-    for name, (cin, cout, d, hw, k, stride, pad, density) in LAYERS.items():
+    for name, (cin, cout, d, hw, k, stride, pad, density) in select(LAYERS, args.only, "layer").items():
         w = (rng.standard_normal((cout, cin) + k) * 0.05).astype(np.float32)
         ws = (w * random_mask(w.shape, Sparsity("kgs", (8, 4)), density, rng)).astype(np.float32)
         dense = rt3d.build(layer_model(cin, cout, d, hw, k, stride, pad, w), target=target)

@@ -49,6 +49,23 @@ def test_e2e_breakdown_on_a_small_model(tmp_path, bench_module):
     assert "| kernel family |" in (out / "e2e_breakdown.md").read_text()
 
 
+def test_sparse_layer_and_pair_benchmarks(tmp_path, bench_module):
+    """bench/sparse_layers.py and bench/sep_pairs.py on their smallest entries (--only), one round each."""
+    import sep_pairs
+    import sparse_layers
+    out = tmp_path / "results"
+    assert sparse_layers.main(["--only", "conv5b", "--rounds", "1", "--out", str(out)]) == 0
+    (row,) = json.loads((out / "layers.json").read_text())["layers"]
+    assert row["layer"].startswith("c3d conv5b") and row["sparse_ms"] > 0 and row["sparse_over_dense"] > 0
+    assert row["sparse_impl"].startswith("sparse_conv3d.") and row["dense_impl"].startswith("conv3d.")
+    assert sep_pairs.main(["--only", "mixed_3b", "--rounds", "1", "--out", str(out)]) == 0
+    (pair,) = json.loads((out / "sep_pairs.json").read_text())["pairs"]
+    assert pair["fused_impl"].startswith("sparse_conv3d.sep(") and pair["fused_ms"] > 0 and pair["unfused_ms"] > 0
+    assert isinstance(pair["cost_model_fuses"], bool)  # what the cost model does depends on this machine's L2
+    with pytest.raises(SystemExit, match="no pair matches 'frobnitz'; the pairs are: r2plus1d layer1"):
+        sep_pairs.main(["--only", "frobnitz", "--out", str(out)])
+
+
 def test_unknown_engine_is_an_error(bench_module, capsys):
     with pytest.raises(SystemExit):
         bench_module.main(["--engines", "rt3d,frobnitz"])
