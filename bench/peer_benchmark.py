@@ -156,13 +156,16 @@ def sparse_markdown(res: dict) -> list[str]:
             continue
         rate = kgs["info"]["flops_reduction"]
         speed = dense["median_ms"] / kgs["median_ms"]
-        # per conv layer: the sparse kernel's GFLOP/s (kept MACs) / the dense kernel's on the same layer
+        # per conv layer: the sparse kernel's GFLOP/s (kept MACs) / the dense kernel's on the same layer; a fused
+        # pair (sparse_sep_conv3d, named "first+second") against its two dense convs together
         dl = {lt["node"].rsplit("# ", 1)[-1]: lt for lt in dense.get("layers", []) if lt["op"] == "conv3d"}
         ratios, weights = [], []
         for lt in kgs.get("layers", []):
-            d = dl.get(lt["node"].rsplit("# ", 1)[-1])
-            if lt["op"] == "sparse_conv3d" and d and d["gflops"]:
-                ratios.append(lt["gflops"] / d["gflops"])
+            if lt["op"] not in ("sparse_conv3d", "sparse_sep_conv3d"):
+                continue
+            ds = [dl.get(n) for n in lt["node"].rsplit("# ", 1)[-1].split("+")]
+            if all(ds) and all(d["gflops"] for d in ds):
+                ratios.append(lt["gflops"] * sum(d["ms"] for d in ds) / sum(d["gflops"] * d["ms"] for d in ds))
                 weights.append(lt["ms"])
         wr = sum(r * w for r, w in zip(ratios, weights)) / sum(weights) if weights else float("nan")
         van_ms = van.get("median_ms")
