@@ -6,6 +6,8 @@ import onnx
 import onnxruntime as ort
 from onnx import TensorProto, helper, numpy_helper
 
+from rt3d.ir.sparsity import Sparsity, random_mask
+
 
 def make_model(nodes, inputs: dict, outputs: list[str] | dict, inits: dict | None = None, opset: int = 17,
                name: str = "test") -> onnx.ModelProto:
@@ -67,3 +69,34 @@ def check_against_ort(model, feeds: dict, build: bool = True, rtol=1e-4, passes=
         for i, (a, e) in enumerate(zip(outs, expected)):
             assert_close(a, e, rtol=rtol, what=f"build output {i}")
     return g
+
+
+def sep_net(rng, cin, mid, cout, k, shape, stride2=1, bias1=True, act1="relu", residual=False, density=0.4,
+            extra_user=False, stride1=1):
+    """R(2+1)D's pair as ONNX: a 1xkxk conv (+ bias; spatial stride stride1) + act1, then a kx1x1 conv with bias
+    (temporal stride stride2, + a residual) + relu, both KGS 8x4-pruned; ``extra_user``: the intermediate is also a
+    graph output."""
+    sp = Sparsity("kgs", (8, 4))
+    w1 = rng.standard_normal((mid, cin, 1, k, k)).astype(np.float32) * (2.0 / (cin * k * k)) ** 0.5
+    w2 = rng.standard_normal((cout, mid, k, 1, 1)).astype(np.float32) * (2.0 / (mid * k)) ** 0.5
+    inits = {"w1": w1 * random_mask(w1.shape, sp, density, rng), "w2": w2 * random_mask(w2.shape, sp, density, rng),
+             "b2": rng.standard_normal(cout).astype(np.float32)}
+    ins1 = ["x", "w1"]
+    if bias1:
+        inits["b1"] = rng.standard_normal(mid).astype(np.float32)
+        ins1.append("b1")
+    nodes = [helper.make_node("Conv", ins1, ["c1"], kernel_shape=[1, k, k], pads=[0, k // 2, k // 2] * 2,
+                              strides=[1, stride1, stride1])]
+    nodes.append(helper.make_node("LeakyRelu", ["c1"], ["m"], alpha=0.1) if act1 == "leaky"
+                 else helper.make_node("Relu", ["c1"], ["m"]))
+    nodes.append(helper.make_node("Conv", ["m", "w2", "b2"], ["c2"], kernel_shape=[k, 1, 1], pads=[k // 2, 0, 0] * 2,
+                                  strides=[stride2, 1, 1]))
+    inputs = {"x": shape}
+    last = "c2"
+    if residual:
+        inputs["r"] = (shape[0], cout, (shape[2] + 2 * (k // 2) - k) // stride2 + 1) + tuple(
+            (s + 2 * (k // 2) - k) // stride1 + 1 for s in shape[3:])
+        nodes.append(helper.make_node("Add", ["c2", "r"], ["s"]))
+        last = "s"
+    nodes.append(helper.make_node("Relu", [last], ["y"]))
+    return make_model(nodes, inputs, ["y", "m"] if extra_user else ["y"], inits), inputs

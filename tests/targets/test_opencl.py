@@ -13,6 +13,7 @@ import rt3d
 from rt3d.models import export_onnx, get_model
 from rt3d.models.sparse import sparsify
 from rt3d.targets import get_target
+from tests.helpers import assert_close, ort_run, sep_net
 
 cl = pytest.importorskip("pyopencl")
 try:
@@ -48,6 +49,22 @@ def test_sparse_kernels_match_onnxruntime(sparsity):
     assert sparse and all("gpu_ell" in lay.impl for lay in sparse)
     ref = _reference(data, x)
     np.testing.assert_allclose(mod.run(x), ref, rtol=1e-4, atol=1e-4 * float(np.abs(ref).max()))
+
+
+def test_a_pair_the_cpu_fuses_runs_as_two_gpu_kernels():
+    """fuse-sep-convs is a CPU pass (the fused kernel is a CPU loop nest): the GPU pipeline leaves it out, so a
+    (2+1)D pair that a CPU target fuses (its 4 MiB intermediate too) runs as two OpenCL sparse kernels."""
+    rng = np.random.default_rng(5)
+    model, inputs = sep_net(rng, 16, 16, 16, 3, (1, 16, 4, 128, 128))
+    host = get_target("host").default_passes(always_sparse=True)
+    host = host.replace("fuse-sep-convs{", "fuse-sep-convs{cost_model=false,")
+    assert any(lay.op == "sparse_sep_conv3d" for lay in rt3d.build(model, target="host", passes=host).layers)
+    gpu = get_target("android-gpu").default_passes(always_sparse=True)
+    assert "fuse-sep-convs" not in gpu
+    mod = rt3d.build(model, target="android-gpu", passes=gpu)
+    assert [lay.op for lay in mod.layers if "conv" in lay.op] == ["sparse_conv3d", "sparse_conv3d"]
+    feeds = {n: rng.standard_normal(s).astype(np.float32) for n, s in inputs.items()}
+    assert_close(mod.run(*feeds.values()), ort_run(model, feeds)[0], rtol=1e-4)
 
 
 def test_launch_plan_and_artifact(tmp_path, monkeypatch):

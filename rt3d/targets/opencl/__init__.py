@@ -20,7 +20,9 @@ WORK_GROUP = 64  # threads per work-group of the default GPU schedule
 LOWERINGS = dict(CPU_LOWERINGS)  # the TE of the other ops is shared; their schedule follows target.gpu_threads
 LOWERINGS.update({"conv3d": lower_conv3d, "sparse_conv3d": lower_sparse_conv3d,
                   "dense": _dense_generic})
-for _op in ("to_blocked", "from_blocked"):
+# no layout conversions (GPU kernels read plain NCDHW) and no fused sparse pair (its kernel is a CPU loop nest; without
+# the lowering, the target's default pipeline leaves out fuse-sep-convs)
+for _op in ("to_blocked", "from_blocked", "sparse_sep_conv3d"):
     LOWERINGS.pop(_op, None)
 
 
