@@ -22,7 +22,7 @@ def layer_class(task: Task) -> tuple:
     """Layers of one class take the same schedules well: same op, stride, input layout, kernel shape, width."""
     n = task.node
     a = n.attrs
-    if n.op == "sparse_conv3d":
+    if n.op in ("sparse_conv3d", "sparse_sep_conv3d"):
         return (n.op, tuple(a.stride), tuple(a.group), tuple(a.kernel))
     w = n.inputs[1].type.shape
     return (n.op, tuple(a.stride[-2:]), bool(a.in_block), tuple(w[2:]), n.output.type.shape[-2 if a.out_block else -1])

@@ -17,21 +17,23 @@ from ..ir import Node
 from ..ir.flops import node_macs
 from ..ir.interpreter import node_out_spatial
 from ..targets.arm_neon.conv3d import ConvTile, default_tile, workload_key
-from ..targets.arm_neon.sparse_conv3d import REGISTER_TILE, SparseTile, sparse_plan, sparse_workload_key
+from ..targets.arm_neon.sparse_conv3d import REGISTER_TILE, SparseTile, sep_plan, sparse_plan, sparse_workload_key
 from .db import config_key
 
-__all__ = ["Task", "extract_tasks", "workload_key", "tunable", "conv_space", "sparse_space", "config_key",
-           "schedule_record", "features"]
+__all__ = ["Task", "extract_tasks", "workload_key", "tunable", "conv_space", "sparse_space", "sep_space",
+           "config_key", "schedule_record", "features"]
+
+SPARSE_OPS = ("sparse_conv3d", "sparse_sep_conv3d")  # schedule records: SparseTile
 
 
 def tunable(node: Node) -> bool:
-    if node.op == "sparse_conv3d":
-        return node.inputs[1].data is not None and node.inputs[2].data is not None
+    if node.op in SPARSE_OPS:
+        return all(v.data is not None for v in node.inputs[1:] if v.is_const)
     return node.op == "conv3d" and node.attrs.groups == 1 and node.inputs[1].data is not None
 
 
 def task_key(node: Node) -> str:
-    if node.op == "sparse_conv3d":
+    if node.op in SPARSE_OPS:
         return sparse_workload_key(node)
     if node.op == "conv3d" and tunable(node):
         return workload_key(node)
@@ -42,7 +44,7 @@ def task_key(node: Node) -> str:
 
 def schedule_record(op: str, config: dict):
     """The schedule record type of an op's kernel, built from a database record's config."""
-    return (SparseTile if op == "sparse_conv3d" else ConvTile)(**config)
+    return (SparseTile if op in SPARSE_OPS else ConvTile)(**config)
 
 
 @dataclass
@@ -95,6 +97,16 @@ def sparse_space(node: Node, lanes: int, cores: int, l2_bytes: int = 0) -> list[
     return [plan.default] + [t for t in space if t != plan.default]
 
 
+def sep_space(node: Node, lanes: int, cores: int) -> list[SparseTile]:
+    """A fused pair's (sparse_sep_conv3d) vectors per register tile x runs of output depths (1, 2, 4, all: more
+    parallel units, each recomputing the first conv at the depths it shares with the run before); the default
+    first."""
+    plan = sep_plan(node, lanes, cores)
+    runs = sorted({r for r in (1, 2, 4, plan.depths) if r <= plan.depths})
+    space = [SparseTile(v, runs=r) for v in range(1, plan.vmax + 1) for r in runs]
+    return [plan.default] + [t for t in space if t != plan.default]
+
+
 def extract_tasks(graph, target) -> list[Task]:
     """The distinct kernels of ``graph`` (after passes) in graph order, tunable or not."""
     tasks: dict[str, Task] = {}
@@ -105,9 +117,12 @@ def extract_tasks(graph, target) -> list[Task]:
             continue
         space = []
         if tunable(node) and node.op in target.lowerings:
-            space = (sparse_space(node, target.vector_lanes, target.num_cores, target.l2_bytes)
-                     if node.op == "sparse_conv3d"
-                     else conv_space(node, target.vector_lanes))
+            if node.op == "sparse_sep_conv3d":
+                space = sep_space(node, target.vector_lanes, target.num_cores)
+            elif node.op == "sparse_conv3d":
+                space = sparse_space(node, target.vector_lanes, target.num_cores, target.l2_bytes)
+            else:
+                space = conv_space(node, target.vector_lanes)
         tasks[key] = Task(key, node, 1, space, target.vector_lanes, target.num_cores)
     return list(tasks.values())
 
@@ -116,6 +131,15 @@ def features(task: Task, config) -> np.ndarray:
     """What the cost model sees of a (layer, schedule) pair: the knobs, their interactions with the layer's
     geometry, and register/reuse quantities derived from both."""
     n = task.node
+    if n.op == "sparse_sep_conv3d":
+        plan = sep_plan(n, task.lanes, task.cores)
+        gm = max(n.attrs.group[0], n.attrs.first_group[0])
+        tiles = -(-plan.positions // (task.lanes * config.v))
+        waste = tiles * task.lanes * config.v / max(1, plan.positions) - 1
+        acc = gm * config.v / REGISTER_TILE
+        runs = config.runs or plan.default.runs
+        return np.array([1, 1, 0, acc, acc * acc, 1 / config.v, waste, 0, 1, acc, 0, 0, 1,
+                         np.log(runs), (runs - 1) / plan.depths, 0, 0, np.log(acc)])
     if n.op == "sparse_conv3d":
         gm = n.attrs.group[0]
         plan = sparse_plan(n, task.lanes, task.cores)

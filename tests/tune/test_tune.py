@@ -206,7 +206,7 @@ def test_sparse_layers_are_tuned_and_applied(tmp_path):
     db_path = tmp_path / "s.jsonl"
     report = rt3d.autotune(pruned, db=db_path, trials=6, passes=always_sparse(), stream=io.StringIO())
     sparse = [r for r in report.layers if r.op == "sparse_conv3d"]
-    assert sparse and all(r.best and set(r.best) == {"v", "chunks", "tiles", "split"} for r in sparse)
+    assert sparse and all(r.best and set(r.best) == {"v", "chunks", "tiles", "split", "runs"} for r in sparse)
     assert sum(r.trials for r in sparse) >= len(sparse) + 2  # defaults and searched candidates
     x = rand(*shape, seed=3)
     tuned = rt3d.build(pruned, passes=always_sparse(), tuning_db=db_path)
@@ -215,3 +215,29 @@ def test_sparse_layers_are_tuned_and_applied(tmp_path):
     for r in sparse:
         assert any(f"x{r.best['v']}x" in i for i in impls)
     assert_close(tuned.run(x), rt3d.build(pruned, passes=always_sparse()).run(x))
+
+
+def test_fused_pairs_are_tuned_and_applied(tmp_path):
+    """A (2+1)D pair fused into one sparse_sep_conv3d is one task: vectors per tile x runs of output depths."""
+    from rt3d.passes import PassManager
+    from rt3d.targets import get_target
+    from rt3d.tune.space import extract_tasks, sep_space
+    from tests.helpers import sep_net
+    from tests.runtime.test_sparse import always_sparse
+    model, inputs = sep_net(np.random.default_rng(4), 16, 24, 16, 3, (1, 16, 6, 10, 12))
+    passes = always_sparse().replace("fuse-sep-convs{", "fuse-sep-convs{cost_model=false,")
+    target = get_target("host")
+    graph = PassManager(passes).run(rt3d.import_onnx(model))
+    (task,) = [t for t in extract_tasks(graph, target) if t.node.op == "sparse_sep_conv3d"]
+    assert task.space == sep_space(task.node, target.vector_lanes, target.num_cores)
+    assert {t.runs for t in task.space} == {1, 2, 4, 6, task.space[0].runs}  # the default first
+    assert {t.v for t in task.space} == {1, 2, 3}
+    db_path = tmp_path / "sep.jsonl"
+    report = rt3d.autotune(model, db=db_path, trials=5, passes=passes, stream=io.StringIO())
+    (row,) = [r for r in report.layers if r.op == "sparse_sep_conv3d"]
+    assert row.trials >= 2 and set(row.best) == {"v", "chunks", "tiles", "split", "runs"}
+    x = rand(*inputs["x"], seed=5)
+    tuned = rt3d.build(model, passes=passes, tuning_db=db_path)
+    (impl,) = [layer.impl for layer in tuned.layers if layer.op == "sparse_sep_conv3d"]
+    assert f"x{row.best['v']}x" in impl and (f"runs={row.best['runs']}" in impl) == (row.best["runs"] > 1), impl
+    assert_close(tuned.run(x), rt3d.build(model, passes=passes).run(x))
