@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import argparse
 import gc
-import json
-import os
 import sys
 import time
 from collections import defaultdict
@@ -18,7 +16,7 @@ from pathlib import Path
 HERE = Path(__file__).parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))
-from engines import ENGINES  # noqa: E402
+from engines import ENGINES, write_json, write_text  # noqa: E402
 from peer_benchmark import MODELS, export_models  # noqa: E402
 
 
@@ -84,12 +82,8 @@ def main(argv=None) -> int:
                   f"{r['in_model_ms']:.1f}", flush=True)
             del mod
             gc.collect()
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    for name, text in (("e2e_breakdown.json", json.dumps(res, indent=1)), ("e2e_breakdown.md", markdown(res))):
-        tmp = out / f".{name}.tmp"
-        tmp.write_text(text)
-        os.replace(tmp, out / name)
+    write_json(args.out, "e2e_breakdown.json", res)
+    write_text(args.out, "e2e_breakdown.md", markdown(res))
     print(markdown(res))
     return 0
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -33,14 +34,28 @@ def precision_name(value) -> str:
     return text
 
 
-def write_json(out: str | Path, name: str, obj) -> Path:
+def write_text(out: str | Path, name: str, text: str) -> Path:
     """Write a benchmark's results as ``out/name`` atomically (a temporary file renamed over it); returns the path."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     tmp = out / f".{name}.tmp"
-    tmp.write_text(json.dumps(obj, indent=1))
+    tmp.write_text(text)
     tmp.replace(out / name)
     return out / name
+
+
+def write_json(out: str | Path, name: str, obj) -> Path:
+    return write_text(out, name, json.dumps(obj, indent=1))
+
+
+def interleaved(mods: dict, rounds: int, time_ms) -> dict[str, float]:
+    """The median of ``time_ms(module)`` for each of ``mods`` (name -> module) over ``rounds`` rounds, each round
+    timing them in turn, so that a busy moment of a shared machine falls on all of them alike."""
+    times: dict[str, list[float]] = {name: [] for name in mods}
+    for _ in range(rounds):
+        for name, mod in mods.items():
+            times[name].append(time_ms(mod))
+    return {name: statistics.median(ts) for name, ts in times.items()}
 
 
 def select(table: dict, only: str | None, what: str) -> dict:

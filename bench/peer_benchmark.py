@@ -23,7 +23,7 @@ import numpy as np
 HERE = Path(__file__).parent
 sys.path.insert(0, str(HERE.parent))
 import rt3d  # noqa: E402  (sets TVM_NUM_THREADS before TVM starts)
-from engines import ENGINES, precision_name  # noqa: E402
+from engines import ENGINES, precision_name, write_json, write_text  # noqa: E402
 
 MODELS = ["c3d", "r2plus1d_18", "s3d"]
 SLOW_ENGINE_S = 5.0  # an engine slower than this per run is timed once per benchmark, not every round
@@ -95,11 +95,8 @@ def bench_model(name, path, module, shape, engines, rounds, warmup, log) -> dict
 
 
 def write_reports(res: dict, out: Path) -> None:
-    out.mkdir(parents=True, exist_ok=True)
-    tmp = out / ".peer.json.tmp"
-    tmp.write_text(json.dumps(res, indent=1))
-    os.replace(tmp, out / "peer.json")
-    (out / "peer.md").write_text(markdown(res))
+    write_json(out, "peer.json", res)
+    write_text(out, "peer.md", markdown(res))
     try:
         chart(res, out / "peer.png")
     except ImportError:

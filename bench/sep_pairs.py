@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import re
-import statistics
 import sys
 from pathlib import Path
 
@@ -19,7 +18,7 @@ sys.path.insert(0, str(HERE.parent))
 import rt3d  # noqa: E402
 from rt3d.ir.sparsity import Sparsity, random_mask  # noqa: E402
 from rt3d.targets import get_target  # noqa: E402
-from engines import select, write_json  # noqa: E402
+from engines import interleaved, select, write_json  # noqa: E402
 
 # name: (in, mid, out, depth, height/width, k, density, stride): the pairs of the models at their benchmark input and
 # the density of their whole-model FLOPs reduction (bench/engines.py); stride 2: a downsampling pair (1xkxk at spatial
@@ -84,11 +83,8 @@ def main(argv=None) -> int:
         chosen = rt3d.build(model, target=target, passes=base)  # the cost model's choice
         decided = any(layer.op == "sparse_sep_conv3d" for layer in chosen.layers)
         x = rng.standard_normal((1, cin, d, hw, hw)).astype(np.float32)
-        times = {"fused": [], "unfused": []}
-        for _ in range(args.rounds):
-            for key, mod in (("fused", fused), ("unfused", unfused)):
-                times[key].append(sparse_ms(mod, x))
-        fm, um = statistics.median(times["fused"]), statistics.median(times["unfused"])
+        med = interleaved({"fused": fused, "unfused": unfused}, args.rounds, lambda mod: sparse_ms(mod, x))
+        fm, um = med["fused"], med["unfused"]
         rows.append({"pair": name, "density": density, "fused_ms": fm, "unfused_ms": um, "unfused_over_fused": um / fm,
                      "cost_model_fuses": decided,
                      "fused_impl": next(t.impl for t in fused.layers if t.op.startswith("sparse"))})

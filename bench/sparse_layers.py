@@ -6,7 +6,6 @@ Run: TVM_NUM_THREADS=2 .venv/bin/python bench/sparse_layers.py [--rounds 5] [--o
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 from pathlib import Path
 
@@ -17,7 +16,7 @@ sys.path.insert(0, str(HERE.parent))
 import rt3d  # noqa: E402
 from rt3d.ir.sparsity import Sparsity, random_mask  # noqa: E402
 from rt3d.targets import get_target  # noqa: E402
-from engines import select, write_json  # noqa: E402
+from engines import interleaved, select, write_json  # noqa: E402
 
 # name: (in, out, depth, height/width, kernel, stride, pad, density): the layer shapes of the models at their
 # benchmark input, the density their whole-model FLOPs reduction gives (bench/results/sparse/peer.md)
@@ -44,11 +43,15 @@ def layer_model(cin, cout, d, hw, k, stride, pad, weight):
                              opset_imports=[helper.make_opsetid("", 17)])
 
 
-def conv_time(mod, x) -> tuple[float, int, str]:
-    """The conv kernel's time alone (ms), its MACs and implementation."""
-    lay = next(t for t in mod.benchmark(x, repeat=1, warmup=1, layer_repeat=3).layers
-               if t.op in ("conv3d", "sparse_conv3d"))
-    return lay.ms, lay.macs, lay.impl
+def conv_layer(mod):
+    """The module's conv kernel (dense or sparse)."""
+    return next(t for t in mod.layers if t.op in ("conv3d", "sparse_conv3d"))
+
+
+def conv_ms(mod, x) -> float:
+    """The conv kernel's time alone."""
+    kernel = conv_layer(mod).kernel
+    return next(t.ms for t in mod.benchmark(x, repeat=1, warmup=1, layer_repeat=3).layers if t.kernel == kernel)
 
 
 def main(argv=None) -> int:
@@ -67,18 +70,14 @@ def main(argv=None) -> int:
         sparse = rt3d.build(layer_model(cin, cout, d, hw, k, stride, pad, ws), target=target,
                             passes=target.default_passes(always_sparse=True))
         x = rng.standard_normal((1, cin, d, hw, hw)).astype(np.float32)
-        times = {"dense": [], "sparse": []}
-        for _ in range(args.rounds):
-            for key, mod in (("dense", dense), ("sparse", sparse)):
-                ms, macs, impl = conv_time(mod, x)
-                times[key].append(ms)
-                times[key + "_macs"], times[key + "_impl"] = macs, impl
-        dm, sm = statistics.median(times["dense"]), statistics.median(times["sparse"])
-        ratio = (times["sparse_macs"] / sm) / (times["dense_macs"] / dm)
+        med = interleaved({"dense": dense, "sparse": sparse}, args.rounds, lambda mod: conv_ms(mod, x))
+        dm, sm = med["dense"], med["sparse"]
+        dl, sl = conv_layer(dense), conv_layer(sparse)
+        ratio = (sl.macs / sm) / (dl.macs / dm)
         rows.append({"layer": name, "density": density, "dense_ms": dm, "sparse_ms": sm, "sparse_over_dense": ratio,
-                     "dense_impl": times["dense_impl"], "sparse_impl": times["sparse_impl"]})
+                     "dense_impl": dl.impl, "sparse_impl": sl.impl})
         print(f"{name:40s} dense {dm:7.2f} ms  sparse {sm:7.2f} ms  sparse/dense GFLOP/s {ratio:.2f}  "
-              f"{times['sparse_impl']}", flush=True)
+              f"{sl.impl}", flush=True)
     path = write_json(args.out, "layers.json", {"target": target.key(), "rounds": args.rounds, "layers": rows})
     print(f"wrote {path}")
     return 0

@@ -94,14 +94,25 @@ class SparseSepConvAttrs(SparseConvAttrs):
     mid_block: int = 0
 
 
+# the first conv's attributes a SparseSepConvAttrs keeps as first_<name> (its layouts are in_block and mid_block)
+_FIRST = ("filters", "kernel", "stride", "pad", "dilation", "group", "kept", "order", "perm", "act", "act_params",
+          "sparsity")
+
+
 def sep_parts(a: SparseSepConvAttrs) -> tuple[SparseConvAttrs, SparseConvAttrs]:
     """The attributes of the two sparse convs a sparse_sep_conv3d computes."""
-    first = SparseConvAttrs(act=a.first_act, act_params=a.first_act_params, stride=a.first_stride, pad=a.first_pad,
-                            dilation=a.first_dilation, kernel=a.first_kernel, filters=a.first_filters,
-                            sparsity=a.first_sparsity, group=a.first_group, kept=a.first_kept, order=a.first_order,
-                            perm=a.first_perm, in_block=a.in_block, out_block=a.mid_block)
+    first = SparseConvAttrs(**{f: getattr(a, f"first_{f}") for f in _FIRST}, in_block=a.in_block,
+                            out_block=a.mid_block)
     second = SparseConvAttrs(**{f.name: getattr(a, f.name) for f in fields(SparseConvAttrs)})
     return first, dataclasses.replace(second, in_block=a.mid_block)
+
+
+def sep_attrs(first: SparseConvAttrs, second: SparseConvAttrs, first_bias: bool) -> SparseSepConvAttrs:
+    """The attributes of one sparse_sep_conv3d computing ``first`` (with a bias input when ``first_bias``), then
+    ``second`` on its output: the inverse of sep_parts."""
+    return SparseSepConvAttrs(**{f.name: getattr(second, f.name) for f in fields(SparseConvAttrs)}
+                              | {f"first_{f}": getattr(first, f) for f in _FIRST}
+                              | {"in_block": first.in_block, "mid_block": second.in_block, "first_bias": first_bias})
 
 
 def sep_split_inputs(a: SparseSepConvAttrs, inputs: list) -> tuple[list, list]:

@@ -21,7 +21,7 @@ from typing import ClassVar
 import numpy as np
 
 from ..ir import Graph
-from ..ir.ops import SparseConvAttrs, SparseSepConvAttrs, sep_pair_problem, spatially_pointwise
+from ..ir.ops import SparseConvAttrs, sep_attrs, sep_pair_problem, spatially_pointwise
 from ..ir.sparsity import Packed, Sparsity, block_macs, chunk_sizes, detect, pack, unpack
 from .base import Pass, PassReport, register_pass
 
@@ -268,15 +268,7 @@ class FuseSepConvs(Pass):
             if why:
                 report.note(f"{pair} not fused: {why}")
                 continue
-            a1, a2 = prod.attrs, node.attrs
-            node.attrs = SparseSepConvAttrs(
-                **{f: getattr(a2, f) for f in SparseConvAttrs.__dataclass_fields__}
-                | {"in_block": a1.in_block, "mid_block": a2.in_block, "first_filters": a1.filters,
-                   "first_kernel": a1.kernel, "first_stride": a1.stride, "first_pad": a1.pad,
-                   "first_dilation": a1.dilation, "first_group": a1.group, "first_kept": a1.kept,
-                   "first_order": a1.order, "first_perm": a1.perm, "first_act": a1.act,
-                   "first_act_params": a1.act_params, "first_sparsity": a1.sparsity,
-                   "first_bias": len(prod.inputs) == 4})
+            node.attrs = sep_attrs(prod.attrs, node.attrs, first_bias=len(prod.inputs) == 4)
             node.op = "sparse_sep_conv3d"
             node.inputs = list(prod.inputs) + node.inputs[1:]
             node.name = f"{prod.name}+{node.name}"

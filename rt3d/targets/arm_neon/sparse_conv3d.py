@@ -207,24 +207,29 @@ def sparse_workload_key(node: Node) -> str:
 @dataclass(frozen=True)
 class SepPlan:
     """A fused pair's kernel geometry: the heuristic's tile (its runs of output depths explicit), the second conv's
-    output depths, the positions a depth's tiles cover and the most vectors per register tile (both convs' row
-    blocks share it)."""
+    output depths, the first conv's (phase) plane whose rows the positions run along, the positions a depth's tiles
+    cover and the most vectors per register tile (both convs' row blocks share it)."""
 
     default: SparseTile
     depths: int
+    plane: tuple[int, int]
     positions: int
     vmax: int
 
 
 def sep_plan(node: Node, lanes: int, cores: int) -> SepPlan:
     """The geometry lower_sparse_conv3d gives a sparse_sep_conv3d (its default tile when no record is tuned)."""
-    first, second = sep_nodes(node)
+    return _sep_plan(*sep_nodes(node), lanes, cores)
+
+
+def _sep_plan(first: Node, second: Node, lanes: int, cores: int) -> SepPlan:
     gm, gn = max(first.attrs.group[0], second.attrs.group[0]), max(first.attrs.group[1], second.attrs.group[1])
     _, (N, *_), (OD, OH, OW) = _shapes(second)
-    J = (OH - 1) * sparse_plan(first, lanes, cores).plane[1] + OW
+    Hf, Wf = sparse_plan(first, lanes, cores).plane
+    J = (OH - 1) * Wf + OW
     V = _choose_v(gm, lanes, J, gn)
     default = SparseTile(V, runs=_depth_runs(OD, N * -(-J // (lanes * V)), cores, fused=True))
-    return SepPlan(default, OD, J, max(1, min(REGISTER_TILE // gm, COLUMN_BODY // (gm * gn))))
+    return SepPlan(default, OD, (Hf, Wf), J, max(1, min(REGISTER_TILE // gm, COLUMN_BODY // (gm * gn))))
 
 
 def _depth_runs(OD: int, tiles: int, cores: int, fused: bool = False) -> int:
@@ -553,18 +558,17 @@ def lower_sparse_conv3d(node: Node, target, pre: Node | None = None, sep_tile: S
     (Hf, Wf), NPH = plan.plane, sh * sw
     if pre is not None:
         # fused pair: positions run along pre's padded plane (or phase plane: rows of pitch Wf, as its flat modes),
-        # one depth at a time; both convs share the position tile, and the write-back drops the padding columns as
-        # flat2 does
-        (Hf, Wf) = sparse_plan(pre, L, target.num_cores, target.l2_bytes).plane
-        J = (OH - 1) * Wf + OW
+        # one depth at a time; both convs share the position tile (the pair's tuning record or its heuristic's), and
+        # the write-back drops the padding columns as flat2 does
+        sp = _sep_plan(pre, node, L, target.num_cores)
+        (Hf, Wf), J, tile = sp.plane, sp.positions, sep_tile or sp.default
+    else:
+        tile = target.tuned.get(sparse_workload_key(node)) or plan.default
     plane, S = Hf * Wf, KD * KH * KW
     PS = Dp * plane  # one phase of one channel
     cs, xs = NPH * PS, Cp * NPH * PS
     oplane = OH * OW
 
-    tile = target.tuned.get(sparse_workload_key(node)) or plan.default
-    if pre is not None:  # one tile for both convs: the fused pair's tuning record or its heuristic's
-        tile = sep_tile or SparseTile(_choose_v(max(GM, pre.attrs.group[0]), L, J, max(GN, pre.attrs.group[1])))
     V, CH = tile.v, min(max(1, tile.chunks), max(1, P))
     TJ = L * V
     JT = -(-J // TJ)
