@@ -175,7 +175,7 @@ def sparse_markdown(res: dict) -> list[str]:
     if not rows:
         return []
     return ["", "Pruned models (random KGS / Vanilla 8x4 masks at the paper's whole-model FLOPs reductions; "
-                "stems dense), rt3d, same run:", "",
+                "stems dense, fully connected layers pruned too), rt3d, same run:", "",
             "| model | FLOPs reduction | rt3d dense ms | rt3d KGS ms | rt3d Vanilla ms | KGS speedup | KGS/Vanilla "
             "| sparse/dense GFLOP/s per conv layer (time-weighted) |",
             "|---|---|---|---|---|---|---|---|"] + rows

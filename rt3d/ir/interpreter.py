@@ -98,6 +98,8 @@ def _sparse_conv(node: Node, args):
     if a.residual and a.out_block:
         rest[-1] = from_blocked(rest[-1], a.filters)
     w = unpack(values, cols, a.kept, a.perm, (a.filters, x.shape[1]) + tuple(a.kernel))
+    if not a.kernel:  # fully connected
+        return _epilogue(x.astype(np.float64) @ w.T.astype(np.float64), a, [x, w] + rest, (1, -1)).astype(x.dtype)
     ca = ConvAttrs(act=a.act, act_params=a.act_params, residual=a.residual, stride=a.stride, pad=a.pad,
                    dilation=a.dilation)
     y = _conv_plain(SimpleNamespace(attrs=ca), [x, w] + rest,

@@ -124,7 +124,8 @@ def sep_split_inputs(a: SparseSepConvAttrs, inputs: list) -> tuple[list, list]:
 
 @dataclass(frozen=True)
 class DenseAttrs(Epilogue):
-    pass
+    # structured sparsity of the weight [N, K] (as a conv's with no kernel positions), set by detect-sparsity
+    sparsity: str = ""
 
 
 @dataclass(frozen=True)
@@ -355,14 +356,17 @@ def _conv(ts: list[TensorType], a: ConvAttrs) -> TensorType:
 
 
 @register("sparse_conv3d", SparseConvAttrs, arity=_conv_arity,
-          doc="sparse_conv3d(x, values, cols, bias?, residual?): conv3d over a KGS-packed weight, NC(D)HW or blocked")
+          doc="sparse_conv3d(x, values, cols, bias?, residual?): conv3d over a KGS-packed weight, NC(D)HW or blocked; "
+              "on a 2-D input [N, K] a fully connected layer")
 def _sparse_conv(ts: list[TensorType], a: SparseConvAttrs) -> TensorType:
     x, values, cols = ts[0], ts[1], ts[2]
     _check_block(x, a.in_block, "input")
     xl = logical_shape(x, a.in_block)
-    _check(len(xl) in (3, 4, 5), f"input must be 3-D to 5-D, got {x}")
+    # 2-D: a fully connected layer (a conv with no spatial dims), made sparse from a dense node
+    _check(len(xl) in (2, 3, 4, 5), f"input must be 2-D to 5-D, got {x}")
     r = len(xl) - 2
     _spatial_attrs(a, r, ("stride", "pad", "dilation", "kernel"))
+    _check(r or not (a.in_block or a.out_block), f"a 2-D sparse_conv3d (fully connected) has no blocked layout: {x}")
     _check(len(a.group) == 2 and min(a.group) >= 1, f"group must be (gM, gN), got {list(a.group)}")
     gm, gn = a.group
     _check(values.rank == 3 and values.shape[1:] == (gn, gm), f"values {values} must be [kept, {gn}, {gm}]")

@@ -26,9 +26,9 @@ class LayerRate:
 
 def sparsify(model, sparsity: Sparsity | str, flops_reduction: float, seed: int = 0,
              min_channels: int = 16) -> tuple[onnx.ModelProto, list[LayerRate]]:
-    """A copy of ``model`` whose conv weights are pruned at random with one density for every conv that has at
-    least ``min_channels`` input channels (stems stay dense), chosen so that the whole model's conv+dense MACs
-    shrink by ``flops_reduction``. ``model``: a path, bytes or ``onnx.ModelProto``. Returns the pruned
+    """A copy of ``model`` whose conv and fully connected weights are pruned at random with one density for every
+    conv and fully connected layer that has at least ``min_channels`` input channels (stems stay dense), chosen so
+    that the whole model's conv+dense MACs shrink by ``flops_reduction``. ``model``: a path, bytes or ``onnx.ModelProto``. Returns the pruned
     ``onnx.ModelProto`` and the per-layer rates."""
     from ..frontend.onnx import import_model
     from ..frontend.onnx.importer import load_model
@@ -41,16 +41,19 @@ def sparsify(model, sparsity: Sparsity | str, flops_reduction: float, seed: int 
     for node in graph.nodes:
         macs = node_macs(node)
         total += macs
-        w = node.inputs[1] if node.op == "conv3d" else None
-        if w is not None and w.name in inits and node.attrs.groups == 1 and w.type.shape[1] >= min_channels:
+        w = node.inputs[1] if node.op in ("conv3d", "dense") else None
+        # a fully connected weight is [N, K] as in the IR (Gemm with transB=1, as PyTorch exports Linear)
+        if (w is not None and w.name in inits and getattr(node.attrs, "groups", 1) == 1
+                and w.type.shape[1] >= min_channels):
             prunable.append((w.name, macs))
     p_macs = sum(m for _, m in prunable)
     if not prunable:
-        raise InputError(f"model '{graph.name}' has no conv with >= {min_channels} input channels to prune")
+        raise InputError(f"model '{graph.name}' has no conv or fully connected layer with >= {min_channels} input "
+                         "channels to prune")
     density = (total / flops_reduction - (total - p_macs)) / p_macs
     if not 0.02 <= density <= 1.0:
         raise InputError(f"a {flops_reduction}x FLOPs reduction of '{graph.name}' needs density {density:.3f} "
-                         f"on its prunable convs ({p_macs / total:.0%} of the MACs); choose a rate that gives "
+                         f"on its prunable layers ({p_macs / total:.0%} of the MACs); choose a rate that gives "
                          f"0.02..1")
     out = onnx.ModelProto()
     out.CopyFrom(model)

@@ -1,9 +1,13 @@
 """Passes that turn structured weight sparsity into less work (paper section 5).
 
-detect-sparsity        annotate each conv3d whose zeros follow a Filter / Vanilla / KGS pattern (any ONNX model).
+detect-sparsity        annotate each conv3d and fully connected (dense) layer whose zeros follow a Filter / Vanilla /
+                       KGS pattern (any ONNX model); a dense weight [N, K] is a conv weight without kernel positions.
 eliminate-kgs-columns  replace an annotated conv3d by sparse_conv3d over a packed weight: for every row block of gM
                        filters only its kept (channel block, kernel position) columns, as a dense [kept, gN, gM]
                        array plus a column list, so the kernel's inner loop is a dense gM x gN x vector micro-kernel.
+                       An annotated dense layer becomes a 2-D sparse_conv3d (columns: blocks of gN inputs), whose
+                       kernel streams only the kept weights: at batch 1 the layer is bound by reading its weights
+                       (C3D's fc6 and fc7 hold 200 MB in fp32).
 fuse-sep-convs         make one sparse_sep_conv3d of a 1xkxk sparse conv and the kx1x1 sparse conv that alone reads
                        its output (R(2+1)D, S3D), where that output would not stay in cache: the fused kernel
                        computes the first conv's output for a position tile into the second one's depth ring.
@@ -57,15 +61,22 @@ def best_packing(w: np.ndarray, group: tuple[int, int], perm: tuple[int, ...] = 
 
 def _no_spatial_reach(node) -> bool:
     """The sparse kernel's pw mode: each output position reads its own input position only."""
+    if node.op == "dense":
+        return True
     kernel = node.attrs.kernel if node.op == "sparse_conv3d" else tuple(node.inputs[1].type.shape[2:])
     return spatially_pointwise(tuple(kernel), tuple(node.attrs.pad))
 
 
+SPARSE_SOURCES = ("conv3d", "dense")  # the ops detect-sparsity annotates and eliminate-kgs-columns makes sparse
+
+
 def _sparse_weight_ok(node) -> str:
-    """Why a conv3d cannot be made sparse ('' if it can)."""
+    """Why a conv3d or dense layer cannot be made sparse ('' if it can)."""
     a = node.attrs
     if node.inputs[1].data is None:
         return "its weight is not a constant with data"
+    if node.op == "dense":
+        return "" if node.inputs[0].type.rank == 2 else f"its input {node.inputs[0].type} is not 2-D"
     if a.groups != 1:
         return f"groups={a.groups} (only groups=1 has a sparse kernel)"
     if a.in_block or a.out_block:
@@ -76,7 +87,7 @@ def _sparse_weight_ok(node) -> str:
 @register_pass
 @dataclass(frozen=True)
 class DetectSparsity(Pass):
-    """Annotate conv3d nodes with the scheme and group size their zero weights follow."""
+    """Annotate conv3d and dense nodes with the scheme and group size their zero weights follow."""
 
     name: ClassVar[str] = "detect-sparsity"
     min_pruned: float = 0.1  # a layer with fewer zero weights than this is left dense
@@ -84,7 +95,7 @@ class DetectSparsity(Pass):
     def apply(self, graph: Graph, report: PassReport) -> Graph:
         found = 0
         for node in graph:
-            if node.op != "conv3d" or node.attrs.sparsity or _sparse_weight_ok(node):
+            if node.op not in SPARSE_SOURCES or node.attrs.sparsity or _sparse_weight_ok(node):
                 continue
             w = node.inputs[1].data
             sp = detect(w, min_pruned=self.min_pruned)
@@ -93,14 +104,14 @@ class DetectSparsity(Pass):
             node.attrs = replace(node.attrs, sparsity=str(sp))
             found += 1
             report.note(f"%{node.output.name}: {sp}, {np.mean(w == 0):.0%} of the weights are zero")
-        report.note(f"{found} sparse conv3d(s) found")
+        report.note(f"{found} sparse layer(s) found")
         return graph
 
 
 @register_pass
 @dataclass(frozen=True)
 class EliminateKgsColumns(Pass):
-    """conv3d{sparsity=...} -> sparse_conv3d over the packed kept columns."""
+    """conv3d{sparsity=...} (or dense{sparsity=...}) -> sparse_conv3d over the packed kept columns."""
 
     name: ClassVar[str] = "eliminate-kgs-columns"
     max_density: float = 0.85  # above this share of kept MACs the dense kernel is faster: keep it
@@ -115,7 +126,10 @@ class EliminateKgsColumns(Pass):
         row block); spatially strided convs alike since they read phase planes (0.56 on R(2+1)D's 64->230 1x3x3
         stride-2 layer with 45 columns per row block). Without spatial reach (1x1 spatial kernels: temporal kx1x1
         and pointwise convs, the kernel's pw mode) it reaches 0.6-1.0 (0.7 on R(2+1)D's 144->64 3x1x1 layer at
-        56x56, 0.9-1.0 on S3D's 1x1x1 layers), less with fewer than 8 columns per row block."""
+        56x56, 0.9-1.0 on S3D's 1x1x1 layers), less with fewer than 8 columns per row block. A fully connected
+        layer reads each kept weight once per sample: the time of both kernels is that of streaming their weights."""
+        if node.op == "dense":
+            return 0.9 / max(density, 1e-9)
         cols = sum(packed.kept) / max(1, len(packed.kept))
         eff = 0.7 * min(1.0, cols / 8) if _no_spatial_reach(node) else 0.6 * min(1.0, cols / 64)
         return eff / max(density, 1e-9)
@@ -123,7 +137,7 @@ class EliminateKgsColumns(Pass):
     def apply(self, graph: Graph, report: PassReport) -> Graph:
         done = 0
         for node in graph:
-            if node.op != "conv3d" or not node.attrs.sparsity:
+            if node.op not in SPARSE_SOURCES or not node.attrs.sparsity:
                 continue
             why = _sparse_weight_ok(node)
             sp = Sparsity.parse(node.attrs.sparsity)
@@ -145,9 +159,11 @@ class EliminateKgsColumns(Pass):
             a = node.attrs
             values = graph.add_const(f"{node.inputs[1].name}.kgs", packed.values)
             cols = graph.add_const(f"{node.inputs[1].name}.cols", packed.cols)
+            geo = (dict(stride=a.stride, pad=a.pad, dilation=a.dilation) if node.op == "conv3d"
+                   else dict(stride=(), pad=(), dilation=()))  # fully connected: no spatial dims
             node.op = "sparse_conv3d"
-            node.attrs = SparseConvAttrs(act=a.act, act_params=a.act_params, residual=a.residual, stride=a.stride,
-                                         pad=a.pad, dilation=a.dilation, kernel=tuple(w.shape[2:]),
+            node.attrs = SparseConvAttrs(act=a.act, act_params=a.act_params, residual=a.residual, **geo,
+                                         kernel=tuple(w.shape[2:]),
                                          filters=w.shape[0], sparsity=a.sparsity, group=group, kept=packed.kept,
                                          perm=packed.perm)
             node.inputs = [node.inputs[0], values, cols] + node.inputs[2:]
@@ -157,7 +173,7 @@ class EliminateKgsColumns(Pass):
                         f"{min(packed.kept)}..{max(packed.kept)} of {-(-w.shape[1] // group[1]) * s} columns kept, "
                         f"{dens:.0%} of the MACs")
         graph.remove_unused()
-        report.note(f"{done} conv3d(s) made sparse")
+        report.note(f"{done} layer(s) made sparse")
         return graph
 
 

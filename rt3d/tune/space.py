@@ -28,7 +28,8 @@ SPARSE_OPS = ("sparse_conv3d", "sparse_sep_conv3d")  # schedule records: SparseT
 
 def tunable(node: Node) -> bool:
     if node.op in SPARSE_OPS:
-        return all(v.data is not None for v in node.inputs[1:] if v.is_const)
+        # a 2-D sparse_conv3d (fully connected) has one schedule: it streams its weights
+        return bool(node.attrs.kernel) and all(v.data is not None for v in node.inputs[1:] if v.is_const)
     return node.op == "conv3d" and node.attrs.groups == 1 and node.inputs[1].data is not None
 
 

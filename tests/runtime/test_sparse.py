@@ -133,14 +133,48 @@ def test_pruned_zoo_model_runs_sparse_and_matches_onnxruntime(name, scheme, rate
     # weight of a layer that stayed dense
     from onnx import numpy_helper
     weights = {i.name: numpy_helper.to_array(i) for i in pruned.graph.initializer}
-    convs = [n for n in rt3d.import_onnx(pruned).nodes if n.op == "conv3d"]
-    built = [layer for layer in mod.layers if layer.op in ("conv3d", "sparse_conv3d")]
+    convs = [n for n in rt3d.import_onnx(pruned).nodes if n.op in ("conv3d", "dense")]
+    built = [layer for layer in mod.layers if layer.op in ("conv3d", "dense", "sparse_conv3d")]
     assert len(convs) == len(built)
     for node in convs:
         layer = next(layer for layer in built if layer.node.endswith("# " + node.name))
         w = weights[node.inputs[1].name]
         per = np.count_nonzero(w) if layer.op == "sparse_conv3d" else w.size
         assert layer.macs == per * int(np.prod(node.output.type.shape[2:])), layer.node
+
+
+@pytest.mark.parametrize("scheme,k,n,batch,act", [("kgs(8x4)", 64, 40, 1, "relu"), ("kgs(4x4)", 30, 12, 2, "none"),
+                                                   ("vanilla(8x4)", 50, 17, 1, "relu"), ("filter", 33, 24, 3, "none")])
+def test_sparse_fully_connected_layer_matches_onnxruntime(scheme, k, n, batch, act):
+    """A pruned Gemm (K not a multiple of gN, N not of gM, batch > 1) is detected, packed and run by the fc mode of
+    the sparse kernel: the model's answer is onnxruntime's, and the layer's MACs are its nonzero weights."""
+    rng = np.random.default_rng(k)
+    sp = Sparsity.parse(scheme)
+    w = rng.standard_normal((n, k)).astype(np.float32)
+    w = (w * random_mask(w.shape, sp, 0.35, rng)).astype(np.float32)
+    nodes = [helper.make_node("Gemm", ["x", "w", "b"], ["g"], transB=1)]
+    nodes.append(helper.make_node("Relu" if act == "relu" else "Identity", ["g"], ["y"]))
+    model = make_model(nodes, {"x": (batch, k)}, ["y"], {"w": w, "b": rng.standard_normal(n).astype(np.float32)})
+    x = rng.standard_normal((batch, k)).astype(np.float32)
+    mod = rt3d.build(model, passes=always_sparse())
+    impls = sparse_impls(mod)
+    assert len(impls) == 1 and impls[0].startswith("sparse_conv3d.fc("), [layer.impl for layer in mod.layers]
+    layer = next(layer for layer in mod.layers if layer.op == "sparse_conv3d")
+    assert layer.macs == batch * np.count_nonzero(w)
+    assert_close(mod.run(x), ort_run(model, {"x": x})[0], rtol=1e-4)
+
+
+def test_cost_model_makes_a_pruned_fully_connected_layer_sparse():
+    """The default pipeline (density and cost cut-offs on) streams a pruned fully connected layer's kept weights
+    only; a dense one stays dense."""
+    rng = np.random.default_rng(3)
+    w = rng.standard_normal((64, 96)).astype(np.float32)
+    pruned = (w * random_mask(w.shape, Sparsity("kgs", (8, 4)), 0.3, rng)).astype(np.float32)
+    for weight, sparse in ((pruned, True), (w, False)):
+        model = make_model([helper.make_node("Gemm", ["x", "w"], ["y"], transB=1)], {"x": (1, 96)}, ["y"],
+                           {"w": weight})
+        mod = rt3d.build(model)
+        assert bool(sparse_impls(mod)) == sparse, [layer.impl for layer in mod.layers]
 
 
 def test_cost_model_keeps_layers_the_sparse_kernel_would_slow_down():

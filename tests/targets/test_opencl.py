@@ -47,6 +47,7 @@ def test_sparse_kernels_match_onnxruntime(sparsity):
     mod = rt3d.build(data, target="android-gpu", passes=get_target("android-gpu").default_passes(always_sparse=True))
     sparse = [lay for lay in mod.layers if lay.op == "sparse_conv3d"]
     assert sparse and all("gpu_ell" in lay.impl for lay in sparse)
+    assert any("Gemm" in lay.node for lay in sparse), "the pruned fully connected layer ran dense"
     ref = _reference(data, x)
     np.testing.assert_allclose(mod.run(x), ref, rtol=1e-4, atol=1e-4 * float(np.abs(ref).max()))
 

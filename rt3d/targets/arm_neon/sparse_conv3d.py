@@ -522,6 +522,8 @@ def lower_sparse_conv3d(node: Node, target, pre: Node | None = None, sep_tile: S
     copying it from memory."""
     a = node.attrs
     x = node.inputs[0]
+    if not a.kernel and pre is None:
+        return _lower_sparse_fc(node, target)
     if pre is not None:
         why = sep_pair_problem(pre.attrs, a, target.vector_lanes) or (
             "not float32" if pre.inputs[0].type.dtype != "float32" else "")
@@ -928,6 +930,66 @@ def main({", ".join(params)}):
     if stage1:
         impl = f"sparse_conv3d.sep({stage1.impl} -> {impl[len('sparse_conv3d.pw('):]}"
     return Kernel(func, args, impl)
+
+
+def _lower_sparse_fc(node: Node, target) -> Kernel:
+    """A 2-D sparse_conv3d: a fully connected layer y[n, :] = x[n, :] @ W.T over the packed weight (a column is a
+    block of gN inputs). Parallel over row blocks (in the order reorder-kernel-groups dealt them to the threads);
+    per kept column the gN inputs are broadcast against the column's [gN, gM] weights, a vector of gM filters each,
+    so the packed array is read once, front to back, per sample: at batch 1 the layer is bound by that stream."""
+    a = node.attrs
+    x = node.inputs[0]
+    if x.type.dtype != "float32":
+        raise BuildError(f"sparse_conv3d supports float32 only, got {x.type.dtype}: {node}")
+    values, cols = node.inputs[1].data, node.inputs[2].data
+    if values is None or cols is None:
+        raise BuildError(f"sparse_conv3d needs its packed weights as constants with data: {node}")
+    has_res = a.residual
+    has_bias = len(node.inputs) - 3 - int(has_res) == 1
+    N, K = x.type.shape
+    M, (GM, GN), P = a.filters, a.group, len(a.kept)
+    Kp = -(-K // GN) * GN
+    wk, indptr, order, outch = _packed_arrays(a, values)
+    off = (cols * GN).astype(np.int32) if cols.size else np.zeros(1, np.int32)  # first input of each column
+    e = "acc[i]" + (" + bias[oc]" if has_bias else "") + (" + res[n, oc]" if has_res else "")
+    params = [f"x: T.Buffer(({N}, {K}), \"float32\")", f"wk: T.Buffer(({wk.size},), \"float32\")",
+              f"off: T.Buffer(({off.size},), \"int32\")", f"indptr: T.Buffer(({P + 1},), \"int32\")",
+              f"order: T.Buffer(({P},), \"int32\")", f"outch: T.Buffer(({P * GM},), \"int32\")"]
+    params += [f"bias: T.Buffer(({M},), \"float32\")"] if has_bias else []
+    params += [f"res: T.Buffer(({N}, {M}), \"float32\")"] if has_res else []
+    params.append(f"y: T.Buffer(({N}, {M}), \"float32\")")
+    src = f'''
+@T.prim_func
+def main({", ".join(params)}):
+    T.func_attr({{"tirx.noalias": True, "global_symbol": "main"}})
+    xp = T.alloc_buffer(({N * Kp},), "float32")
+    for e in range({N * Kp}):
+        xp[e] = T.if_then_else(e % {Kp} < {K}, x[e // {Kp}, T.min(e % {Kp}, {K - 1})], T.float32(0))
+    for kk in T.parallel({P}):
+        k: T.let = order[kk]
+        acc = T.decl_buffer(({GM},), "float32", scope="local")
+        for n in range({N}):
+            for i in T.vectorized({GM}):
+                acc[i] = T.float32(0)
+            for b in range(indptr[k], indptr[k + 1]):
+                xo: T.let = n * {Kp} + off[b]
+                for c in T.unroll({GN}):
+                    for i in T.vectorized({GM}):
+                        acc[i] = acc[i] + wk[(b * {GN} + c) * {GM} + i] * xp[xo + c]
+            for i in range({GM}):
+                oc: T.let = outch[k * {GM} + i]
+                if oc >= 0:
+                    s_: T.let = {e}
+                    y[n, oc] = {_activation("s_", a.act, tuple(a.act_params), 1)}
+'''
+    try:
+        func = tvm.script.from_source(src)
+    except Exception as err:  # a generator bug, not a user error: keep the source for the report
+        raise BuildError(f"sparse_conv3d (fully connected) kernel generation failed for {node}: {err}\n{src}") from None
+    args = [x, wk, off, indptr, order, outch] + ([node.inputs[3]] if has_bias else []) + (
+        [node.inputs[-1]] if has_res else [])
+    dens = sum(a.kept) / max(1, P * -(-K // GN))
+    return Kernel(func, args, f"sparse_conv3d.fc({a.sparsity or 'kgs'}, group={GM}x{GN}, kept={dens:.0%})")
 
 
 def lower_sparse_sep_conv3d(node: Node, target) -> Kernel:

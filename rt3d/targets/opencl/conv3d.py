@@ -150,7 +150,7 @@ def lower_sparse_conv3d(node: Node, target) -> Kernel:
     args = [X, V, Cc, Row] + [t for t in (B, R) if t is not None] + [Y]
     sch = tvm.s_tir.Schedule(make_func(args, "main"))
     sch.compute_inline(sch.get_sblock("pad"))
-    tw = 2 if sp_out[-1] >= 2 else 1
+    tw = 2 if sp_out and sp_out[-1] >= 2 else 1  # no spatial dims (a fully connected layer): one output
     blk = sch.get_sblock("conv")
     loops = sch.get_loops(blk)
     spatial, red = loops[:2 + r], loops[2 + r:]
