@@ -28,8 +28,8 @@ def sparsify(model, sparsity: Sparsity | str, flops_reduction: float, seed: int 
              min_channels: int = 16) -> tuple[onnx.ModelProto, list[LayerRate]]:
     """A copy of ``model`` whose conv and fully connected weights are pruned at random with one density for every
     conv and fully connected layer that has at least ``min_channels`` input channels (stems stay dense), chosen so
-    that the whole model's conv+dense MACs shrink by ``flops_reduction``. ``model``: a path, bytes or ``onnx.ModelProto``. Returns the pruned
-    ``onnx.ModelProto`` and the per-layer rates."""
+    that the whole model's conv+dense MACs shrink by ``flops_reduction``. ``model``: a path, bytes or
+    ``onnx.ModelProto``. Returns the pruned ``onnx.ModelProto`` and the per-layer rates."""
     from ..frontend.onnx import import_model
     from ..frontend.onnx.importer import load_model
     model = load_model(model)[0]
