@@ -22,6 +22,9 @@ its own kept columns ``indptr[k] .. indptr[k+1]``. Layout and loop nest (the rec
     tile at that depth from its padded input copy, one contiguous row per filter, so the intermediate tensor is
     never written or read back (R(2+1)D's 144-channel 16x56x56 one is 29 MB; its temporal convs lost a fifth of
     their time in the model reading it back);
+  * fc mode, a 2-D sparse_conv3d (a pruned fully connected layer, made by eliminate-kgs-columns): no positions to
+    vectorize, so the vector is a row block's gM filters and the column's gN inputs are broadcast; the kept weights
+    stream once per sample (C3D's fc6 and fc7: 7.5 -> 3.4 ms in the model at 26 % kept, bench/results/sparse/fc);
   * register tile: the gM filters of a row block x V vectors of positions (24 accumulators for 8 filters);
   * per kept column: one int32 input offset (channel block, kd, kh, kw), then gN channels x gM filters x V vectors
     of FMAs with the weights broadcast from the packed [kept, gN, gM] array;
@@ -522,8 +525,6 @@ def lower_sparse_conv3d(node: Node, target, pre: Node | None = None, sep_tile: S
     copying it from memory."""
     a = node.attrs
     x = node.inputs[0]
-    if not a.kernel and pre is None:
-        return _lower_sparse_fc(node, target)
     if pre is not None:
         why = sep_pair_problem(pre.attrs, a, target.vector_lanes) or (
             "not float32" if pre.inputs[0].type.dtype != "float32" else "")
@@ -539,6 +540,8 @@ def lower_sparse_conv3d(node: Node, target, pre: Node | None = None, sep_tile: S
     has_bias = len(node.inputs) - 3 - int(has_res) == 1
     if has_res and node.inputs[-1].type.shape != node.output.type.shape:
         raise BuildError(f"sparse_conv3d residual {node.inputs[-1].type} must have the output's shape: {node}")
+    if not a.kernel:
+        return _lower_sparse_fc(node, values, cols, has_bias)
     L = target.vector_lanes
     bi, bo = a.in_block, a.out_block
     r, (N, C, D, H, W), (OD, OH, OW) = _shapes(node)
@@ -932,20 +935,12 @@ def main({", ".join(params)}):
     return Kernel(func, args, impl)
 
 
-def _lower_sparse_fc(node: Node, target) -> Kernel:
+def _lower_sparse_fc(node: Node, values: np.ndarray, cols: np.ndarray, has_bias: bool) -> Kernel:
     """A 2-D sparse_conv3d: a fully connected layer y[n, :] = x[n, :] @ W.T over the packed weight (a column is a
     block of gN inputs). Parallel over row blocks (in the order reorder-kernel-groups dealt them to the threads);
     per kept column the gN inputs are broadcast against the column's [gN, gM] weights, a vector of gM filters each,
     so the packed array is read once, front to back, per sample: at batch 1 the layer is bound by that stream."""
-    a = node.attrs
-    x = node.inputs[0]
-    if x.type.dtype != "float32":
-        raise BuildError(f"sparse_conv3d supports float32 only, got {x.type.dtype}: {node}")
-    values, cols = node.inputs[1].data, node.inputs[2].data
-    if values is None or cols is None:
-        raise BuildError(f"sparse_conv3d needs its packed weights as constants with data: {node}")
-    has_res = a.residual
-    has_bias = len(node.inputs) - 3 - int(has_res) == 1
+    a, x, has_res = node.attrs, node.inputs[0], node.attrs.residual
     N, K = x.type.shape
     M, (GM, GN), P = a.filters, a.group, len(a.kept)
     Kp = -(-K // GN) * GN
