@@ -61,8 +61,6 @@ def best_packing(w: np.ndarray, group: tuple[int, int], perm: tuple[int, ...] = 
 
 def _no_spatial_reach(node) -> bool:
     """The sparse kernel's pw mode: each output position reads its own input position only."""
-    if node.op == "dense":
-        return True
     kernel = node.attrs.kernel if node.op == "sparse_conv3d" else tuple(node.inputs[1].type.shape[2:])
     return spatially_pointwise(tuple(kernel), tuple(node.attrs.pad))
 

@@ -24,7 +24,7 @@ its own kept columns ``indptr[k] .. indptr[k+1]``. Layout and loop nest (the rec
     their time in the model reading it back);
   * fc mode, a 2-D sparse_conv3d (a pruned fully connected layer, made by eliminate-kgs-columns): no positions to
     vectorize, so the vector is a row block's gM filters and the column's gN inputs are broadcast; the kept weights
-    stream once per sample (C3D's fc6 and fc7: 7.5 -> 3.4 ms in the model at 26 % kept, bench/results/sparse/fc);
+    stream once per sample (C3D's fc layers: 7.7 -> 3.4 ms in the model at 26 % kept, bench/results/sparse/fc);
   * register tile: the gM filters of a row block x V vectors of positions (24 accumulators for 8 filters);
   * per kept column: one int32 input offset (channel block, kd, kh, kw), then gN channels x gM filters x V vectors
     of FMAs with the weights broadcast from the packed [kept, gN, gM] array;
@@ -946,7 +946,7 @@ def _lower_sparse_fc(node: Node, values: np.ndarray, cols: np.ndarray, has_bias:
     Kp = -(-K // GN) * GN
     wk, indptr, order, outch = _packed_arrays(a, values)
     off = (cols * GN).astype(np.int32) if cols.size else np.zeros(1, np.int32)  # first input of each column
-    e = "acc[i]" + (" + bias[oc]" if has_bias else "") + (" + res[n, oc]" if has_res else "")
+    val = "acc[i]" + (" + bias[oc]" if has_bias else "") + (" + res[n, oc]" if has_res else "")
     params = [f"x: T.Buffer(({N}, {K}), \"float32\")", f"wk: T.Buffer(({wk.size},), \"float32\")",
               f"off: T.Buffer(({off.size},), \"int32\")", f"indptr: T.Buffer(({P + 1},), \"int32\")",
               f"order: T.Buffer(({P},), \"int32\")", f"outch: T.Buffer(({P * GM},), \"int32\")"]
@@ -974,7 +974,7 @@ def main({", ".join(params)}):
             for i in range({GM}):
                 oc: T.let = outch[k * {GM} + i]
                 if oc >= 0:
-                    s_: T.let = {e}
+                    s_: T.let = {val}
                     y[n, oc] = {_activation("s_", a.act, tuple(a.act_params), 1)}
 '''
     try:
