@@ -224,7 +224,7 @@ def cmd_prune(args) -> int:
     pruned, report = rt3d.prune(model, train, val, scheme=args.scheme, group=group, algorithm=args.algorithm,
                                 flops_target=args.flops_target, epochs=epochs if len(epochs) == 2 else epochs[0],
                                 lr=args.lr, norm=args.norm, lam=args.lam, rounds=args.rounds, seed=args.seed,
-                                min_channels=args.min_channels)
+                                min_channels=args.min_channels, linear_density=args.linear_density)
     if rank() != 0:
         return 0
     print(report.table())
@@ -371,6 +371,9 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--lam", type=float, help="initial lambda (default: automatic; then driven by the FLOPs target)")
     pr.add_argument("--rounds", type=int, default=4, help="reweighting rounds")
     pr.add_argument("--min-channels", type=int, default=8, help="prune convs with at least this many input channels")
+    pr.add_argument("--linear-density", type=float, default=None,
+                    help="prune the fully connected layers too (all but the classifier), each keeping this share of "
+                         "its groups (default: they stay dense)")
     pr.add_argument("--data", default="motion", help="'motion' (generated) or TRAIN.npz,VAL.npz with arrays x, y")
     pr.add_argument("--train-clips", type=int, default=2000)
     pr.add_argument("--val-clips", type=int, default=500)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import itertools
+import json
 import os
 import subprocess
 import sys
@@ -265,6 +266,76 @@ def test_pruned_onnx_runs_anywhere_and_carries_the_masks(small_data, tmp_path):
         rt3d.import_onnx(proto)
 
 
+@pytest.mark.parametrize("algorithm", ["heuristic", "reweighted"])
+def test_fully_connected_layers_pruned_at_their_density(small_data, tmp_path, algorithm):
+    """linear_density prunes every fully connected layer but the classifier to that share of its groups; the masks
+    travel with the Gemm weights, the importer annotates the dense layers, and the build agrees with onnxruntime."""
+    model, shape, train, val = small_data
+    pruned, report = prune(model, train, val, scheme="kgs", group=(4, 4), algorithm=algorithm, flops_target=1.6,
+                           epochs=(0.5, 0.5), batch_size=8, rounds=2, min_channels=4, linear_density=0.25,
+                           progress=False)
+    mods = dict(pruned.named_modules())
+    linear = [n for n, m in mods.items() if isinstance(m, nn.Linear)]
+    assert set(linear[:-1]) <= set(pruned.rt3d_sparsity) and linear[-1] not in pruned.rt3d_sparsity
+    rows = {lay.name: lay for lay in report.layers}
+    for name in linear[:-1]:
+        sp, keep = pruned.rt3d_sparsity[name]
+        assert keep.shape == (mods[name].out_features // 4, mods[name].in_features // 4, 1)  # no kernel positions
+        assert keep.sum() == round(0.25 * keep.size)
+        assert not np.any(structure(mods[name].weight.detach().numpy(), sp) & ~keep)
+        assert rows[name].density <= 0.25 and rows[name].macs <= rows[name].dense_macs * 0.25
+    assert report.flops_reduction >= 1.6 * 0.999 and report.flops_reduction < 1.6 * 1.25
+    path = tmp_path / "pruned.onnx"
+    export_pruned(pruned, shape, path)
+    x = val.x[:1]
+    with torch.no_grad():
+        ref = pruned(x).numpy()
+    out = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"input": x.numpy()})[0]
+    np.testing.assert_allclose(out, ref, rtol=1e-4, atol=1e-5)
+    graph = rt3d.import_onnx(onnx.load(str(path)))
+    dense = [n.attrs.sparsity for n in graph.nodes if n.op == "dense"]
+    assert dense == ["kgs(4x4)"] * (len(linear) - 1) + [""]
+    mod = rt3d.build(str(path), target="host")
+    np.testing.assert_allclose(mod.run(x.numpy()), out, rtol=1e-4, atol=1e-4)
+
+
+def test_fully_connected_layers_need_a_density(small_data):
+    model, shape, train, val = small_data
+    assert not any(lay.linear for lay in find_layers(model, shape, min_channels=4))  # by default they stay dense
+    with pytest.raises(InputError, match=r"\['classifier.0'\] are fully connected.*linear_density"):
+        find_layers(model, shape, layers=["classifier.0"])
+    with pytest.raises(InputError, match="linear_density .* in \\(0, 1\\]"):
+        find_layers(model, shape, linear_density=1.5)
+    named = find_layers(model, shape, layers=["classifier.6"], linear_density=0.5)  # named: even the classifier
+    assert [(lay.name, lay.linear, lay.positions) for lay in named] == [("classifier.6", True, 1)]
+
+
+def test_importer_checks_a_fully_connected_annotation():
+    """A MatMul's initializer is the [in, out] transpose: its mask is still of the [out, in] weight; zeros the mask
+    contradicts are an error naming the node."""
+    from rt3d.ir.sparsity import encode_keep, random_mask
+    from tests.helpers import make_model
+    rng = np.random.default_rng(0)
+    sp = Sparsity("kgs", (4, 4))
+    w = rng.standard_normal((16, 24)).astype(np.float32)  # [out, in]
+    mask = random_mask(w.shape, sp, 0.5, rng)
+    w *= mask
+    keep = structure(w, sp)
+    for op, init in (("Gemm", w), ("MatMul", np.ascontiguousarray(w.T))):
+        attrs = {"transB": 1} if op == "Gemm" else {}
+        proto = make_model([onnx.helper.make_node(op, ["x", "w"], ["y"], name="fc", **attrs)], {"x": (2, 24)}, ["y"],
+                           {"w": init})
+        meta = proto.metadata_props.add()
+        meta.key, meta.value = "rt3d.sparsity", json.dumps({"w": {"layer": "fc", "sparsity": str(sp),
+                                                                  **encode_keep(keep)}})
+        g = rt3d.import_onnx(proto)
+        assert [n.attrs.sparsity for n in g.nodes if n.op == "dense"] == ["kgs(4x4)"], op
+        # every kept group declared pruned
+        meta.value = json.dumps({"w": {"layer": "fc", "sparsity": str(sp), **encode_keep(~keep)}})
+        with pytest.raises(ConversionError, match=rf"{op}.*'w' is annotated kgs\(4x4\) but \d+ weights"):
+            rt3d.import_onnx(proto)
+
+
 def test_masks_of_and_detect_sparsity_agree(small_data):
     model, shape, train, val = small_data
     pruned, _ = prune(model, train, val, scheme="vanilla", group=(4, 4), algorithm="group-lasso", flops_target=1.6,
@@ -300,12 +371,16 @@ def test_cli_prune(tmp_path):
     out, report = tmp_path / "p.onnx", tmp_path / "r.json"
     res = subprocess.run([sys.executable, "-m", "rt3d", "prune", "zoo:c3d_small", "--train-clips", "32",
                           "--val-clips", "10", "--epochs", "0.5,0.5", "--flops-target", "1.6", "--group", "4x4",
-                          "--algorithm", "heuristic", "--min-channels", "4", "-o", str(out), "--json", str(report)],
+                          "--algorithm", "heuristic", "--min-channels", "4", "--linear-density", "0.5", "-o", str(out),
+                          "--json", str(report)],
                          capture_output=True, text=True, timeout=600, cwd=ROOT)
     assert res.returncode == 0, res.stderr[-3000:]
     assert "whole model" in res.stdout and out.exists() and report.exists()
     import json
-    assert json.loads(report.read_text())["flops_reduction"] >= 1.6 * 0.999
+    data = json.loads(report.read_text())
+    assert data["flops_reduction"] >= 1.6 * 0.999
+    fc = {lay["name"]: lay["kept_groups"] / lay["groups"] for lay in data["layers"] if lay["name"].startswith("cl")}
+    assert fc == {"classifier.0": 0.5, "classifier.3": 0.5}  # the fully connected layers but the classifier
     bad = subprocess.run([sys.executable, "-m", "rt3d", "prune", "zoo:c3d_small", "--data", "x.npz"],
                          capture_output=True, text=True, timeout=600, cwd=ROOT)
     assert bad.returncode != 0 and "TRAIN.npz,VAL.npz" in bad.stderr

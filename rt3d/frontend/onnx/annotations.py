@@ -2,7 +2,8 @@
 
 Key ``rt3d.sparsity``, value JSON {initializer name: {"layer": source module, "sparsity": "kgs(8x4)", "shape": keep
 mask shape, "keep": base64 of the mask's packed bits}}. The Conv converter checks the weight's zeros against the mask
-and annotates the conv3d node; models without the entry rely on the detect-sparsity pass.
+and annotates the conv3d node, the Gemm / MatMul converters the dense node (a fully connected layer's mask is of its
+[out, in] weight, whatever the initializer's layout); models without the entry rely on the detect-sparsity pass.
 """
 from __future__ import annotations
 

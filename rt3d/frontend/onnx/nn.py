@@ -43,17 +43,26 @@ def _annotated_sparsity(ctx, node, w) -> str:
     entry = ctx.sparsity.get(node.input[1])
     if entry is None:
         return ""
-    sp, keep = entry
     if w.data is None or len(w.type.shape) < 3:
-        raise ctx.fail(f"weight '{node.input[1]}' is annotated {sp} but is not a constant conv weight")
+        raise ctx.fail(f"weight '{node.input[1]}' is annotated {entry[0]} but is not a constant conv weight")
+    return _check_annotation(ctx, node.input[1], w.data)
+
+
+def _annotated_fc_sparsity(ctx, node, w: np.ndarray) -> str:
+    """The same for a fully connected layer's weight ``w`` [out, in] (the mask is of that layout, whatever the
+    initializer's)."""
+    return _check_annotation(ctx, node.input[1], w) if node.input[1] in ctx.sparsity else ""
+
+
+def _check_annotation(ctx, name: str, w: np.ndarray) -> str:
+    sp, keep = ctx.sparsity[name]
     try:
-        stray = outside_mask(w.data, sp, keep)
+        stray = outside_mask(w, sp, keep)
     except ValueError as e:
-        raise ctx.fail(f"the {sp} mask of weight '{node.input[1]}' (shape {keep.shape}) does not fit the weight "
-                       f"{w.data.shape}: {e}") from e
+        raise ctx.fail(f"the {sp} mask of weight '{name}' (shape {keep.shape}) does not fit the weight "
+                       f"{w.shape}: {e}") from e
     if stray:
-        raise ctx.fail(f"weight '{node.input[1]}' is annotated {sp} but {stray} weights in its pruned groups are "
-                       f"not zero")
+        raise ctx.fail(f"weight '{name}' is annotated {sp} but {stray} weights in its pruned groups are not zero")
     return str(sp)
 
 
@@ -175,12 +184,13 @@ def gemm(ctx, node):
     if b is not None:  # the usual case: a fully connected layer with constant weights
         w = (b if ctx.attr("transB", 0) else b.T) * np.float32(alpha)
         ins = [a, ctx.const(node.input[1], w.astype(np.float32))]
+        attrs = DenseAttrs(sparsity=_annotated_fc_sparsity(ctx, node, w))
         n = w.shape[0]
         if c is not None and c.size in (1, n) and c.ndim <= 2 and (c.ndim < 2 or c.shape[0] == 1):
             ins.append(ctx.const(node.input[2], np.broadcast_to(c.reshape(-1) * np.float32(beta), (n,))
                                  .astype(np.float32)))
-            return [ctx.add("dense", ins, DenseAttrs())]
-        y = ctx.add("dense", ins, DenseAttrs())
+            return [ctx.add("dense", ins, attrs)]
+        y = ctx.add("dense", ins, attrs)
     else:
         bv = ctx.value(1)
         if ctx.attr("transB", 0):
@@ -201,7 +211,9 @@ def matmul(ctx, node):
     a = ctx.value(0)
     b = ctx.static(1)
     if b is not None and b.ndim == 2 and a.type.rank == 2:
-        return [ctx.add("dense", [a, ctx.const(node.input[1], np.ascontiguousarray(b.T))], DenseAttrs())]
+        w = np.ascontiguousarray(b.T)
+        return [ctx.add("dense", [a, ctx.const(node.input[1], w)],
+                        DenseAttrs(sparsity=_annotated_fc_sparsity(ctx, node, w)))]
     return [ctx.add("matmul", [a, ctx.value(1)])]
 
 

@@ -15,9 +15,13 @@ group-lasso   loss + lambda * R(W), R = mean over all groups g of f_g * ||W_g||_
 reweighted    the same with R = mean of f_g * P_g * ||W_g||_g and P_g = 1 / (||W_g||_g^2 + eps), recomputed from
               the current weights at the start of every reweighting round (3 to 4 rounds; Candes et al. 2008).
 
-f_g = MACs of group g / mean MACs of a group: each layer's term weighted by its FLOPs, so one lambda works on the
+f_g = MACs of group g / mean MACs of a conv group: each layer's term weighted by its FLOPs, so one lambda works on the
 whole model's FLOPs and no per-layer rate is given. Norms are measured in units of the layer's initial weight scale
 (rms weight x sqrt(group size); x group size for l1), so one lambda and one eps serve layers of any fan-in.
+Fully connected layers (``linear_density``) cost next to no MACs, so no FLOPs target would prune them, yet C3D's
+hold 200 MB of weights that every clip streams. They are pruned to a fixed share of their groups, chosen by the same
+scores (the heuristic's contributions, the regularizers' norms; the regularizers push them as hard as an average conv
+group, f_g = 1), and the MACs they drop count towards the target.
 lambda starts where the penalty's gradient on the prunable weights equals the loss's (on one batch) and is then
 driven by the target: at every check (8 per epoch) the MACs of the groups that have converged to zero (normalized norm
 < zero_tol) are compared with a ramp that reaches the MACs to prune at 3/4 of the phase, and lambda is scaled by
@@ -69,10 +73,13 @@ class Regularizer:
 
     def __init__(self, layers: list[Layer], need_macs: float, cfg: RegConfig, reweighted: bool):
         self.layers, self.cfg, self.reweighted, self.need = layers, cfg, reweighted, float(need_macs)
-        macs = np.concatenate([lay.group_macs for lay in layers]).astype(np.float64)
+        macs = np.concatenate([lay.group_macs for lay in layers if lay.density is None]).astype(np.float64)
         mean = macs.mean()
-        self.f = [torch.as_tensor(lay.group_macs / mean, dtype=torch.float32) for lay in layers]
-        self.count = float(macs.size)
+        # a fully connected layer's groups cost next to no MACs but are pruned to a fixed density: they are pushed
+        # as hard as an average conv group
+        self.f = [torch.as_tensor(lay.group_macs / mean if lay.density is None else np.ones(lay.group_macs.size),
+                                  dtype=torch.float32) for lay in layers]
+        self.count = float(sum(f.numel() for f in self.f))
         with torch.no_grad():
             self.scale = []
             for lay in layers:
@@ -131,7 +138,7 @@ class Regularizer:
         ``ramp`` of the phase (``progress`` = share of the phase done), not all at once (the shares respond late to
         lambda, and a jump in lambda collapses the model)."""
         at_zero = self.macs_at_zero()
-        share = sum(at_zero) / max(self.need, 1.0)
+        share = sum(z for z, lay in zip(at_zero, self.layers) if lay.density is None) / max(self.need, 1.0)
         # a layer at its floor (min_density) is not pushed any further
         self.active = [z < (1.0 - self.cfg.min_density) * lay.dense_macs for z, lay in zip(at_zero, self.layers)]
         want = min(1.0, progress / self.cfg.ramp)
@@ -252,13 +259,14 @@ def _consumers(model: nn.Module, names: set[str]) -> dict[str, tuple[list[str], 
 @torch.no_grad()
 def _input_energy(model: nn.Module, layers: list[Layer], calib: Data, batch_size: int) -> list[torch.Tensor]:
     """E[x_j^2] per input channel of every layer over the calibration clips (summed over the ranks)."""
-    sums = [torch.zeros(lay.module.in_channels, dtype=torch.float64) for lay in layers]
+    sums = [torch.zeros(lay.in_channels, dtype=torch.float64) for lay in layers]
     count = torch.zeros(1, dtype=torch.float64)
     hooks = []
     for i, lay in enumerate(layers):
-        def hook(mod, inp, out, i=i):
+        def hook(mod, inp, out, i=i, ch=lay.in_channels):
             x = inp[0].detach().double()
-            sums[i] += x.pow(2).mean(dim=tuple(d for d in range(x.ndim) if d != 1)).cpu() * x.shape[0]
+            cdim = x.ndim - 1 if isinstance(mod, nn.Linear) else 1
+            sums[i] += x.pow(2).mean(dim=tuple(d for d in range(x.ndim) if d != cdim)).cpu() * x.shape[0]
         hooks.append(lay.module.register_forward_hook(hook))
     was = model.training
     model.eval()
@@ -276,7 +284,7 @@ def _input_energy(model: nn.Module, layers: list[Layer], calib: Data, batch_size
 
 def _sensitivity(lay: Layer, consumers, mods: dict[str, nn.Module]) -> torch.Tensor:
     """c_i: squared weights reading output channel i in the consumers (ones when unknown)."""
-    m = lay.module.out_channels
+    m = lay.out_channels
     found, bn = consumers.get(lay.name, ([], None))
     c = torch.zeros(m, dtype=torch.float64)
     for name in found:
@@ -301,7 +309,7 @@ def heuristic(model: nn.Module, layers: list[Layer], calib: Data, need_macs: flo
     """Prune every layer greedily to (about) the same share of its MACs, last layer first, each layer taking its
     share of what is still to prune (so the rounding of one layer's groups is made up by the next); returns what it
     used."""
-    prunable = float(sum(lay.dense_macs for lay in layers))
+    prunable = float(sum(lay.dense_macs for lay in layers if lay.density is None))
     keep_share = 1.0 - need_macs / prunable
     if keep_share <= 0.0:
         raise InputError(f"the target needs {need_macs:.3g} MACs per clip pruned but the prunable layers have "
@@ -317,10 +325,13 @@ def heuristic(model: nn.Module, layers: list[Layer], calib: Data, need_macs: flo
         w = lay.weight.detach().double().cpu()
         contrib = w.pow(2) * energy[i].reshape((1, -1) + (1,) * (w.ndim - 2)) * c.reshape((-1,) + (1,) * (w.ndim - 1))
         scores[i] = group_rows(contrib, lay.sp).sum(1).numpy()
-        keep = select_per_layer(lay, scores[i], left_need * lay.dense_macs / left_macs)
+        if lay.density is not None:  # a fully connected layer at its fixed density
+            keep = select_per_layer(lay, scores[i], (1.0 - lay.density) * lay.dense_macs)
+        else:
+            keep = select_per_layer(lay, scores[i], left_need * lay.dense_macs / left_macs)
+            left_macs -= lay.dense_macs
         lay.set_keep(keep)
         left_need -= float(lay.group_macs[~keep].sum())
-        left_macs -= lay.dense_macs
     # a layer with too few groups (a stem of one 8x4 group) cannot give its share: the other layers make it up, one
     # group at a time, each offering its next-lowest-scoring group; the smallest offer that covers what is left
     # wins (else the largest), so the target is passed by as little as the groups allow
@@ -328,7 +339,7 @@ def heuristic(model: nn.Module, layers: list[Layer], calib: Data, need_macs: flo
         offers = []
         for i, lay in enumerate(layers):
             kept = np.flatnonzero(lay.keep.reshape(-1))
-            if kept.size > 1:
+            if kept.size > 1 and lay.density is None:
                 g = kept[np.argmin(scores[i][kept])]
                 offers.append((float(lay.group_macs[g]), i, g))
         if not offers:
@@ -374,8 +385,15 @@ def regularize(model: nn.Module, layers: list[Layer], train_data: Data, need_mac
 
     name = "reweighted" if reweighted else "group-lasso"
     train(model, train_data, epochs, tcfg, "fixed", penalty=reg, after_step=after_step, desc=name, epoch_offset=1000)
-    for lay, keep in zip(layers, select_global(layers, reg.scores(), need_macs, rcfg.min_density)):
-        lay.set_keep(keep)
+    scores = reg.scores()
+    for lay, score in zip(layers, scores):  # fully connected layers: their fixed density, by their norms
+        if lay.density is not None:
+            lay.set_keep(select_per_layer(lay, score, (1.0 - lay.density) * lay.dense_macs))
+            need_macs -= float(lay.group_macs[~lay.keep.reshape(-1)].sum())
+    convs = [i for i, lay in enumerate(layers) if lay.density is None]
+    keeps = select_global([layers[i] for i in convs], [scores[i] for i in convs], need_macs, rcfg.min_density)
+    for i, keep in zip(convs, keeps):
+        layers[i].set_keep(keep)
     return reg.state
 
 

@@ -86,7 +86,7 @@ def _split_epochs(epochs, algorithm: str) -> tuple[float, float]:
 def prune(model: nn.Module, train_data, val_data, scheme: str = "kgs", group=(8, 4), algorithm: str = "reweighted",
           flops_target: float = 3.6, *, epochs=(6, 4), lr: float = 5e-4, batch_size: int = 32, norm: str = "mixed",
           lam: float | None = None, eps: float = 0.01, rounds: int = 4, min_density: float = 0.1,
-          layers: list[str] | None = None,
+          layers: list[str] | None = None, linear_density: float | None = None,
           min_channels: int = 8, calib_clips: int = 256, optimizer: str = "adam", seed: int = 0,
           progress: bool = True, inplace: bool = False) -> tuple[nn.Module, PruneReport]:
     """Prune ``model`` to ``flops_target`` x fewer whole-model FLOPs with structured sparsity.
@@ -96,7 +96,10 @@ def prune(model: nn.Module, train_data, val_data, scheme: str = "kgs", group=(8,
     ``val_data``: torch-style data sets (len + indexing to (clip, label)) or (clips, labels) arrays. ``epochs``:
     (pruning phase, masked retraining), the same total for every algorithm (the heuristic retrains for both).
     ``min_density``: no layer keeps less than this share of its MACs (the regularization algorithms choose the
-    per-layer rates themselves; this only stops them from emptying a layer). Runs unchanged under ``torchrun``
+    per-layer rates themselves; this only stops them from emptying a layer). ``linear_density``: prune the fully
+    connected layers too (every ``nn.Linear`` with >= ``min_channels`` inputs but the classifier, the last one run),
+    each to keep this share of its groups; their MACs hardly count, their weights do (C3D's fc6/fc7: 200 MB read per
+    clip). ``layers``: exactly these modules (Conv3d with groups=1, or Linear with ``linear_density``). Runs unchanged under ``torchrun``
     (DistributedDataParallel). Returns the pruned model (a copy unless ``inplace``) with exact zeros and
     ``model.rt3d_sparsity`` (layer name -> (Sparsity, keep mask)), and a report.
 
@@ -122,7 +125,7 @@ def prune(model: nn.Module, train_data, val_data, scheme: str = "kgs", group=(8,
     rcfg = RegConfig(norm=norm, lam=lam, eps=eps, rounds=rounds, min_density=min_density)
     prune_e, retrain_e = _split_epochs(epochs, algorithm)
 
-    found = find_layers(model, input_shape, scheme, group, layers, min_channels)
+    found = find_layers(model, input_shape, scheme, group, layers, min_channels, linear_density)
     _, _, dense_total = count_flops(model, input_shape)
     need = dense_total - dense_total / flops_target
     acc_dense = accuracy(model, val_data, batch_size)
