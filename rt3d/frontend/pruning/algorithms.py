@@ -263,7 +263,7 @@ def _input_energy(model: nn.Module, layers: list[Layer], calib: Data, batch_size
     count = torch.zeros(1, dtype=torch.float64)
     hooks = []
     for i, lay in enumerate(layers):
-        def hook(mod, inp, out, i=i, ch=lay.in_channels):
+        def hook(mod, inp, out, i=i):
             x = inp[0].detach().double()
             cdim = x.ndim - 1 if isinstance(mod, nn.Linear) else 1
             sums[i] += x.pow(2).mean(dim=tuple(d for d in range(x.ndim) if d != cdim)).cpu() * x.shape[0]
