@@ -49,6 +49,20 @@ def test_e2e_breakdown_on_a_small_model(tmp_path, bench_module):
     assert "| kernel family |" in (out / "e2e_breakdown.md").read_text()
 
 
+def test_tune_compare_dense_and_pruned(tmp_path, bench_module):
+    """bench/tune_compare.py --scheme kgs: a tuning session each for the dense and the pruned model, the four builds
+    timed side by side."""
+    import tune_compare
+    out = tmp_path / "results"
+    assert tune_compare.main(["--model", "c3d_small", "--trials", "3", "--search-trials", "0", "--scheme", "kgs",
+                              "--rounds", "1", "--out", str(out), "--cache", str(tmp_path / "cache")]) == 0
+    res = json.loads((out / "c3d_small.kgs.json").read_text())
+    assert set(res["end_to_end_ms"]) == {"dense default", "dense tuned", "kgs default", "kgs tuned"}
+    assert all(res["sessions"][k]["trials"] == 3 for k in ("dense", "kgs"))
+    assert any(r["default_impl"].startswith("sparse_conv3d.") for r in res["layers"])
+    assert "| tuned |" in (out / "c3d_small.kgs.md").read_text()
+
+
 def test_sparse_layer_and_pair_benchmarks(tmp_path, bench_module):
     """bench/sparse_layers.py and bench/sep_pairs.py on their smallest entries (--only), one round each."""
     import sep_pairs
