@@ -83,8 +83,8 @@ def rt3d_engine(onnx_path: Path, module, shape) -> Prepared:
 
 # the paper's whole-model FLOPs reductions (DESIGN.md, performance protocol); random masks at one density for every
 # conv and fully connected layer with >= 16 input channels (stems stay dense), chosen to reach the rate:
-# rt3d.models.sparse.sparsify
-SPARSE_RATES = {"c3d": 3.6, "r2plus1d_18": 3.2, "s3d": 2.1}
+# rt3d.models.sparse.sparsify at the paper's rates
+from rt3d.models.sparse import PAPER_RATES as SPARSE_RATES  # noqa: E402
 
 
 def _rt3d_sparse(scheme: str) -> Callable:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -36,6 +37,14 @@ def test_help_lists_commands():
     out = run("--help").stdout
     for cmd in ("compile", "run", "inspect", "demo", "zoo"):
         assert cmd in out
+
+
+def test_demo_times_the_pruned_model_next_to_the_dense_one():
+    out = run("demo", "--model", "c3d_small", "--repeat", "2").stdout
+    assert "top classes: #" in out and "latency: median" in out
+    assert re.search(r"kgs 8x4, random masks at 2.0x fewer FLOPs .* [1-9]\d* of \d+ kernels sparse", out), out
+    assert re.search(r"speedup over dense: \d+\.\d+x at 2.0x fewer FLOPs", out), out
+    assert "kernels sparse" not in run("demo", "--model", "c3d_small", "--repeat", "1", "--sparse", "none").stdout
 
 
 def test_compile_then_run_artifact(tmp_path, onnx_path):

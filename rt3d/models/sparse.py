@@ -17,6 +17,10 @@ from ..errors import InputError
 from ..ir.sparsity import Sparsity, random_mask
 
 
+# the whole-model FLOPs reductions of the paper's pruned models (KGS, Table 2)
+PAPER_RATES = {"c3d": 3.6, "r2plus1d_18": 3.2, "s3d": 2.1}
+
+
 @dataclass
 class LayerRate:
     weight: str  # the ONNX initializer
