@@ -117,24 +117,28 @@ def run_study(args) -> dict:
             _, rep = rt3d.prune(dense, train, val, scheme=scheme, group=(8, 4), algorithm=algorithm,
                                 flops_target=target, epochs=(args.prune_epochs, args.retrain_epochs), lr=args.lr,
                                 norm="mixed", seed=args.seed, min_channels=args.min_channels,
-                                progress=args.progress)
+                                linear_density=args.linear_density, progress=args.progress)
             row = {"model": name, "algorithm": algorithm, "scheme": scheme, "group": "8x4", "target": target,
+                   "linear_density": args.linear_density,
                    "reduction": rep.flops_reduction, "dense_macs": rep.dense_macs, "macs": rep.macs,
                    "top1_dense": rep.accuracy_dense, "top1_hard_pruned": rep.accuracy_pruned,
                    "top1": rep.accuracy, "seconds": time.time() - t,
                    "layers": [{"name": lay.name, "sparsity": lay.sparsity, "density": lay.density,
                                "macs": lay.macs, "dense_macs": lay.dense_macs} for lay in rep.layers],
                    "trace": {k: v for k, v in rep.trace.items() if k in ("lam", "converged", "keep_share")}}
-            result["runs"] = [r for r in result["runs"]
-                              if (r["model"], r["algorithm"], r["scheme"], r["target"]) != (name, algorithm, scheme,
-                                                                                            target)] + [row]
+            result["runs"] = [r for r in result["runs"] if _key(r) != _key(row)] + [row]
             print(f"  {algorithm:<12} {scheme:<8} {target}x: reached {rep.flops_reduction:.2f}x, top-1 "
                   f"{rep.accuracy_dense:.1%} -> {rep.accuracy_pruned:.1%} (hard pruned) -> {rep.accuracy:.1%} "
                   f"({row['seconds']:.0f} s)", flush=True)
             write(result, out)
-    result["seconds"] = time.time() - t0
+    if args.runs == "all":  # the header states the full study's time; a rerun of single cells keeps it
+        result["seconds"] = time.time() - t0
     write(result, out)
     return result
+
+
+def _key(row: dict) -> tuple:
+    return row["model"], row["algorithm"], row["scheme"], row["target"], row.get("linear_density")
 
 
 def table(result: dict) -> str:
@@ -146,13 +150,15 @@ def table(result: dict) -> str:
              f"cosine retraining; the heuristic retrains for both) at lr {s['lr']}, group 8x4, mixed l1/l2 norm. "
              f"Command: `.venv/bin/python bench/prune_study.py`; full run {result.get('seconds', 0) / 60:.1f} min "
              f"on {result['machine']['cores']} cores.", "",
-             "| model | algorithm | scheme | FLOPs target | reached | dense top-1 | hard-pruned top-1 | "
-             "retrained top-1 | change |", "|---|---|---|---|---|---|---|---|---|"]
+             "| model | algorithm | scheme | FLOPs target | fully connected layers | reached | dense top-1 | "
+             "hard-pruned top-1 | retrained top-1 | change |", "|---|---|---|---|---|---|---|---|---|---|"]
     order = {a: i for i, a in enumerate(ALGORITHMS)}
     sorder = {x: i for i, x in enumerate(SCHEMES)}
-    for r in sorted(result["runs"], key=lambda r: (r["model"], r["target"], order[r["algorithm"]],
-                                                   sorder[r["scheme"]])):
-        lines.append(f"| {r['model']} | {r['algorithm']} | {r['scheme']} | {r['target']}x | {r['reduction']:.2f}x | "
+    for r in sorted(result["runs"], key=lambda r: (r["model"], r["target"], r.get("linear_density") or 1.0,
+                                                   order[r["algorithm"]], sorder[r["scheme"]])):
+        fc = f"{r['linear_density']:.0%} kept" if r.get("linear_density") else "dense"
+        lines.append(f"| {r['model']} | {r['algorithm']} | {r['scheme']} | {r['target']}x | {fc} | "
+                     f"{r['reduction']:.2f}x | "
                      f"{r['top1_dense']:.1%} | {r['top1_hard_pruned']:.1%} | {r['top1']:.1%} | "
                      f"{100 * (r['top1'] - r['top1_dense']):+.1f} pt |")
     return "\n".join(lines) + "\n"
@@ -209,6 +215,8 @@ def main(argv=None) -> int:
     p.add_argument("--lr", type=float, default=5e-4)
     p.add_argument("--min-channels", type=int, default=1, help="prune convs with at least this many input channels "
                    "(default 1: every conv, the stem included)")
+    p.add_argument("--linear-density", type=float, default=None,
+                   help="prune the fully connected layers too (all but the classifier) to this share of their groups")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     p.add_argument("--progress", action="store_true", help="progress bars for every run")
