@@ -5,6 +5,8 @@ import numpy as np
 import pytest
 from onnx import helper
 
+import rt3d
+
 from tests.helpers import check_against_ort, make_model, rand
 
 N = helper.make_node
@@ -146,9 +148,13 @@ def test_gemm_runtime_b():
 
 
 def test_matmul_constant_and_batched():
-    m = make_model([N("MatMul", ["a", "w"], ["h"]), N("MatMul", ["x", "x2"], ["y"])],
-                   {"a": (4, 6), "x": (2, 3, 4), "x2": (2, 4, 5)}, ["h", "y"], {"w": rand(6, 3, seed=1)})
+    m = make_model([N("MatMul", ["a", "w"], ["h"]), N("MatMul", ["x", "x2"], ["y"]), N("MatMul", ["x", "w2"], ["z"])],
+                   {"a": (4, 6), "x": (2, 3, 4), "x2": (2, 4, 5)}, ["h", "y", "z"],
+                   {"w": rand(6, 3, seed=1), "w2": rand(4, 7, seed=4)})
     check_against_ort(m, {"a": rand(4, 6), "x": rand(2, 3, 4, seed=2), "x2": rand(2, 4, 5, seed=3)})
+    # constant weights make a fully connected layer, over the leading axes of a 3-D input too (a Linear per time step)
+    ops = [n.op for n in rt3d.import_onnx(m).nodes]
+    assert ops.count("dense") == 2 and ops.count("matmul") == 1
 
 
 @pytest.mark.parametrize("opset,axis", [(11, 1), (11, -1), (13, 1), (13, -1)])

@@ -311,8 +311,9 @@ def test_fully_connected_layers_need_a_density(small_data):
 
 
 def test_importer_checks_a_fully_connected_annotation():
-    """A MatMul's initializer is the [in, out] transpose: its mask is still of the [out, in] weight; zeros the mask
-    contradicts are an error naming the node."""
+    """A MatMul's initializer is the [in, out] transpose: its mask is still of the [out, in] weight (on a 3-D input
+    too: the layer applied per time step); the annotated layer runs sparse; zeros the mask contradicts are an error
+    naming the node."""
     from rt3d.ir.sparsity import encode_keep, random_mask
     from tests.helpers import make_model
     rng = np.random.default_rng(0)
@@ -321,15 +322,21 @@ def test_importer_checks_a_fully_connected_annotation():
     mask = random_mask(w.shape, sp, 0.5, rng)
     w *= mask
     keep = structure(w, sp)
-    for op, init in (("Gemm", w), ("MatMul", np.ascontiguousarray(w.T))):
+    for op, init, xshape in (("Gemm", w, (2, 24)), ("MatMul", np.ascontiguousarray(w.T), (2, 24)),
+                             ("MatMul", np.ascontiguousarray(w.T), (2, 3, 24))):  # per time step
         attrs = {"transB": 1} if op == "Gemm" else {}
-        proto = make_model([onnx.helper.make_node(op, ["x", "w"], ["y"], name="fc", **attrs)], {"x": (2, 24)}, ["y"],
+        proto = make_model([onnx.helper.make_node(op, ["x", "w"], ["y"], name="fc", **attrs)], {"x": xshape}, ["y"],
                            {"w": init})
         meta = proto.metadata_props.add()
         meta.key, meta.value = "rt3d.sparsity", json.dumps({"w": {"layer": "fc", "sparsity": str(sp),
                                                                   **encode_keep(keep)}})
         g = rt3d.import_onnx(proto)
         assert [n.attrs.sparsity for n in g.nodes if n.op == "dense"] == ["kgs(4x4)"], op
+        x = np.random.default_rng(1).standard_normal(xshape).astype(np.float32)
+        ref = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+        mod = rt3d.build(proto)
+        assert any(layer.op == "sparse_conv3d" for layer in mod.layers), [layer.impl for layer in mod.layers]
+        np.testing.assert_allclose(mod.run(x), ref, rtol=1e-4, atol=1e-5)
         # every kept group declared pruned
         meta.value = json.dumps({"w": {"layer": "fc", "sparsity": str(sp), **encode_keep(~keep)}})
         with pytest.raises(ConversionError, match=rf"{op}.*'w' is annotated kgs\(4x4\) but \d+ weights"):

@@ -210,10 +210,17 @@ def gemm(ctx, node):
 def matmul(ctx, node):
     a = ctx.value(0)
     b = ctx.static(1)
-    if b is not None and b.ndim == 2 and a.type.rank == 2:
+    if b is not None and b.ndim == 2 and a.type.rank >= 2:
+        # a fully connected layer, over the leading axes too (a Linear applied per time step): rows of a 2-D dense
         w = np.ascontiguousarray(b.T)
-        return [ctx.add("dense", [a, ctx.const(node.input[1], w)],
-                        DenseAttrs(sparsity=_annotated_fc_sparsity(ctx, node, w)))]
+        shape = a.type.shape
+        if a.type.rank > 2:
+            a = ctx.add("reshape", [a], ReshapeAttrs(shape=(int(np.prod(shape[:-1])), shape[-1])))
+        y = ctx.add("dense", [a, ctx.const(node.input[1], w)],
+                    DenseAttrs(sparsity=_annotated_fc_sparsity(ctx, node, w)))
+        if len(shape) > 2:
+            y = ctx.add("reshape", [y], ReshapeAttrs(shape=tuple(shape[:-1]) + (w.shape[0],)))
+        return [y]
     return [ctx.add("matmul", [a, ctx.value(1)])]
 
 
