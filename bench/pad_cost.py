@@ -13,7 +13,7 @@ from rt3d.ir import Graph, TensorType  # noqa: E402
 from rt3d.ir.ops import ConvAttrs  # noqa: E402
 from rt3d.targets import get_target  # noqa: E402
 from rt3d.targets.arm_neon.conv3d import default_tile  # noqa: E402
-from rt3d.tune.measure import measure_conv  # noqa: E402
+from rt3d.tune.measure import measure_node  # noqa: E402
 
 LAYERS = {"conv2": (64, 128, 16, 56, 56), "conv3b": (256, 256, 8, 28, 28), "conv4b": (512, 512, 4, 14, 14)}
 
@@ -32,8 +32,8 @@ def main() -> int:
     for name, (c, m, d, h, w) in LAYERS.items():
         padded, prepadded = conv_node(c, m, d, h, w, 1), conv_node(c, m, d + 2, h + 2, w + 2, 0)
         tile = default_tile(padded, h, w, target.vector_lanes)
-        ms1, _ = measure_conv(padded, tile, target)
-        ms0, _ = measure_conv(prepadded, tile, target)
+        ms1, _ = measure_node(padded, tile, target)
+        ms0, _ = measure_node(prepadded, tile, target)
         print(f"{name}: with padding stage {ms1:.2f} ms, input already padded {ms0:.2f} ms "
               f"({100 * (ms1 - ms0) / ms1:+.1f}% of the layer)")
     return 0

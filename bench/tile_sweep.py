@@ -17,7 +17,7 @@ import rt3d  # noqa: E402
 from rt3d.ir.flops import node_macs  # noqa: E402
 from rt3d.targets import get_target  # noqa: E402
 from rt3d.targets.arm_neon.conv3d import ConvTile, default_tile  # noqa: E402
-from rt3d.tune.measure import measure_conv  # noqa: E402
+from rt3d.tune.measure import measure_node  # noqa: E402
 
 TILES = [(1, 4, 2), (1, 7, 2), (1, 8, 2), (2, 4, 2), (1, 14, 2), (2, 7, 2), (1, 12, 2), (1, 4, 3), (1, 8, 3),
          (1, 4, 4), (1, 7, 4), (2, 7, 1), (1, 14, 1), (2, 8, 1)]
@@ -44,7 +44,7 @@ def workloads(models: list[str], cover: float) -> list:
 
 
 def measure(node, tile, target) -> float:
-    return measure_conv(node, tile, target)[1]
+    return measure_node(node, tile, target)[1]
 
 
 def main(argv=None) -> int:

@@ -67,6 +67,24 @@ def build_candidate(task: Task, config, target, workdir: str | os.PathLike) -> B
     return b
 
 
+def measure_node(node, config, target, runner=None) -> tuple[float, float]:
+    """Time one node's kernel with the schedule record ``config`` (None: the target's own choice) on this machine or
+    ``runner``: (ms, GFLOP/s). For sweeps outside a tuning session (bench/tile_sweep.py); a failure raises TuneError
+    with its reason."""
+    from ..ir.flops import node_macs
+    from .space import task_key
+    task = Task(task_key(node), node, 1)
+    work = Workdir()
+    try:
+        built = build_candidate(task, config, target, work.path)
+        res = (runner or LocalRunner()).run([built])[0]
+    finally:
+        work.close()
+    if not res.ok:
+        raise TuneError(f"{task.describe()} with {config}: {res.error}")
+    return res.ms, 2 * node_macs(node) / (res.ms * 1e6)
+
+
 def _arrays(args, seed: int = 0) -> list[np.ndarray]:
     rng = np.random.default_rng(seed)
     out = []

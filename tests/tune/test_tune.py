@@ -241,3 +241,26 @@ def test_fused_pairs_are_tuned_and_applied(tmp_path):
     (impl,) = [layer.impl for layer in tuned.layers if layer.op == "sparse_sep_conv3d"]
     assert f"x{row.best['v']}x" in impl and (f"runs={row.best['runs']}" in impl) == (row.best["runs"] > 1), impl
     assert_close(tuned.run(x), rt3d.build(model, passes=passes).run(x))
+
+
+def test_default_tile_of_odd_channel_blocks_and_measure_node():
+    """An odd number of output-channel blocks takes three vectors per tile (no padded block of zero filters) when a
+    row of 8 positions fits; an even one keeps two. measure_node times one kernel outside a session."""
+    from rt3d.ir import Graph, TensorType
+    from rt3d.ir.ops import ConvAttrs
+    from rt3d.targets.arm_neon.conv3d import ConvTile, default_tile
+    from rt3d.tune.measure import measure_node
+
+    def node(cout):
+        g = Graph("layer")
+        x = g.add_input("x", TensorType((1, 4, 2, 8, 8, 16)))
+        w = g.add_const("w", rand(cout, 64, 1, 3, 3, scale=0.05))
+        g.outputs = [g.add("conv3d", [x, w], ConvAttrs(pad=(0, 1, 1, 0, 1, 1), in_block=16, out_block=16))]
+        return g.nodes[0]
+
+    assert default_tile(node(144), 8, 8, 16) == ConvTile(1, 8, 3, 1)  # 9 blocks
+    assert default_tile(node(128), 8, 8, 16).tm == 2  # 8 blocks
+    ms, gflops = measure_node(node(144), None, get_target("host"))
+    assert ms > 0 and gflops > 0
+    with pytest.raises(TuneError, match="build failed.*blocks channels by 4"):  # a failure says why
+        measure_node(node(144), None, get_target("arm64-linux"))
