@@ -16,6 +16,8 @@ from typing import Callable
 
 import numpy as np
 
+from rt3d.models.sparse import PAPER_RATES
+
 
 @dataclass
 class Prepared:
@@ -81,10 +83,10 @@ def rt3d_engine(onnx_path: Path, module, shape) -> Prepared:
                               "threads": os.environ.get("TVM_NUM_THREADS"), "module": mod})
 
 
-# the paper's whole-model FLOPs reductions (DESIGN.md, performance protocol); random masks at one density for every
-# conv and fully connected layer with >= 16 input channels (stems stay dense), chosen to reach the rate:
-# rt3d.models.sparse.sparsify at the paper's rates
-from rt3d.models.sparse import PAPER_RATES as SPARSE_RATES  # noqa: E402
+# the paper's whole-model FLOPs reductions (DESIGN.md, performance protocol; rt3d.models.sparse.PAPER_RATES): random
+# masks at one density for every conv and fully connected layer with >= 16 input channels (stems stay dense),
+# chosen to reach the rate (rt3d.models.sparse.sparsify)
+SPARSE_RATES = PAPER_RATES
 
 
 def _rt3d_sparse(scheme: str) -> Callable:

@@ -17,10 +17,17 @@ import rt3d  # noqa: E402
 from rt3d.ir.flops import node_macs  # noqa: E402
 from rt3d.targets import get_target  # noqa: E402
 from rt3d.targets.arm_neon.conv3d import ConvTile, default_tile  # noqa: E402
-from rt3d.tune.measure import measure_node  # noqa: E402
+from rt3d.runtime.artifact import atomic_write_bytes  # noqa: E402
+from rt3d.tune.measure import LocalRunner, measure_node  # noqa: E402
 
-TILES = [(1, 4, 2), (1, 7, 2), (1, 8, 2), (2, 4, 2), (1, 14, 2), (2, 7, 2), (1, 12, 2), (1, 4, 3), (1, 8, 3),
-         (1, 4, 4), (1, 7, 4), (2, 7, 1), (1, 14, 1), (2, 8, 1)]
+# (th, tw, tm, ur): ur=1 also unrolls the innermost reduction loop (the in-block input channels)
+TILES = [(1, 4, 2, 0), (1, 7, 2, 0), (1, 8, 2, 0), (2, 4, 2, 0), (1, 14, 2, 0), (2, 7, 2, 0), (1, 12, 2, 0),
+         (1, 4, 3, 0), (1, 8, 3, 0), (1, 8, 3, 1), (1, 4, 4, 0), (1, 7, 4, 0), (2, 7, 1, 0), (1, 14, 1, 0),
+         (2, 8, 1, 0)]
+
+
+def tile_name(t: tuple) -> str:
+    return "x".join(map(str, t[:3])) + ("u" if t[3] else "")
 
 
 def workloads(models: list[str], cover: float) -> list:
@@ -43,35 +50,36 @@ def workloads(models: list[str], cover: float) -> list:
     return out
 
 
-def measure(node, tile, target) -> float:
-    return measure_node(node, tile, target)[1]
-
-
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--models", default="c3d,r2plus1d_18,s3d")
     ap.add_argument("--cover", type=float, default=0.8, help="sweep the heaviest layers covering this MAC share")
-    ap.add_argument("--out", default=str(HERE / "results" / "tile_sweep.json"))
+    ap.add_argument("--out", default=str(HERE / "results" / "tile_sweep.json"),
+                    help="results; the rows of models not swept this time are kept from an existing file")
     args = ap.parse_args(argv)
     target = get_target("host")
-    rows = []
-    for model, node in workloads(args.models.split(","), args.cover):
+    runner = LocalRunner()  # one measuring worker for the whole sweep
+    models = args.models.split(",")
+    out = Path(args.out)
+    rows = [r for r in json.loads(out.read_text()) if r["model"] not in models] if out.exists() else []
+    for model, node in workloads(models, args.cover):
         oh, ow = node.output.type.shape[-3], node.output.type.shape[-2]
         d = default_tile(node, oh, ow, target.vector_lanes)
+        dt = (d.th, d.tw, d.tm, d.ur)
         res = {}
-        for t in sorted(set(TILES) | {(d.th, d.tw, d.tm)}):
+        for t in sorted(set(TILES) | {dt}):
             if oh % t[0] or ow % t[1]:
                 continue
-            res["x".join(map(str, t))] = round(measure(node, ConvTile(*t), target), 1)
+            res[tile_name(t)] = round(measure_node(node, ConvTile(*t), target, runner)[1], 1)
         best = max(res, key=res.get)
-        dkey = f"{d.th}x{d.tw}x{d.tm}"
+        dkey = tile_name(dt)
         row = {"model": model, "x": list(node.inputs[0].type.shape), "w": list(node.inputs[1].type.shape),
                "stride": list(node.attrs.stride), "macs": node_macs(node), "default": dkey,
                "default_gflops": res[dkey], "best": best, "best_gflops": res[best], "all": res}
         rows.append(row)
         print(f"{model:12s} x{row['x']} w{row['w']} s{row['stride']}: default {dkey} {res[dkey]:.0f}, "
               f"best {best} {res[best]:.0f} GFLOP/s", flush=True)
-    Path(args.out).write_text(json.dumps(rows, indent=1))
+        atomic_write_bytes(out, json.dumps(rows, indent=1).encode())  # after every layer: a long sweep keeps its rows
     return 0
 
 

@@ -112,14 +112,13 @@ def _layers(default, tuned, x, ops) -> list[dict]:
 def _sparse(args, name: str, path: Path, shape, res: dict, cache: Path, out: Path) -> int:
     """Dense and pruned model, each tuned for ``args.minutes``; the four builds timed side by side."""
     from rt3d.models.sparse import sparsify
+    from rt3d.runtime.artifact import atomic_write_bytes
     rate = SPARSE_RATES.get(name, 2.0)
     sparse_path = cache / f"{name}.{args.scheme}.onnx"
     if not sparse_path.exists():
         pruned, _ = sparsify(path, f"{args.scheme}(8x4)", rate, seed=0,
                              min_channels=16 if name in SPARSE_RATES else 4)  # as bench/engines.py prunes
-        tmp = cache / f".{sparse_path.name}.tmp"
-        tmp.write_bytes(pruned.SerializeToString())
-        tmp.replace(sparse_path)
+        atomic_write_bytes(sparse_path, pruned.SerializeToString())
     res.update({"scheme": args.scheme, "flops_reduction": rate, "sessions": {}})
     dbs = {}
     for kind, p in (("dense", path), (args.scheme, sparse_path)):

@@ -68,8 +68,8 @@ def default_tile(node: Node, oh: int, ow: int, lanes: int) -> ConvTile:
     if tm == 2 and blocks % 2 and blocks % 3 == 0 and node.attrs.in_block and ow % 8 == 0:
         # an odd number of channel blocks: two vectors per tile would compute a padded block of zero filters (9 -> 10),
         # three divide them and a row of 8 positions keeps 24 accumulators, with the in-block channels unrolled
-        # (R(2+1)D's 64->144 1x3x3 convs, 9 blocks: 311 -> 350 GFLOP/s side by side, 1x14x2 against 1x8x3 unrolled;
-        # the tuner picked the same tile, bench/results/tune/r2plus1d_18.md)
+        # (R(2+1)D's 64->144 1x3x3 convs, 9 blocks: 1x14x2 299, 1x8x3 331, unrolled 336 GFLOP/s in
+        # bench/results/tile_sweep.json; the tuner picked the same tile, bench/results/tune/r2plus1d_18.md)
         return ConvTile(1, 8, 3, 1)
     # AVX-512's 32 vector registers hold 28 accumulators plus two weight vectors and a broadcast (NEON also has 32;
     # not yet measured there). A plain NCDHW input, e.g. the 3-channel clip, measured best with 16.

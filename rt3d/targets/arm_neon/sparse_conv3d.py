@@ -24,7 +24,8 @@ its own kept columns ``indptr[k] .. indptr[k+1]``. Layout and loop nest (the rec
     their time in the model reading it back);
   * fc mode, a 2-D sparse_conv3d (a pruned fully connected layer, made by eliminate-kgs-columns): no positions to
     vectorize, so the vector is a row block's gM filters and the column's gN inputs are broadcast; the kept weights
-    stream once per sample (C3D's fc layers: 7.7 -> 3.4 ms in the model at 26 % kept, bench/results/sparse/fc);
+    stream once per sample (C3D's fc layers: 7.5 -> 3.3 ms in the model at 26 % kept,
+    bench/results/sparse/e2e_breakdown.md);
   * register tile: the gM filters of a row block x V vectors of positions (24 accumulators for 8 filters);
   * per kept column: one int32 input offset (channel block, kd, kh, kw), then gN channels x gM filters x V vectors
     of FMAs with the weights broadcast from the packed [kept, gN, gM] array;
