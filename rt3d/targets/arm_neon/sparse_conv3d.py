@@ -44,9 +44,12 @@ the padding stage (or the pw ring fill), which makes the same position-contiguou
 b channels and an L x L register transpose per vector (gathering with stride b cost up to a quarter of a layer:
 C3D's 64->128 layer 0.61 -> 0.71 of dense, R(2+1)D's 64->144 1x3x3 layer 0.57 -> 0.71); a blocked output is
 written per position as one vector of a row block's gM channels when they are consecutive channels of one block
-(the tile transposed in registers with shuffles; 3-4 % of a layer's time over stores of stride b), otherwise with
-stores of stride b (one channel, consecutive positions); vectors that straddle padding go lane by lane from the
-tile's position table, and the channels past M of the last block are written as zeros. NC(D)HW outputs use masked
+(the tile transposed in registers by log2(gM) rounds of zips, 24 shuffles for 8 x 16; 3-4 % of a layer's time over
+stores of stride b, and 3-10 % over asking LLVM for each position's lanes, which gave ~9 shuffles per stored position,
+bench/sparse_layers.py), otherwise with stores of stride b (one channel, consecutive positions); a vector that
+straddles padding stores each position's channels where the tile's position table puts it (lane by lane stores of
+them had cost as much as the rest of the write-back), and the channels past M of the last block are written as
+zeros. NC(D)HW outputs use masked
 vector stores instead. Measured on the whole models (bench/peer_benchmark.py): R(2+1)D-18 KGS 225 -> 184 ms, S3D
 134 -> 123 ms, which spent that time on conversions and on pooling plain tensors.
 Every scalar the kernel names is a ``T.let`` (an SSA value): a plain ``x = ...`` in TVMScript is a mutable binding
@@ -290,6 +293,27 @@ def _load_transposed(ind: str, at, L: int) -> tuple[list[str], list[str]]:
             cur = nxt
         cols += cur
     return lines, cols
+
+
+def _zip_transpose(ind: str, rows: list[str], L: int, prefix: str) -> tuple[list[str], list[str]]:
+    """Lines (at indentation ``ind``) transposing n rows of L lanes (n a power of two, n <= L; row q holds channel q
+    at L positions) with log2(n) rounds of zips, and the names of the n results: result m holds positions
+    m * L / n .. (m + 1) * L / n - 1, each as its n channels in order. A zip of two vectors (lanes 0 .. L/2 - 1 or
+    L/2 .. L - 1 of both, interleaved) is one instruction on NEON (zip1 / zip2) and on AVX-512 (vpermt2ps); asking
+    LLVM for each position's n lanes of the n rows instead gave ~9 shuffles per stored position on AVX-512, a
+    tenth of C3D's 64->128 sparse layer."""
+    lines, cur, h = [], list(rows), len(rows) // 2
+    lo = ", ".join(str(x) for k in range(L // 2) for x in (k, L + k))
+    hi = ", ".join(str(x) for k in range(L // 2, L) for x in (k, L + k))
+    for s in range(len(rows).bit_length() - 1):
+        nxt = []
+        for j in range(h):
+            for part, idx in (("l", lo), ("h", hi)):
+                name = f"{prefix}{s}{part}{j}"
+                lines.append(f"{ind}{name}: T.let = T.Shuffle([{cur[j]}, {cur[j + h]}], [{idx}])")
+                nxt.append(name)
+        cur = nxt
+    return lines, cur
 
 
 def _pw_fill(dims: dict, bi: int, L: int) -> list[str]:
@@ -728,13 +752,52 @@ def lower_sparse_conv3d(node: Node, target, pre: Node | None = None, sep_tile: S
         if (run0 >= 0).any():
             I4 = " " * 16
             fast.append(f"{I4}yb0: T.let = (n * {Mb} + c0 // {bo}) * {OD * oplane * bo} + c0 % {bo}")
+            n_ = min(GM, L)
+            zipped = n_ & (n_ - 1) == 0 and GM % n_ == 0
             for vo in range(V):
-                fast.append(f"{I4}if full_{vo}:")
+                if not zipped:
+                    fast.append(f"{I4}if full_{vo}:")
+                J4 = I4 if zipped else I4 + "    "
                 for q in range(GM):
                     t = f"acc[{q}, T.Ramp({vo * L}, 1, {L})]"
                     t = f"{t} + T.Broadcast(bias[c0 + {q}], {L})" if has_bias else t
-                    fast.append(f"{I4}    t{q}: T.let = {t}")
-                rows = ", ".join(f"t{q}" for q in range(GM))
+                    fast.append(f"{J4}t{vo}_{q}: T.let = {t}")
+                if zipped:
+                    # log2(n) rounds of zips turn each group of n rows into n vectors of L / n positions' n
+                    # channels (consecutive channels of one output block), stored a group of n lanes at a time: at
+                    # consecutive positions for a full vector, otherwise each group where the position table puts
+                    # it (a vector that straddles a row end: 16 of every 57 at C3D's 56x56; lane by lane stores of
+                    # them were a tenth of its 64->128 layer)
+                    groups = []  # (lane of the vector, the n lanes to store, activated)
+                    for g in range(GM // n_):
+                        zl, vecs = _zip_transpose(J4, [f"t{vo}_{g * n_ + j}" for j in range(n_)], L,
+                                                     f"z{vo}{g}_")
+                        fast += zl
+                        for m, vec in enumerate(vecs):
+                            if not has_res:  # the activation on whole vectors, before they are split
+                                fast.append(f"{J4}{vec}a: T.let = {_activation(vec, a.act, tuple(a.act_params), L)}")
+                            for k in range(L // n_):
+                                src_ = vec if has_res else f"{vec}a"
+                                u = (src_ if n_ == L else
+                                     f"T.Shuffle([{src_}], [{', '.join(str(k * n_ + e) for e in range(n_))}])")
+                                groups.append((m * (L // n_) + k, g * n_, u))
+
+                    def put(ind: str, at: str, u: str, name: str) -> list[str]:
+                        if not has_res:
+                            return [f"{ind}yf[T.Ramp({at}, 1, {n_})] = {u}"]
+                        return [f"{ind}{name}: T.let = {u} + rf[T.Ramp({at}, 1, {n_})]",
+                                f"{ind}yf[T.Ramp({at}, 1, {n_})] = "
+                                f"{_activation(name, a.act, tuple(a.act_params), n_)}"]
+
+                    fast.append(f"{I4}if full_{vo}:")
+                    for e, (lane, c, u) in enumerate(groups):
+                        fast += put(I4 + "    ", f"yb0 + (pos[{vo * L}] + {lane}) * {bo} + {c}", u, f"r{vo}_{e}")
+                    fast.append(f"{I4}else:")
+                    for e, (lane, c, u) in enumerate(groups):
+                        fast.append(f"{I4}    if pos[{vo * L + lane}] >= 0:")
+                        fast += put(I4 + "        ", f"yb0 + pos[{vo * L + lane}] * {bo} + {c}", u, f"r{vo}_{e}")
+                    continue
+                rows = ", ".join(f"t{vo}_{q}" for q in range(GM))
                 for ln in range(L):  # lane ln of every row: the GM channels of one position
                     at = f"yb0 + (pos[{vo * L}] + {ln}) * {bo}"
                     u = f"T.Shuffle([{rows}], [{', '.join(str(ln + L * q) for q in range(GM))}])"
