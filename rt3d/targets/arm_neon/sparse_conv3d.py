@@ -45,13 +45,14 @@ b channels and an L x L register transpose per vector (gathering with stride b c
 C3D's 64->128 layer 0.61 -> 0.71 of dense, R(2+1)D's 64->144 1x3x3 layer 0.57 -> 0.71); a blocked output is
 written per position as one vector of a row block's gM channels when they are consecutive channels of one block
 (the tile transposed in registers by log2(gM) rounds of zips, 24 shuffles for 8 x 16; 3-4 % of a layer's time over
-stores of stride b, and 3-10 % over asking LLVM for each position's lanes, which gave ~9 shuffles per stored position,
-bench/sparse_layers.py), otherwise with stores of stride b (one channel, consecutive positions); a vector that
-straddles padding stores each position's channels where the tile's position table puts it (lane by lane stores of
-them had cost as much as the rest of the write-back), and the channels past M of the last block are written as
-zeros. NC(D)HW outputs use masked
-vector stores instead. Measured on the whole models (bench/peer_benchmark.py): R(2+1)D-18 KGS 225 -> 184 ms, S3D
-134 -> 123 ms, which spent that time on conversions and on pooling plain tensors.
+stores of stride b), otherwise with stores of stride b (one channel, consecutive positions); a vector that straddles
+padding stores each position's channels where the tile's position table puts it. Asking LLVM for each position's
+lanes of the gM rows instead gave ~9 shuffles per stored position on AVX-512, and straddling vectors were stored
+lane by lane: replacing both took C3D's 64->128 layer from 0.72 to 0.78 and R(2+1)D's 64->144 1x3x3 layer from
+0.67 to 0.71 of the dense kernel's GFLOP/s (bench/sparse_layers.py). The channels past M of the last block are
+written as zeros. NC(D)HW outputs use masked vector stores instead. Measured on the whole models
+(bench/peer_benchmark.py): R(2+1)D-18 KGS 225 -> 184 ms, S3D 134 -> 123 ms, which spent that time on conversions and
+on pooling plain tensors.
 Every scalar the kernel names is a ``T.let`` (an SSA value): a plain ``x = ...`` in TVMScript is a mutable binding
 that TVM 0.27 lowers to a workspace allocation, so each use was a memory load and each column's input base was
 recomputed from the index array three times (measured on a C3D layer: 0.56 -> 0.64 of the dense kernel's GFLOP/s).
@@ -300,8 +301,7 @@ def _zip_transpose(ind: str, rows: list[str], L: int, prefix: str) -> tuple[list
     at L positions) with log2(n) rounds of zips, and the names of the n results: result m holds positions
     m * L / n .. (m + 1) * L / n - 1, each as its n channels in order. A zip of two vectors (lanes 0 .. L/2 - 1 or
     L/2 .. L - 1 of both, interleaved) is one instruction on NEON (zip1 / zip2) and on AVX-512 (vpermt2ps); asking
-    LLVM for each position's n lanes of the n rows instead gave ~9 shuffles per stored position on AVX-512, a
-    tenth of C3D's 64->128 sparse layer."""
+    LLVM for each position's n lanes of the n rows instead gave ~9 shuffles per stored position on AVX-512."""
     lines, cur, h = [], list(rows), len(rows) // 2
     lo = ", ".join(str(x) for k in range(L // 2) for x in (k, L + k))
     hi = ", ".join(str(x) for k in range(L // 2, L) for x in (k, L + k))
@@ -766,9 +766,8 @@ def lower_sparse_conv3d(node: Node, target, pre: Node | None = None, sep_tile: S
                     # log2(n) rounds of zips turn each group of n rows into n vectors of L / n positions' n
                     # channels (consecutive channels of one output block), stored a group of n lanes at a time: at
                     # consecutive positions for a full vector, otherwise each group where the position table puts
-                    # it (a vector that straddles a row end: 16 of every 57 at C3D's 56x56; lane by lane stores of
-                    # them were a tenth of its 64->128 layer)
-                    groups = []  # (lane of the vector, the n lanes to store, activated)
+                    # it (a vector that straddles a row end: about 16 in 57 at C3D's 56x56)
+                    groups = []  # (the group's first lane in the vector, its channel offset, its n lanes)
                     for g in range(GM // n_):
                         zl, vecs = _zip_transpose(J4, [f"t{vo}_{g * n_ + j}" for j in range(n_)], L,
                                                      f"z{vo}{g}_")
