@@ -231,6 +231,15 @@ def test_blocked_sparse_kernel_writes_every_element_of_its_layout(k, stride, pad
     check_blocked_kernel(k, stride, pad, dil, cout, residual, mode)
 
 
+@pytest.mark.parametrize("group", [(4, 4), (6, 4), (16, 4)], ids=lambda g: "%dx%d" % g)
+@pytest.mark.parametrize("residual", [False, True], ids=["plain", "residual"])
+def test_blocked_write_back_of_other_group_sizes(group, residual):
+    """The write-back into a blocked output for row blocks of other sizes: 4 filters (zips in rounds of 4, four
+    positions per vector), 16 (a whole block of 16 lanes), and 6, not a power of two, stored with stride b.
+    Rows of 11 positions, so that vectors straddle row ends and go through the position table."""
+    check_blocked_kernel(K3, (1, 1, 1), P1, (1, 1, 1), 28, residual, "flat3", group=group)
+
+
 @pytest.mark.parametrize("k,stride,pad,dil,mode", [(K3, (1, 1, 1), P1, (1, 1, 1), "flat3"),
                                                    ((2, 3, 3), (2, 2, 3), (0, 1, 2, 1, 0, 1), (1, 2, 1), "flat2")])
 @pytest.mark.parametrize("tile", [(3, 1, 1, 1), (1, 2, 1, 1), (2, 1, 2, 1), (1, 2, 40, 1), (3, 1, 1, 2),
@@ -280,7 +289,7 @@ def test_loop_order_follows_the_targets_l2():
     assert "split=2" in replace(host, vector_lanes=16, num_cores=2, l2_bytes=256 << 10).lower(node).impl
 
 
-def check_blocked_kernel(k, stride, pad, dil, cout, residual, mode, tile=None, shape=(1, 20, 5, 9, 11)):
+def check_blocked_kernel(k, stride, pad, dil, cout, residual, mode, tile=None, shape=(1, 20, 5, 9, 11), group=(8, 4)):
     """Run the blocked sparse kernel of one conv on a NaN-filled output, against the interpreter."""
     import tvm
 
@@ -288,7 +297,7 @@ def check_blocked_kernel(k, stride, pad, dil, cout, residual, mode, tile=None, s
     from rt3d.targets.arm_neon.sparse_conv3d import sparse_workload_key
     target = get_target("host")
     rng = np.random.default_rng(cout)
-    model, inputs = conv_net(rng, 20, cout, k, stride, pad, dil, shape, Sparsity("kgs", (8, 4)), 0.4, True, "relu",
+    model, inputs = conv_net(rng, 20, cout, k, stride, pad, dil, shape, Sparsity("kgs", group), 0.4, True, "relu",
                              residual)
     graph = rt3d.passes.run_pipeline(rt3d.import_onnx(model), always_sparse())
     node = next(n for n in graph.nodes if n.op == "sparse_conv3d")

@@ -100,8 +100,8 @@ def prune(model: nn.Module, train_data, val_data, scheme: str = "kgs", group=(8,
     connected layers too (every ``nn.Linear`` with >= ``min_channels`` inputs but the classifier, the last one run),
     each to keep this share of its groups; their MACs hardly count, their weights do (C3D's fc6/fc7: 200 MB read per
     clip). ``layers``: exactly these modules (Conv3d with groups=1, or Linear with ``linear_density``). Runs
-    unchanged under ``torchrun`` (DistributedDataParallel). Returns the pruned model (a copy unless ``inplace``) with exact zeros and
-    ``model.rt3d_sparsity`` (layer name -> (Sparsity, keep mask)), and a report.
+    unchanged under ``torchrun`` (DistributedDataParallel). Returns the pruned model (a copy unless ``inplace``)
+    with exact zeros and ``model.rt3d_sparsity`` (layer name -> (Sparsity, keep mask)), and a report.
 
     Example::
 

@@ -44,15 +44,15 @@ the padding stage (or the pw ring fill), which makes the same position-contiguou
 b channels and an L x L register transpose per vector (gathering with stride b cost up to a quarter of a layer:
 C3D's 64->128 layer 0.61 -> 0.71 of dense, R(2+1)D's 64->144 1x3x3 layer 0.57 -> 0.71); a blocked output is
 written per position as one vector of a row block's gM channels when they are consecutive channels of one block
-(the tile transposed in registers by log2(gM) rounds of zips, 24 shuffles for 8 x 16; 3-4 % of a layer's time over
-stores of stride b), otherwise with stores of stride b (one channel, consecutive positions); a vector that straddles
-padding stores each position's channels where the tile's position table puts it. Asking LLVM for each position's
-lanes of the gM rows instead gave ~9 shuffles per stored position on AVX-512, and straddling vectors were stored
-lane by lane: replacing both took C3D's 64->128 layer from 0.72 to 0.78 and R(2+1)D's 64->144 1x3x3 layer from
-0.67 to 0.71 of the dense kernel's GFLOP/s (bench/sparse_layers.py). The channels past M of the last block are
-written as zeros. NC(D)HW outputs use masked vector stores instead. Measured on the whole models
-(bench/peer_benchmark.py): R(2+1)D-18 KGS 225 -> 184 ms, S3D 134 -> 123 ms, which spent that time on conversions and
-on pooling plain tensors.
+and gM is a power of two (the tile transposed in registers by log2(gM) rounds of zips, 24 shuffles for 8 x 16;
+3-4 % of a layer's time over stores of stride b), otherwise with stores of stride b (one channel, consecutive
+positions); in the transposed write-back a vector that straddles padding stores each position's channels where
+the tile's position table puts it. Asking LLVM for each position's lanes of the gM rows instead gave ~9 shuffles
+per stored position on AVX-512, and straddling vectors were stored lane by lane: replacing both took C3D's 64->128
+layer from 0.72 to 0.78 and R(2+1)D's 64->144 1x3x3 layer from 0.67 to 0.71 of the dense kernel's GFLOP/s
+(bench/sparse_layers.py). The channels past M of the last block are written as zeros. NC(D)HW outputs use masked
+vector stores instead. Measured on the whole models (bench/peer_benchmark.py): R(2+1)D-18 KGS 225 -> 184 ms, S3D
+134 -> 123 ms, which spent that time on conversions and on pooling plain tensors.
 Every scalar the kernel names is a ``T.let`` (an SSA value): a plain ``x = ...`` in TVMScript is a mutable binding
 that TVM 0.27 lowers to a workspace allocation, so each use was a memory load and each column's input base was
 recomputed from the index array three times (measured on a C3D layer: 0.56 -> 0.64 of the dense kernel's GFLOP/s).
@@ -743,8 +743,9 @@ def lower_sparse_conv3d(node: Node, target, pre: Node | None = None, sep_tile: S
             wb += store_lanes(I8 + "    ", vo)
         # a row block whose rows are GM consecutive channels of one output block (the usual case: the permutation
         # moves whole row blocks) stores each position's GM channels as one vector: the tile is transposed in
-        # registers (shuffles) instead of being stored lane by lane with stride b. run0[k]: its first channel or -1.
-        if 2 <= GM <= bo:
+        # registers (zips, so GM a power of two) instead of being stored lane by lane with stride b. run0[k]: its
+        # first channel or -1.
+        if 2 <= GM <= bo and GM & (GM - 1) == 0:
             for k in range(P):
                 rows = outch[k * GM:(k + 1) * GM]
                 if rows[0] >= 0 and rows[0] % bo + GM <= bo and (rows == rows[0] + np.arange(GM)).all():
@@ -752,64 +753,42 @@ def lower_sparse_conv3d(node: Node, target, pre: Node | None = None, sep_tile: S
         if (run0 >= 0).any():
             I4 = " " * 16
             fast.append(f"{I4}yb0: T.let = (n * {Mb} + c0 // {bo}) * {OD * oplane * bo} + c0 % {bo}")
-            n_ = min(GM, L)
-            zipped = n_ & (n_ - 1) == 0 and GM % n_ == 0
+            n_ = min(GM, L)  # rows per zipped group: a group's n lanes of a position are stored together
+
+            def put(ind: str, at: str, u: str, name: str) -> list[str]:
+                if not has_res:
+                    return [f"{ind}yf[T.Ramp({at}, 1, {n_})] = {u}"]
+                return [f"{ind}{name}: T.let = {u} + rf[T.Ramp({at}, 1, {n_})]",
+                        f"{ind}yf[T.Ramp({at}, 1, {n_})] = {_activation(name, a.act, tuple(a.act_params), n_)}"]
+
             for vo in range(V):
-                if not zipped:
-                    fast.append(f"{I4}if full_{vo}:")
-                J4 = I4 if zipped else I4 + "    "
                 for q in range(GM):
                     t = f"acc[{q}, T.Ramp({vo * L}, 1, {L})]"
                     t = f"{t} + T.Broadcast(bias[c0 + {q}], {L})" if has_bias else t
-                    fast.append(f"{J4}t{vo}_{q}: T.let = {t}")
-                if zipped:
-                    # log2(n) rounds of zips turn each group of n rows into n vectors of L / n positions' n
-                    # channels (consecutive channels of one output block), stored a group of n lanes at a time: at
-                    # consecutive positions for a full vector, otherwise each group where the position table puts
-                    # it (a vector that straddles a row end: about 16 in 57 at C3D's 56x56)
-                    groups = []  # (the group's first lane in the vector, its channel offset, its n lanes)
-                    for g in range(GM // n_):
-                        zl, vecs = _zip_transpose(J4, [f"t{vo}_{g * n_ + j}" for j in range(n_)], L,
-                                                     f"z{vo}{g}_")
-                        fast += zl
-                        for m, vec in enumerate(vecs):
-                            if not has_res:  # the activation on whole vectors, before they are split
-                                fast.append(f"{J4}{vec}a: T.let = {_activation(vec, a.act, tuple(a.act_params), L)}")
-                            for k in range(L // n_):
-                                src_ = vec if has_res else f"{vec}a"
-                                u = (src_ if n_ == L else
-                                     f"T.Shuffle([{src_}], [{', '.join(str(k * n_ + e) for e in range(n_))}])")
-                                groups.append((m * (L // n_) + k, g * n_, u))
-
-                    def put(ind: str, at: str, u: str, name: str) -> list[str]:
-                        if not has_res:
-                            return [f"{ind}yf[T.Ramp({at}, 1, {n_})] = {u}"]
-                        return [f"{ind}{name}: T.let = {u} + rf[T.Ramp({at}, 1, {n_})]",
-                                f"{ind}yf[T.Ramp({at}, 1, {n_})] = "
-                                f"{_activation(name, a.act, tuple(a.act_params), n_)}"]
-
-                    fast.append(f"{I4}if full_{vo}:")
-                    for e, (lane, c, u) in enumerate(groups):
-                        fast += put(I4 + "    ", f"yb0 + (pos[{vo * L}] + {lane}) * {bo} + {c}", u, f"r{vo}_{e}")
-                    fast.append(f"{I4}else:")
-                    for e, (lane, c, u) in enumerate(groups):
-                        fast.append(f"{I4}    if pos[{vo * L + lane}] >= 0:")
-                        fast += put(I4 + "        ", f"yb0 + pos[{vo * L + lane}] * {bo} + {c}", u, f"r{vo}_{e}")
-                    continue
-                rows = ", ".join(f"t{vo}_{q}" for q in range(GM))
-                for ln in range(L):  # lane ln of every row: the GM channels of one position
-                    at = f"yb0 + (pos[{vo * L}] + {ln}) * {bo}"
-                    u = f"T.Shuffle([{rows}], [{', '.join(str(ln + L * q) for q in range(GM))}])"
-                    if has_res:
-                        u = f"{u} + rf[T.Ramp({at}, 1, {GM})]"
-                    fast.append(f"{I4}    u{ln}: T.let = {u}")
-                    act = _activation(f"u{ln}", a.act, tuple(a.act_params), GM)
-                    fast.append(f"{I4}    yf[T.Ramp({at}, 1, {GM})] = {act}")
+                    fast.append(f"{I4}t{vo}_{q}: T.let = {t}")
+                # log2(n) rounds of zips turn each group of n rows into n vectors of L / n positions' n channels
+                # (consecutive channels of one output block), stored a group of n lanes at a time: at consecutive
+                # positions for a full vector, otherwise each group where the position table puts it (a vector that
+                # straddles a row end: about 16 in 57 at C3D's 56x56)
+                groups = []  # (the group's first lane in the vector, its channel offset, its n lanes)
+                for g in range(GM // n_):
+                    zl, vecs = _zip_transpose(I4, [f"t{vo}_{g * n_ + j}" for j in range(n_)], L, f"z{vo}{g}_")
+                    fast += zl
+                    for m, vec in enumerate(vecs):
+                        if not has_res:  # the activation on whole vectors, before they are split
+                            fast.append(f"{I4}{vec}a: T.let = {_activation(vec, a.act, tuple(a.act_params), L)}")
+                        for k in range(L // n_):
+                            src_ = vec if has_res else f"{vec}a"
+                            u = (src_ if n_ == L else
+                                 f"T.Shuffle([{src_}], [{', '.join(str(k * n_ + e) for e in range(n_))}])")
+                            groups.append((m * (L // n_) + k, g * n_, u))
+                fast.append(f"{I4}if full_{vo}:")
+                for e, (lane, c, u) in enumerate(groups):
+                    fast += put(I4 + "    ", f"yb0 + (pos[{vo * L}] + {lane}) * {bo} + {c}", u, f"r{vo}_{e}")
                 fast.append(f"{I4}else:")
-                fast.append(f"{I4}    for i in range({GM}):")
-                fast.append(f"{I4}        oc: T.let = c0 + i")
-                fast.append(f"{I4}        ybase: T.let = {{ybase}}")
-                fast += store_lanes(I4 + "        ", vo)
+                for e, (lane, c, u) in enumerate(groups):
+                    fast.append(f"{I4}    if pos[{vo * L + lane}] >= 0:")
+                    fast += put(I4 + "        ", f"yb0 + pos[{vo * L + lane}] * {bo} + {c}", u, f"r{vo}_{e}")
     elif wmode in ("flat3", "flat2"):
         # padded row R of the flattened volume holds output row R % H' of depth R // H' (flat3) or row R (flat2)
         def row_ok(R):
@@ -875,7 +854,7 @@ def lower_sparse_conv3d(node: Node, target, pre: Node | None = None, sep_tile: S
                f"                if oc >= 0:\n                    ybase: T.let = {ybase}\n{wb_text}")
     if fast:
         write_back = ("            c0: T.let = run0[k]\n            if c0 >= 0:\n"
-                      + "\n".join(fast).replace("{ybase}", ybase) + "\n            else:\n"
+                      + "\n".join(fast) + "\n            else:\n"
                       + textwrap.indent(rowwise, "    "))
     else:
         write_back = rowwise
