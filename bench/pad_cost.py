@@ -31,7 +31,7 @@ def main() -> int:
     target = get_target("host")
     for name, (c, m, d, h, w) in LAYERS.items():
         padded, prepadded = conv_node(c, m, d, h, w, 1), conv_node(c, m, d + 2, h + 2, w + 2, 0)
-        tile = default_tile(padded, h, w, target.vector_lanes)
+        tile = default_tile(padded, h, w, target.vector_lanes, target.vector_registers)
         ms1, _ = measure_node(padded, tile, target)
         ms0, _ = measure_node(prepadded, tile, target)
         print(f"{name}: with padding stage {ms1:.2f} ms, input already padded {ms0:.2f} ms "

@@ -51,6 +51,10 @@ class Target:
     gpu_threads: int = 0  # GPU targets: threads per work-group of the default schedule (0: a CPU target)
     precision: str = "float32"  # "float16": the pipeline stores every tensor as float16 (to-fp16)
     l2_bytes: int = 0  # CPU targets: one core's L2 cache, which kernels size their cache blocking by (0: unknown)
+    l1_bytes: int = 0  # and its L1 data cache (0: unknown)
+    # CPU targets: architectural SIMD registers, which bound the kernels' register tiles (AArch64 and AVX-512: 32;
+    # AVX2: 16, where tiles made for 32 spilled their accumulators and the dense convs ran at a third of the speed)
+    vector_registers: int = 32
 
     def linker(self) -> str | None:
         """The compiler that links this target's libraries: the environment variable the link names (an NDK), else

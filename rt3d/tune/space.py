@@ -17,7 +17,8 @@ from ..ir import Node
 from ..ir.flops import node_macs
 from ..ir.interpreter import node_out_spatial
 from ..targets.arm_neon.conv3d import ConvTile, default_tile, workload_key
-from ..targets.arm_neon.sparse_conv3d import REGISTER_TILE, SparseTile, sep_plan, sparse_plan, sparse_workload_key
+from ..targets.arm_neon.sparse_conv3d import SparseTile, register_tile, sep_plan, sparse_plan, sparse_workload_key
+from ..targets.arm_neon.sparse_direct import direct_budget, node_tiles
 from .db import config_key
 
 __all__ = ["Task", "extract_tasks", "workload_key", "tunable", "conv_space", "sparse_space", "sep_space",
@@ -54,8 +55,9 @@ class Task:
     node: Node  # the first node of the graph with this workload
     count: int  # how many nodes of the graph share it
     space: list = field(default_factory=list)  # schedule records, the default first; empty: nothing to tune
-    lanes: int = 16  # the target's vector lanes and cores (the geometry of the sparse kernel depends on them)
+    lanes: int = 16  # the target's vector lanes, cores and vector registers (the kernels' geometry depends on them)
     cores: int = 1
+    registers: int = 32
 
     @property
     def macs(self) -> int:
@@ -65,17 +67,18 @@ class Task:
         return str(self.node).split("  #")[0][:90]
 
 
-def conv_space(node: Node, lanes: int, max_acc: int = 28) -> list[ConvTile]:
-    """Register tiles that divide the output plane and fit the register file, with and without unrolling the
-    innermost reduction loop; the heuristic default first, then the closest to it in accumulator count."""
+def conv_space(node: Node, lanes: int, registers: int = 32) -> list[ConvTile]:
+    """Register tiles that divide the output plane and fit the register file (accumulators, the tile's weight
+    vectors and a broadcast), with and without unrolling the innermost reduction loop; the heuristic default
+    first, then the closest to it in accumulator count."""
     sp = node_out_spatial(node, node.attrs.out_block)
     oh, ow = (sp[-2] if len(sp) >= 2 else 1), sp[-1]
-    default = default_tile(node, oh, ow, lanes)
+    default = default_tile(node, oh, ow, lanes, registers)
     tiles = []
     for tm in (1, 2, 3, 4):
         for th in (1, 2, 4):
             for tw in range(1, min(ow, 14) + 1):
-                if oh % th == 0 and ow % tw == 0 and 8 <= th * tw * tm <= max_acc:
+                if oh % th == 0 and ow % tw == 0 and 8 <= th * tw * tm <= registers - tm - 1:
                     tiles += [ConvTile(th, tw, tm, ur) for ur in (0, 1)]
     acc = default.th * default.tw * default.tm
     rest = sorted((t for t in tiles if t != default),
@@ -83,26 +86,34 @@ def conv_space(node: Node, lanes: int, max_acc: int = 28) -> list[ConvTile]:
     return [default] + rest
 
 
-def sparse_space(node: Node, lanes: int, cores: int, l2_bytes: int = 0) -> list[SparseTile]:
+def sparse_space(node: Node, lanes: int, cores: int, l2_bytes: int = 0, registers: int = 32,
+                 l1_bytes: int = 0) -> list[SparseTile]:
     """Vectors per register tile (up to the register budget) x row-block chunking, and in the flat modes x (a row
-    block through all position tiles | the reduction split in 2 or 4 chunks); the default first."""
-    plan = sparse_plan(node, lanes, cores, l2_bytes)
+    block through all position tiles | the reduction split in 2 or 4 chunks); in the direct mode the largest
+    register tiles of positions x row-block chunking x the reduction split in 1, 2, 4 or the heuristic's chunks.
+    The default first."""
+    plan = sparse_plan(node, lanes, cores, l2_bytes, registers, l1_bytes)
     gm = node.attrs.group[0]
     blocks = len(node.attrs.kept)
     chunks = sorted({1, min(cores, blocks), min(2 * cores, blocks)})
     space = []
-    for v in range(1, max(1, REGISTER_TILE // gm) + 1):
+    if plan.mode == "direct":
+        tiles = node_tiles(node, lanes, registers)[:4]
+        splits = sorted({1, 2, 4, plan.default.split})
+        space = [SparseTile(1, c, split=s, th=th, tw=tw) for th, tw in tiles for c in chunks for s in splits]
+        return [plan.default] + [t for t in space if t != plan.default]
+    for v in range(1, max(1, register_tile(registers) // gm) + 1):
         tiles = -(-plan.positions // (lanes * v))
         orders = [(1, 1)] if plan.mode == "pw" else [(1, 1), (tiles, 1), (1, 2), (1, 4)]
         space += [SparseTile(v, c, g, s) for c in chunks for g, s in dict.fromkeys(orders)]
     return [plan.default] + [t for t in space if t != plan.default]
 
 
-def sep_space(node: Node, lanes: int, cores: int) -> list[SparseTile]:
+def sep_space(node: Node, lanes: int, cores: int, registers: int = 32) -> list[SparseTile]:
     """A fused pair's (sparse_sep_conv3d) vectors per register tile x runs of output depths (1, 2, 4, all: more
     parallel units, each recomputing the first conv at the depths it shares with the run before); the default
     first."""
-    plan = sep_plan(node, lanes, cores)
+    plan = sep_plan(node, lanes, cores, registers)
     runs = sorted({r for r in (1, 2, 4, plan.depths) if r <= plan.depths})
     space = [SparseTile(v, runs=r) for v in range(1, plan.vmax + 1) for r in runs]
     return [plan.default] + [t for t in space if t != plan.default]
@@ -118,13 +129,15 @@ def extract_tasks(graph, target) -> list[Task]:
             continue
         space = []
         if tunable(node) and node.op in target.lowerings:
+            regs = target.vector_registers
             if node.op == "sparse_sep_conv3d":
-                space = sep_space(node, target.vector_lanes, target.num_cores)
+                space = sep_space(node, target.vector_lanes, target.num_cores, regs)
             elif node.op == "sparse_conv3d":
-                space = sparse_space(node, target.vector_lanes, target.num_cores, target.l2_bytes)
+                space = sparse_space(node, target.vector_lanes, target.num_cores, target.l2_bytes, regs,
+                                     target.l1_bytes)
             else:
-                space = conv_space(node, target.vector_lanes)
-        tasks[key] = Task(key, node, 1, space, target.vector_lanes, target.num_cores)
+                space = conv_space(node, target.vector_lanes, regs)
+        tasks[key] = Task(key, node, 1, space, target.vector_lanes, target.num_cores, target.vector_registers)
     return list(tasks.values())
 
 
@@ -133,21 +146,25 @@ def features(task: Task, config) -> np.ndarray:
     geometry, and register/reuse quantities derived from both."""
     n = task.node
     if n.op == "sparse_sep_conv3d":
-        plan = sep_plan(n, task.lanes, task.cores)
+        plan = sep_plan(n, task.lanes, task.cores, task.registers)
         gm = max(n.attrs.group[0], n.attrs.first_group[0])
         tiles = -(-plan.positions // (task.lanes * config.v))
         waste = tiles * task.lanes * config.v / max(1, plan.positions) - 1
-        acc = gm * config.v / REGISTER_TILE
+        acc = gm * config.v / register_tile(task.registers)
         runs = config.runs or plan.default.runs
         return np.array([1, 1, 0, acc, acc * acc, 1 / config.v, waste, 0, 1, acc, 0, 0, 1,
                          np.log(runs), (runs - 1) / plan.depths, 0, 0, np.log(acc)])
     if n.op == "sparse_conv3d":
         gm = n.attrs.group[0]
-        plan = sparse_plan(n, task.lanes, task.cores)
+        plan = sparse_plan(n, task.lanes, task.cores, registers=task.registers)
+        if plan.mode == "direct":
+            acc = config.th * config.tw * gm / task.lanes / direct_budget(gm, task.lanes, task.registers)
+            return np.array([1, 1, 0, acc, acc * acc, 1 / max(1, config.th * config.tw), float(config.th > 1),
+                             float(config.chunks > 1), 0, 0, 0, np.log(config.split), 0, 0, 0, 0, 1, np.log(acc)])
         lanes = task.lanes
         tiles = -(-plan.positions // (lanes * config.v))
         waste = tiles * lanes * config.v / max(1, plan.positions) - 1
-        acc = gm * config.v / REGISTER_TILE
+        acc = gm * config.v / register_tile(task.registers)
         return np.array([1, 1, 0, acc, acc * acc, 1 / config.v, waste, float(config.chunks > 1),
                          float(plan.mode == "pw"), float(plan.mode == "pw") * acc, float(config.tiles > 1),
                          np.log(config.split), 0, 0, 0, 0, 0, np.log(acc)])

@@ -17,6 +17,13 @@ from rt3d.targets import get_target
 from tests.helpers import assert_close, make_model, ort_run, sep_net
 
 DENSE = "fold-constants,fold-bn,fuse,block-layout{block=%d},dce"
+HOST = get_target("host")
+# The tests pin the vector width they exercise, so that they mean the same on every machine (LLVM splits vectors
+# wider than the host's): the position-vectorized modes (flat3, flat2, pw) are what a 16-lane AVX-512 host runs
+# with 8x4 groups (8 filters are half a vector), the direct mode what 8-lane AVX2 (16 registers) and 4-lane NEON
+# (32) run (sparse_direct.py).
+VECTOR = replace(HOST, vector_lanes=16, vector_registers=32)
+DIRECT = {8: replace(HOST, vector_lanes=8, vector_registers=16), 4: replace(HOST, vector_lanes=4, vector_registers=32)}
 
 
 def always_sparse(target="host") -> str:
@@ -81,35 +88,74 @@ def sparse_case(draw):
 def test_sparse_build_equals_dense_build_of_the_masked_weights(case):
     if case is None:
         return
+    check_sparse_equals_dense(case, VECTOR)
+
+
+@st.composite
+def direct_case(draw):
+    """Cases for the direct mode: row blocks of whole vectors (8 or 16 filters at 8 lanes, 4 or 8 at 4), column
+    groups of 2, 4 or 8 channels, either layout of the input and output."""
+    lanes = draw(st.sampled_from([8, 4]))
+    case = draw(sparse_case())
+    if case is None:
+        return None
+    gm = draw(st.sampled_from([lanes, 2 * lanes]))
+    gn = draw(st.sampled_from([2, 4, 8]))
+    return case | dict(sp=Sparsity(case["sp"].scheme, (gm, gn)), lanes=lanes, blocked=draw(st.booleans()))
+
+
+@settings(max_examples=20, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
+@given(direct_case())
+def test_direct_mode_equals_dense_build_of_the_masked_weights(case):
+    if case is None:
+        return
+    target = DIRECT[case["lanes"]]
+    impls = check_sparse_equals_dense(case, target, blocked=case["blocked"])
+    assert all(".direct(" in i for i in impls), impls
+
+
+def check_sparse_equals_dense(case, target, blocked=True) -> list[str]:
+    """Build the case's conv pruned (annotated as the pruning stage does) with the sparse kernel forced on, and
+    dense; both on ``target`` (plain NCDHW tensors where not ``blocked``); compare. Returns the sparse kernels."""
     rng = np.random.default_rng(case["seed"])
     model, inputs = conv_net(rng, case["cin"], case["cout"], case["k"], case["stride"], case["pad"], case["dil"],
                              case["shape"], case["sp"], case["density"], case["bias"], case["act"], case["residual"])
     feeds = {n: rng.standard_normal(s).astype(np.float32) for n, s in inputs.items()}
-    lanes = get_target("host").vector_lanes
     graph = rt3d.import_onnx(model)  # annotated as the pruning stage does (detection is tested on its own)
     for node in graph.nodes:
         if node.op == "conv3d":
             node.attrs = replace(node.attrs, sparsity=str(case["sp"]))
-    sparse = rt3d.build(graph, passes=always_sparse())
-    dense = rt3d.build(model, passes=DENSE % lanes)
+    passes, dense_passes = always_sparse(target), DENSE % target.vector_lanes
+    if not blocked:
+        passes = ",".join(p for p in passes.split(",") if not p.startswith("block-layout"))
+        dense_passes = dense_passes.replace(f"block-layout{{block={target.vector_lanes}}},", "")
+    sparse = rt3d.build(graph, target=target, passes=passes)
+    dense = rt3d.build(model, target=target, passes=dense_passes)
     assert sparse_impls(sparse), f"no sparse kernel ran for {case}: {[layer.impl for layer in sparse.layers]}"
     assert not sparse_impls(dense)
     got = sparse.run(*feeds.values())
     want = dense.run(*feeds.values())
     assert_close(got, want, rtol=1e-4, what=f"sparse vs dense build for {case}")
+    return sparse_impls(sparse)
 
 
-@pytest.mark.parametrize("lanes", [4, 8])
-def test_sparse_kernel_at_other_vector_widths(lanes):
-    """NEON has 4 lanes, AVX2 8: the same kernel family at those widths (run here with the host's LLVM)."""
-    host = get_target("host")
-    narrow = replace(host, vector_lanes=lanes)
+@pytest.mark.parametrize("lanes,registers,group,mode", [(4, 32, (8, 4), "direct"), (8, 16, (8, 4), "direct"),
+                                                         (4, 32, (2, 4), "flat3"), (8, 16, (4, 4), "flat3"),
+                                                         (16, 32, (8, 4), "flat3")])
+def test_sparse_kernel_at_other_vector_widths(lanes, registers, group, mode):
+    """NEON has 4 lanes and 32 registers, AVX2 8 and 16, AVX-512 16 and 32: the kernel family at those widths (run
+    here with the host's LLVM). Row blocks of whole vectors take the direct mode, the others vectorize positions
+    (as many vectors per tile as the registers hold)."""
+    narrow = replace(get_target("host"), vector_lanes=lanes, vector_registers=registers)
     rng = np.random.default_rng(lanes)
     model, inputs = conv_net(rng, 12, 16, (3, 3, 3), (1, 1, 1), (1,) * 6, (1, 1, 1), (1, 12, 4, 7, 9),
-                             Sparsity("kgs", (8, 4)), 0.4, True, "relu", True)
+                             Sparsity("kgs", group), 0.4, True, "relu", True)
     feeds = {n: rng.standard_normal(s).astype(np.float32) for n, s in inputs.items()}
     mod = rt3d.build(model, target=narrow, passes=always_sparse(narrow))
-    assert any(re.search(rf"tile=\d+x\d+x{lanes}\b", impl) for impl in sparse_impls(mod)), sparse_impls(mod)
+    impls = sparse_impls(mod)
+    assert impls and all(f".{mode}(" in i for i in impls), impls
+    if mode != "direct":
+        assert any(re.search(rf"tile={group[0]}x\d+x{lanes}\b", impl) for impl in impls), impls
     assert_close(mod.run(*feeds.values()), ort_run(model, feeds)[0], rtol=1e-4)
 
 
@@ -231,12 +277,13 @@ def test_blocked_sparse_kernel_writes_every_element_of_its_layout(k, stride, pad
     check_blocked_kernel(k, stride, pad, dil, cout, residual, mode)
 
 
-@pytest.mark.parametrize("group", [(4, 4), (6, 4), (16, 4)], ids=lambda g: "%dx%d" % g)
+@pytest.mark.parametrize("group", [(4, 4), (6, 4), (2, 4)], ids=lambda g: "%dx%d" % g)
 @pytest.mark.parametrize("residual", [False, True], ids=["plain", "residual"])
 def test_blocked_write_back_of_other_group_sizes(group, residual):
     """The write-back into a blocked output for row blocks of other sizes: 4 filters (zips in rounds of 4, four
-    positions per vector), 16 (a whole block of 16 lanes), and 6, not a power of two, stored with stride b.
-    Rows of 11 positions, so that vectors straddle row ends and go through the position table."""
+    positions per vector), 2 (one round), and 6, not a power of two, stored with stride b. Rows of 11 positions,
+    so that vectors straddle row ends and go through the position table. (Row blocks of 16 filters are whole
+    vectors of 16 lanes: the direct mode.)"""
     check_blocked_kernel(K3, (1, 1, 1), P1, (1, 1, 1), 28, residual, "flat3", group=group)
 
 
@@ -253,16 +300,44 @@ def test_sparse_schedules_compute_the_same(k, stride, pad, dil, mode, tile):
     check_blocked_kernel(k, stride, pad, dil, 20, True, mode, SparseTile(*tile), shape=(2, 20, 5, 15, 23))
 
 
+@pytest.mark.parametrize("k,stride,pad,dil,cout,residual,lanes,group", [
+    (K3, (1, 1, 1), P1, (1, 1, 1), 20, True, 8, (8, 4)), (K3, (1, 1, 1), P1, (1, 1, 1), 20, True, 4, (8, 4)),
+    (K3, (2, 1, 1), P1, (1, 1, 1), 16, False, 8, (16, 4)),
+    ((2, 3, 3), (2, 2, 3), (0, 1, 2, 1, 0, 1), (1, 2, 1), 12, True, 4, (4, 8)),
+    ((2, 3, 3), (2, 2, 3), (0, 1, 2, 1, 0, 1), (1, 2, 1), 12, True, 8, (8, 4)),
+    ((3, 1, 1), (2, 1, 1), (2, 0, 0, 1, 0, 0), (2, 1, 1), 12, True, 4, (8, 4)),
+    ((1, 1, 1), (2, 2, 2), (0,) * 6, (1, 1, 1), 16, False, 8, (8, 4))])
+def test_direct_kernel_writes_every_element_of_its_blocked_layout(k, stride, pad, dil, cout, residual, lanes, group):
+    """The direct mode (a row block's filters as whole vectors) reads the blocked input and writes every element
+    of its blocked output, the channels past cout as zeros: strides, dilations and uneven pads read at constant
+    offsets, row blocks of one and two vectors, columns of half a block, one block and two blocks of channels, and
+    cout that is not a multiple of the lanes (the last vector's lanes past it stored as zeros)."""
+    check_blocked_kernel(k, stride, pad, dil, cout, residual, "direct", group=group, target=DIRECT[lanes])
+
+
+@pytest.mark.parametrize("tile", [(1, 1, 1, 4), (2, 1, 2, 5), (1, 3, 3, 2), (3, 5, 1, 23), (1, 4, 4, 3), (2, 2, 2, 7)],
+                         ids=lambda t: "chunks%d-split%d-tile%dx%d" % t)
+def test_direct_schedules_compute_the_same(tile):
+    """Every schedule of the direct mode writes the same blocked output: register tiles that do not divide the
+    15 x 23 output plane (shorter last rows and columns of tiles), row blocks split among threads, the reduction
+    split into uneven chunks of channel blocks with parked accumulators."""
+    from rt3d.targets.arm_neon.sparse_conv3d import SparseTile
+    chunks, split, th, tw = tile
+    record = SparseTile(1, chunks, split=split, th=th, tw=tw)
+    check_blocked_kernel(K3, (1, 1, 1), P1, (1, 1, 1), 20, True, "direct", record, shape=(2, 20, 5, 15, 23),
+                         target=DIRECT[8])
+
+
 def test_split_reduction_is_declined_when_the_parked_accumulators_would_not_fit():
     """Parked accumulators of all row blocks over PARK_LIMIT (1376 filters x 48 positions at 16 lanes): a tuning
     record asking for a split reduction gets the plain order (the park lives on a worker thread's stack)."""
     from rt3d.targets.arm_neon.sparse_conv3d import PARK_LIMIT, SparseTile, sparse_workload_key
-    host = get_target("host")
+    host = VECTOR
     blocks = PARK_LIMIT // (8 * 3 * host.vector_lanes * 4) + 1
     rng = np.random.default_rng(3)
     model, _ = conv_net(rng, 8, 8 * blocks, K3, (1, 1, 1), P1, (1, 1, 1), (1, 8, 2, 6, 8), Sparsity("kgs", (8, 4)),
                         0.5, False, "none", False)
-    node = next(n for n in rt3d.passes.run_pipeline(rt3d.import_onnx(model), always_sparse()).nodes
+    node = next(n for n in rt3d.passes.run_pipeline(rt3d.import_onnx(model), always_sparse(host)).nodes
                 if n.op == "sparse_conv3d")
     for split, expect in ((2, False), (1, False)):
         impl = replace(host, tuned={sparse_workload_key(node): SparseTile(3, 1, 1, split)}).lower(node).impl
@@ -277,10 +352,10 @@ def test_loop_order_follows_the_targets_l2():
     this machine's 2 MiB the tile's 115 KB window fits and the order stays plain; a 256 KiB L2 (a small phone
     core) splits the reduction in two."""
     from rt3d.targets.arm_neon.sparse_conv3d import sparse_plan
-    host = get_target("host")
+    host = VECTOR
     model, _ = conv_net(np.random.default_rng(4), 64, 16, K3, (1, 1, 1), P1, (1, 1, 1), (1, 64, 4, 30, 30),
                         Sparsity("kgs", (8, 4)), 0.3, False, "none", False)
-    node = next(n for n in rt3d.passes.run_pipeline(rt3d.import_onnx(model), always_sparse()).nodes
+    node = next(n for n in rt3d.passes.run_pipeline(rt3d.import_onnx(model), always_sparse(host)).nodes
                 if n.op == "sparse_conv3d")
     orders = {l2: sparse_plan(node, 16, 2, l2).default for l2 in (8 << 20, 2 << 20, 256 << 10)}
     assert orders[8 << 20].tiles > 1 and orders[8 << 20].split == 1, orders
@@ -289,17 +364,17 @@ def test_loop_order_follows_the_targets_l2():
     assert "split=2" in replace(host, vector_lanes=16, num_cores=2, l2_bytes=256 << 10).lower(node).impl
 
 
-def check_blocked_kernel(k, stride, pad, dil, cout, residual, mode, tile=None, shape=(1, 20, 5, 9, 11), group=(8, 4)):
+def check_blocked_kernel(k, stride, pad, dil, cout, residual, mode, tile=None, shape=(1, 20, 5, 9, 11), group=(8, 4),
+                         target=VECTOR):
     """Run the blocked sparse kernel of one conv on a NaN-filled output, against the interpreter."""
     import tvm
 
     from rt3d.ir.interpreter import evaluate_node, to_blocked
     from rt3d.targets.arm_neon.sparse_conv3d import sparse_workload_key
-    target = get_target("host")
     rng = np.random.default_rng(cout)
     model, inputs = conv_net(rng, 20, cout, k, stride, pad, dil, shape, Sparsity("kgs", group), 0.4, True, "relu",
                              residual)
-    graph = rt3d.passes.run_pipeline(rt3d.import_onnx(model), always_sparse())
+    graph = rt3d.passes.run_pipeline(rt3d.import_onnx(model), always_sparse(target))
     node = next(n for n in graph.nodes if n.op == "sparse_conv3d")
     assert (node.attrs.in_block, node.attrs.out_block) == (target.vector_lanes,) * 2, node
     if tile is not None:
@@ -307,7 +382,8 @@ def check_blocked_kernel(k, stride, pad, dil, cout, residual, mode, tile=None, s
     kernel = target.lower(node)
     assert f"{mode}(" in kernel.impl and "b->b" in kernel.impl, kernel.impl
     if tile is not None:
-        assert f"x{tile.v}x" in kernel.impl and ("chunks=" in kernel.impl) == (tile.chunks > 1), kernel.impl
+        size = f"tile={tile.th}x{tile.tw}x" if mode == "direct" else f"x{tile.v}x"
+        assert size in kernel.impl and ("chunks=" in kernel.impl) == (tile.chunks > 1), kernel.impl
         assert ("tiles=" in kernel.impl) == (tile.tiles > 1) and ("split=" in kernel.impl) == (tile.split > 1)
     lib = tvm.compile(tvm.IRModule({"main": kernel.func}), target=target.tvm())
     values = []
@@ -333,12 +409,12 @@ def check_blocked_kernel(k, stride, pad, dil, cout, residual, mode, tile=None, s
 @pytest.mark.parametrize("stride,lanes", [((1, 1, 1), None), ((1, 2, 2), None), ((1, 1, 1), 4)])
 def test_pointwise_spatial_kernel_in_the_plain_layout(stride, lanes):
     """The pw mode reading a plain NCDHW input (no block-layout in the pipeline): contiguous copies at unit stride,
-    strided ones otherwise, and the register transpose of a blocked input at NEON's width (4 lanes)."""
-    host = get_target("host")
-    target = replace(host, vector_lanes=lanes) if lanes else host
+    strided ones otherwise, and the register transpose of a blocked input at NEON's width (4 lanes; row blocks of 2
+    filters, which are not whole vectors there)."""
+    target = replace(VECTOR, vector_lanes=lanes) if lanes else VECTOR
     rng = np.random.default_rng(7)
     model, inputs = conv_net(rng, 13, 24, (3, 1, 1), stride, (1, 0, 0, 1, 0, 0), (1, 1, 1), (2, 13, 6, 7, 10),
-                             Sparsity("kgs", (4, 4)), 0.4, True, "relu", False)
+                             Sparsity("kgs", (2, 4) if lanes == 4 else (4, 4)), 0.4, True, "relu", False)
     feeds = {n: rng.standard_normal(s).astype(np.float32) for n, s in inputs.items()}
     passes = always_sparse(target)
     if not lanes:
@@ -356,7 +432,7 @@ def test_pointwise_kernel_with_many_channels():
     model, inputs = conv_net(rng, 1152, 16, (3, 1, 1), (1, 1, 1), (1, 0, 0, 1, 0, 0), (1, 1, 1), (1, 1152, 2, 3, 5),
                              Sparsity("kgs", (8, 4)), 0.3, False, "none", False)
     feeds = {n: rng.standard_normal(s).astype(np.float32) for n, s in inputs.items()}
-    mod = rt3d.build(model, passes=always_sparse())
+    mod = rt3d.build(model, target=VECTOR, passes=always_sparse(VECTOR))
     assert any("pw(" in i for i in sparse_impls(mod)), sparse_impls(mod)
     assert_close(mod.run(*feeds.values()), ort_run(model, feeds)[0], rtol=1e-4)
 
@@ -369,8 +445,8 @@ def test_strided_sparse_conv_in_the_plain_layout(k, stride, pad, dil):
     model, inputs = conv_net(rng, 9, 12, k, stride, pad, dil, (2, 9, 5, 11, 13), Sparsity("kgs", (4, 4)), 0.5, True,
                              "relu", True)
     feeds = {n: rng.standard_normal(s).astype(np.float32) for n, s in inputs.items()}
-    passes = ",".join(p for p in always_sparse().split(",") if not p.startswith("block-layout"))
-    mod = rt3d.build(model, passes=passes)
+    passes = ",".join(p for p in always_sparse(VECTOR).split(",") if not p.startswith("block-layout"))
+    mod = rt3d.build(model, target=VECTOR, passes=passes)
     assert sparse_impls(mod) and all("p->p" in i for i in sparse_impls(mod)), sparse_impls(mod)
     assert_close(mod.run(*feeds.values()), ort_run(model, feeds)[0], rtol=1e-4)
 
@@ -409,7 +485,8 @@ def test_fuse_sep_convs_declines_with_a_reason(case, why):
     args = dict(cin=16, mid=16, cout=16, k=3, shape=(1, 16, 4, 8, 8)) | case
     model, _ = sep_net(rng, **args)
     cost = "extra_user" not in case
-    mod = rt3d.build(model, passes=fused_pipeline(cost_model=cost))
+    target = replace(VECTOR, l2_bytes=2 << 20)  # the cost model weighs the intermediate against the L2
+    mod = rt3d.build(model, target=target, passes=fused_pipeline(target, cost_model=cost))
     assert not any(layer.impl.startswith("sparse_conv3d.sep(") for layer in mod.layers)
     notes = [n for r in mod.meta["passes"] if r["name"] == "fuse-sep-convs" for n in r["notes"]]
     assert any(why in n for n in notes), notes

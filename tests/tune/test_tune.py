@@ -5,6 +5,8 @@ from __future__ import annotations
 import io
 import json
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import tvm
@@ -194,27 +196,37 @@ def test_cli_tune_json_and_group_selection(tmp_path, capsys):
         select_group([(8, 4)], rate=0.5)
 
 
-def test_sparse_layers_are_tuned_and_applied(tmp_path):
+@pytest.mark.parametrize("mode", ["flat3", "direct"])
+def test_sparse_layers_are_tuned_and_applied(tmp_path, mode):
+    """Sparse layers are tasks whose records are SparseTiles: vectors of positions (flat modes, a 16-lane target)
+    or tiles of positions (direct mode, 8 lanes); the best one found is what the tuned build runs."""
     # sparse layers only (a dense stem would take the trials: the session spends them where the time is)
+    from dataclasses import fields
+
     from rt3d.ir.sparsity import Sparsity, random_mask
+    from rt3d.targets.arm_neon.sparse_conv3d import SparseTile
     from rt3d.tune.groups import _layer_model
-    from tests.runtime.test_sparse import always_sparse
+    from tests.runtime.test_sparse import DIRECT, VECTOR, always_sparse
+    target = VECTOR if mode == "flat3" else DIRECT[8]
     rng = np.random.default_rng(0)
     w = rng.standard_normal((32, 16, 3, 3, 3)).astype(np.float32)
     pruned = _layer_model(16, 32, 4, 8, (w * random_mask(w.shape, Sparsity("kgs", (8, 4)), 0.4, rng)).astype(np.float32))
     shape = (1, 16, 4, 8, 8)
     db_path = tmp_path / "s.jsonl"
-    report = rt3d.autotune(pruned, db=db_path, trials=6, passes=always_sparse(), stream=io.StringIO())
+    report = rt3d.autotune(pruned, db=db_path, target=target, trials=6, passes=always_sparse(target),
+                           stream=io.StringIO())
     sparse = [r for r in report.layers if r.op == "sparse_conv3d"]
-    assert sparse and all(r.best and set(r.best) == {"v", "chunks", "tiles", "split", "runs"} for r in sparse)
+    assert sparse and all(r.best and set(r.best) == {f.name for f in fields(SparseTile)} for r in sparse)
     assert sum(r.trials for r in sparse) >= len(sparse) + 2  # defaults and searched candidates
     x = rand(*shape, seed=3)
-    tuned = rt3d.build(pruned, passes=always_sparse(), tuning_db=db_path)
+    tuned = rt3d.build(pruned, target=target, passes=always_sparse(target), tuning_db=db_path)
     assert tuned.meta["tuning"]["layers_tuned"] >= len(sparse)
     impls = [layer.impl for layer in tuned.layers if layer.op == "sparse_conv3d"]
+    assert impls and all(f".{mode}(" in i for i in impls), impls
     for r in sparse:
-        assert any(f"x{r.best['v']}x" in i for i in impls)
-    assert_close(tuned.run(x), rt3d.build(pruned, passes=always_sparse()).run(x))
+        size = f"tile={r.best['th']}x{r.best['tw']}x" if mode == "direct" else f"x{r.best['v']}x"
+        assert any(size in i for i in impls), (r.best, impls)
+    assert_close(tuned.run(x), rt3d.build(pruned, target=target, passes=always_sparse(target)).run(x))
 
 
 def test_fused_pairs_are_tuned_and_applied(tmp_path):
@@ -223,24 +235,24 @@ def test_fused_pairs_are_tuned_and_applied(tmp_path):
     from rt3d.targets import get_target
     from rt3d.tune.space import extract_tasks, sep_space
     from tests.helpers import sep_net
-    from tests.runtime.test_sparse import always_sparse
+    from tests.runtime.test_sparse import VECTOR, always_sparse
     model, inputs = sep_net(np.random.default_rng(4), 16, 24, 16, 3, (1, 16, 6, 10, 12))
-    passes = always_sparse().replace("fuse-sep-convs{", "fuse-sep-convs{cost_model=false,")
-    target = get_target("host")
+    target = VECTOR  # 16 lanes, 32 registers: up to 3 vectors per tile
+    passes = always_sparse(target).replace("fuse-sep-convs{", "fuse-sep-convs{cost_model=false,")
     graph = PassManager(passes).run(rt3d.import_onnx(model))
     (task,) = [t for t in extract_tasks(graph, target) if t.node.op == "sparse_sep_conv3d"]
-    assert task.space == sep_space(task.node, target.vector_lanes, target.num_cores)
+    assert task.space == sep_space(task.node, target.vector_lanes, target.num_cores, target.vector_registers)
     assert {t.runs for t in task.space} == {1, 2, 4, 6, task.space[0].runs}  # the default first
     assert {t.v for t in task.space} == {1, 2, 3}
     db_path = tmp_path / "sep.jsonl"
-    report = rt3d.autotune(model, db=db_path, trials=5, passes=passes, stream=io.StringIO())
+    report = rt3d.autotune(model, db=db_path, target=target, trials=5, passes=passes, stream=io.StringIO())
     (row,) = [r for r in report.layers if r.op == "sparse_sep_conv3d"]
-    assert row.trials >= 2 and set(row.best) == {"v", "chunks", "tiles", "split", "runs"}
+    assert row.trials >= 2 and row.best.keys() >= {"v", "chunks", "tiles", "split", "runs"}
     x = rand(*inputs["x"], seed=5)
-    tuned = rt3d.build(model, passes=passes, tuning_db=db_path)
+    tuned = rt3d.build(model, target=target, passes=passes, tuning_db=db_path)
     (impl,) = [layer.impl for layer in tuned.layers if layer.op == "sparse_sep_conv3d"]
     assert f"x{row.best['v']}x" in impl and (f"runs={row.best['runs']}" in impl) == (row.best["runs"] > 1), impl
-    assert_close(tuned.run(x), rt3d.build(model, passes=passes).run(x))
+    assert_close(tuned.run(x), rt3d.build(model, target=target, passes=passes).run(x))
 
 
 def test_default_tile_of_odd_channel_blocks_and_measure_node():
@@ -260,7 +272,7 @@ def test_default_tile_of_odd_channel_blocks_and_measure_node():
 
     assert default_tile(node(144), 8, 8, 16) == ConvTile(1, 8, 3, 1)  # 9 blocks
     assert default_tile(node(128), 8, 8, 16).tm == 2  # 8 blocks
-    ms, gflops = measure_node(node(144), None, get_target("host"))
+    ms, gflops = measure_node(node(144), None, replace(get_target("host"), vector_lanes=16, vector_registers=32))
     assert ms > 0 and gflops > 0
     with pytest.raises(TuneError, match="build failed.*blocks channels by 4"):  # a failure says why
         measure_node(node(144), None, get_target("arm64-linux"))

@@ -1,4 +1,5 @@
-"""SIMD CPU targets: the same schedules serve ARM NEON (4 lanes) and the host (16 lanes with AVX-512)."""
+"""SIMD CPU targets: the same schedules serve ARM NEON (4 lanes, 32 registers) and the host (16 lanes and 32
+registers with AVX-512, 8 lanes and 16 registers with AVX2)."""
 from __future__ import annotations
 
 import os
@@ -26,17 +27,30 @@ LOWERINGS = {
 }
 
 
+def _cpu_flags() -> str:
+    try:
+        return open("/proc/cpuinfo").read()
+    except OSError:
+        return ""
+
+
 def host_lanes() -> int:
     """fp32 lanes of the widest SIMD unit of this machine's CPU (from its feature flags)."""
-    try:
-        flags = open("/proc/cpuinfo").read()
-    except OSError:
-        flags = ""
+    flags = _cpu_flags()
     if " avx512f" in flags:
         return 16
     if " avx2" in flags or " avx " in flags:
         return 8
     return 4
+
+
+def host_registers() -> int:
+    """Architectural vector registers of this machine's CPU: 32 with AVX-512 (zmm0-31) or on AArch64, 16 for
+    x86-64 with SSE or AVX2 (xmm/ymm0-15)."""
+    import platform
+    if platform.machine().lower() in ("aarch64", "arm64"):
+        return 32
+    return 32 if " avx512f" in _cpu_flags() else 16
 
 
 def parse_bytes(text: str, what: str) -> int:
@@ -52,19 +66,24 @@ def parse_bytes(text: str, what: str) -> int:
     return n
 
 
-def host_l2_bytes() -> int:
-    """One core's L2 cache of this machine (Linux sysfs), 0 where it cannot be read."""
+def host_cache_bytes(level: int) -> int:
+    """One core's data (or unified) cache of this level on this machine (Linux sysfs), 0 where it cannot be read."""
     base = "/sys/devices/system/cpu/cpu0/cache"
     try:
         for index in sorted(os.listdir(base)):
             d = os.path.join(base, index)
-            level = open(os.path.join(d, "level")).read().strip()
+            lv = open(os.path.join(d, "level")).read().strip()
             kind = open(os.path.join(d, "type")).read().strip()
-            if level == "2" and kind in ("Unified", "Data"):
+            if lv == str(level) and kind in ("Unified", "Data"):
                 return parse_bytes(open(os.path.join(d, "size")).read(), f"{d}/size")
     except (OSError, BuildError):
         pass
     return 0
+
+
+def host_l2_bytes() -> int:
+    """One core's L2 cache of this machine (Linux sysfs), 0 where it cannot be read."""
+    return host_cache_bytes(2)
 
 
 @register_target("host")
@@ -74,7 +93,7 @@ def host() -> Target:
     cores = os.cpu_count() or 1
     return Target("host", {"kind": "llvm", "mcpu": cpu, "num-cores": cores}, host_lanes(), cores,
                   runs_here=True, lowerings=dict(LOWERINGS), doc=f"this machine's CPU ({cpu}, LLVM)",
-                  l2_bytes=host_l2_bytes())
+                  l2_bytes=host_l2_bytes(), l1_bytes=host_cache_bytes(1), vector_registers=host_registers())
 
 
 def device_cores() -> int:
@@ -89,11 +108,17 @@ def device_l2_bytes() -> int:
     return parse_bytes(os.environ.get("RT3D_DEVICE_L2", "512K"), "RT3D_DEVICE_L2")
 
 
+def device_l1_bytes() -> int:
+    """One core's L1 data cache on the device the ARM targets compile for: $RT3D_DEVICE_L1, default 64 KiB (Cortex-A76
+    to A78 and X1; A55 little cores have 32)."""
+    return parse_bytes(os.environ.get("RT3D_DEVICE_L1", "64K"), "RT3D_DEVICE_L1")
+
+
 def _aarch64(name: str, triple: str, doc: str, link: dict, emulate: str = "") -> Target:
     cores = device_cores()
     return Target(name, {"kind": "llvm", "mtriple": triple, "mattr": ["+neon"], "num-cores": cores}, 4, cores,
                   runs_here=False, lowerings=dict(LOWERINGS), doc=doc, link=link, emulate=emulate,
-                  l2_bytes=device_l2_bytes())
+                  l2_bytes=device_l2_bytes(), l1_bytes=device_l1_bytes(), vector_registers=32)
 
 
 @register_target("arm64-linux")

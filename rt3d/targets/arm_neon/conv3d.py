@@ -1,4 +1,4 @@
-"""Dense conv3d for SIMD CPUs (NEON on arm64, AVX-512 on the host).
+"""Dense conv3d for SIMD CPUs (NEON on arm64, AVX-512 or AVX2 on the host).
 
 Direct convolution vectorized over ``lanes`` output channels. Input and output are each plain NC(D)HW or
 channel-blocked NC(D)HW{lanes}c (chosen by the block-layout pass). Weights are packed at build time; a register tile
@@ -47,12 +47,14 @@ def _largest_divisor(n: int, limit: int) -> int:
     return max(d for d in range(1, min(n, limit) + 1) if n % d == 0)
 
 
-def default_tile(node: Node, oh: int, ow: int, lanes: int) -> ConvTile:
-    """A register tile of th x tw positions x tm channel vectors that divides the output plane.
+def default_tile(node: Node, oh: int, ow: int, lanes: int, registers: int = 32) -> ConvTile:
+    """A register tile of th x tw positions x tm channel vectors that divides the output plane and fits a register
+    file of ``registers`` vectors (accumulators, the tile's weight vectors and a broadcast).
 
     Chosen from measurements of the zoo models' heaviest layers (bench/tile_sweep.py, results in
-    bench/results/tile_sweep.json): up to 28 accumulators; temporal kx1x1 kernels reuse each broadcast over
-    4 channel vectors, strided kernels on blocked inputs over 3, the rest over 2 when the reduction is long.
+    bench/results/tile_sweep.json): with 32 registers up to 28 accumulators; temporal kx1x1 kernels reuse each
+    broadcast over 4 channel vectors, strided kernels on blocked inputs over 3, the rest over 2 when the reduction is
+    long. With 16 (AVX2) see _tile_16.
     """
     w = node.inputs[1].type.shape
     m, kh, kw = w[0], w[-2] if len(w) >= 4 else 1, w[-1]
@@ -60,7 +62,10 @@ def default_tile(node: Node, oh: int, ow: int, lanes: int) -> ConvTile:
     red = int(np.prod(w[1:]))
     blocks = -(-m // lanes)
     stride_hw = tuple(node.attrs.stride[-2:])
-    if kd > 1 and kh == 1 and kw == 1 and blocks >= 4 and _largest_divisor(ow, 7) >= 4:
+    temporal = kd > 1 and kh == 1 and kw == 1
+    if registers < 32:
+        return _tile_16(oh, ow, blocks, temporal, bool(node.attrs.in_block), registers)
+    if temporal and blocks >= 4 and _largest_divisor(ow, 7) >= 4:
         return ConvTile(1, _largest_divisor(ow, 7), 4)
     if stride_hw != (1, 1) and node.attrs.in_block and blocks >= 3 and ow % 4 == 0:
         return ConvTile(1, 4, 3)
@@ -82,6 +87,27 @@ def default_tile(node: Node, oh: int, ow: int, lanes: int) -> ConvTile:
             score = (th * tw * tm, -th)
             if best is None or score > best[0]:
                 best = (score, ConvTile(th, tw, tm))
+    return best[1]
+
+
+def _tile_16(oh: int, ow: int, blocks: int, temporal: bool, in_block: bool, registers: int) -> ConvTile:
+    """The register tile for 16 vector registers (AVX2), from bench/tile_sweep.py on a Zen 3 (8 lanes): 12
+    accumulators over 3 channel vectors in a row of 4 (1x4x3) led on most 3x3x3 and 1x3x3 layers, strided ones
+    included (R(2+1)D's 64->230 stride 2: 94 GFLOP/s, the next tile 80), even where 3 vectors do not divide the
+    channel blocks; 2x2x3 on 14x14 planes; temporal kx1x1 kernels, bound by their input's memory traffic, did best
+    reusing a broadcast over 4 vectors (1x2x4); the plain 3-channel stem with 1x4x2. Tiles made for 32 registers
+    (1x14x2) spilled: C3D's dense convs ran at 65 instead of 100 GFLOP/s."""
+    prefs = [(1, 2, 4)] if temporal else []
+    prefs += [(1, 4, 3), (2, 2, 3)] if in_block else [(1, 4, 2), (2, 2, 2)]
+    for th, tw, tm in prefs:
+        if blocks >= tm and oh % th == 0 and ow % tw == 0 and th * tw * tm <= registers - tm - 1:
+            return ConvTile(th, tw, tm)
+    best = None  # otherwise the most positions of one channel vector (7x7 planes: a row of 7)
+    for th in (1, 2):
+        for tw in range(1, min(ow, 14) + 1):
+            if oh % th == 0 and ow % tw == 0 and th * tw <= registers - 2:
+                if best is None or (th * tw, -th) > best[0]:
+                    best = ((th * tw, -th), ConvTile(th, tw, 1))
     return best[1]
 
 
@@ -163,7 +189,7 @@ def lower_blocked(node: Node, target, tile: ConvTile | None = None) -> Kernel:
     N, C, _, _, _ = g.x5
     M, _, KD, KH, KW = g.w5
     _, _, OD, OH, OW = g.o5
-    tile = tile or target.tuned.get(workload_key(node)) or default_tile(node, OH, OW, L)
+    tile = tile or target.tuned.get(workload_key(node)) or default_tile(node, OH, OW, L, target.vector_registers)
     wp = pack_weights(node.inputs[1].data.reshape(g.w5), L, tile.tm, g.in_block)
     Mo = wp.shape[0]
     X = placeholder(node.inputs[0], "x")
@@ -239,7 +265,8 @@ def lower_blocked(node: Node, target, tile: ConvTile | None = None) -> Kernel:
         args_v.append(node.inputs[-1])
     layout = f"{'b' if g.in_block else 'p'}->{'b' if g.out_block else 'p'}"
     return Kernel(sch.mod["main"], args_v,
-                  f"conv3d.direct({layout}, lanes={L}, tile={tile.th}x{tile.tw}x{tile.tm}{', unroll' if tile.ur else ''})")
+                  f"conv3d.direct({layout}, lanes={L}, tile={tile.th}x{tile.tw}x{tile.tm}"
+                  f"{', unroll' if tile.ur else ''})")
 
 
 def direct_conv(node: Node, g: _Geometry, acc_dtype: str | None = None):

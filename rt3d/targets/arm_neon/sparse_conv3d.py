@@ -76,8 +76,8 @@ from ...ir.ops import logical_shape, sep_pair_problem, spatially_pointwise
 from ...ir.sparsity import chunk_sizes
 from ..base import Kernel
 from .common import spatial_5d, to_5d
+from .sparse_direct import direct_default, direct_problem, lower_sparse_direct
 
-REGISTER_TILE = 24  # accumulators (vector registers) of the micro-kernel; AVX-512 and NEON both have 32
 PF_LOCALITY = 2  # pw mode's prefetch of the next input depth goes to L2 (1 and 3 measured the same)
 # input bytes a position tile may read before the reduction is split into channel chunks, and the largest input a
 # row block runs through whole (all position tiles): 3/8 of a core's L2 (Target.l2_bytes), 768 KiB of this machine's
@@ -96,10 +96,22 @@ def _parked_bytes(blocks: int, chunks: int, gm: int, tj: int) -> int:
     return max(chunk_sizes(blocks, chunks)) * gm * tj * 4
 
 
-def _choose_v(gm: int, lanes: int, positions: int, gn: int = 4) -> int:
-    """Vectors per register tile: as many as fit next to gm filters and keep the unrolled column body short,
-    fewer when the positions are few."""
-    vmax = max(1, min(REGISTER_TILE // gm, COLUMN_BODY // (gm * gn)))
+def register_tile(registers: int) -> int:
+    """Accumulators (vector registers) of the micro-kernel on a register file of ``registers``: 24 of AVX-512's and
+    NEON's 32; 8 of AVX2's 16 (gM = 8 filters x 2 vectors spilled, and measured no faster than one vector on C3D's
+    64->128 and 256->256 layers)."""
+    return registers - 8
+
+
+def max_v(gm: int, gn: int, registers: int) -> int:
+    """The most position vectors per register tile: as many as fit next to gm filters and keep the unrolled column
+    body short."""
+    return max(1, min(register_tile(registers) // gm, COLUMN_BODY // (gm * gn)))
+
+
+def _choose_v(gm: int, lanes: int, positions: int, gn: int = 4, registers: int = 32) -> int:
+    """Vectors per register tile: up to max_v, fewer when the positions are few."""
+    vmax = max_v(gm, gn, registers)
     best, best_cost = 1, None
     for v in range(1, vmax + 1):
         tiles = -(-positions // (lanes * v))
@@ -119,19 +131,22 @@ class SparseTile:
     into (split > 1: all row blocks run through one chunk's columns before the next, accumulators parked between).
     In the pw and sep modes, ``runs``: the runs of output depths a position tile's depths are split into, each a
     parallel unit that fills its own ring (0: the heuristic's; a fused pair recomputes the first conv at the depths
-    the runs share)."""
+    the runs share). In the direct mode (filters vectorized), ``th`` x ``tw`` output positions per register tile
+    and ``chunks``; v is 1."""
 
     v: int
     chunks: int = 1
     tiles: int = 1
     split: int = 1
     runs: int = 0
+    th: int = 0  # direct mode (sparse_direct.py): a register tile of th x tw output positions x the gM filters
+    tw: int = 0
 
 
 @dataclass(frozen=True)
 class SparsePlan:
-    mode: str  # flat3 (unit depth stride), flat2 (depth stride) or pw (1x1 spatial kernel)
-    plane: tuple[int, int]  # flat modes: rows x columns of a phase plane of the flat copy (Hf, Wf)
+    mode: str  # direct (filters vectorized), flat3 (unit depth stride), flat2 (depth stride), pw (1x1 spatial kernel)
+    plane: tuple[int, int]  # flat modes: rows x columns of a phase plane of the flat copy (Hf, Wf); direct: OH x OW
     positions: int  # positions along the vectorized dimension
     outer: int  # batch (flat3) or batch x output depths (flat2, pw): what the position tiles repeat over
     default: SparseTile
@@ -153,9 +168,21 @@ def window_budget(l2_bytes: int) -> int:
     return int((l2_bytes or DEFAULT_L2) * WINDOW_SHARE)
 
 
-def sparse_plan(node: Node, lanes: int, cores: int, l2_bytes: int = 0) -> SparsePlan:
+def sparse_plan(node: Node, lanes: int, cores: int, l2_bytes: int = 0, registers: int = 32,
+                l1_bytes: int = 0) -> SparsePlan:
     """Geometry of the kernel and the heuristic's tile (the default of the tuning space) for a target with ``lanes``
-    fp32 lanes, ``cores`` threads and ``l2_bytes`` of L2 per core (0: DEFAULT_L2)."""
+    fp32 lanes, ``cores`` threads, ``l2_bytes`` of L2 per core (0: DEFAULT_L2), ``registers`` vector registers and
+    ``l1_bytes`` of L1 (0: sparse_direct.DEFAULT_L1): the direct mode (sparse_direct.py) where a row block's
+    filters fill whole vectors, else a position-vectorized one."""
+    if not direct_problem(node, lanes):
+        r, (N, *_), (OD, OH, OW) = _shapes(node)
+        return SparsePlan("direct", (OH, OW), OH * OW, N * OD,
+                          direct_default(node, lanes, cores, registers, l1_bytes))
+    return _vector_plan(node, lanes, cores, l2_bytes, registers)
+
+
+def _vector_plan(node: Node, lanes: int, cores: int, l2_bytes: int = 0, registers: int = 32) -> SparsePlan:
+    """sparse_plan of the position-vectorized modes (flat3, flat2, pw)."""
     a = node.attrs
     r, (N, C, D, H, W), (OD, OH, OW) = _shapes(node)
     sd, sh, sw = spatial_5d(a.stride, 1, r)
@@ -175,7 +202,7 @@ def sparse_plan(node: Node, lanes: int, cores: int, l2_bytes: int = 0) -> Sparse
         mode = "flat3" if sd == 1 else "flat2"
         J = ((OD - 1) * Hf * Wf if mode == "flat3" else 0) + (OH - 1) * Wf + OW
         outer = N if mode == "flat3" else N * OD
-    V = _choose_v(GM, lanes, J, a.group[1])
+    V = _choose_v(GM, lanes, J, a.group[1], registers)
     plan = SparsePlan(mode, (Hf, Wf), J, outer, SparseTile(V))
     P = len(a.kept)
     ch = min(cores, P) if plan.units(lanes, V) < 4 * cores else 1
@@ -225,19 +252,19 @@ class SepPlan:
     vmax: int
 
 
-def sep_plan(node: Node, lanes: int, cores: int) -> SepPlan:
+def sep_plan(node: Node, lanes: int, cores: int, registers: int = 32) -> SepPlan:
     """The geometry lower_sparse_conv3d gives a sparse_sep_conv3d (its default tile when no record is tuned)."""
-    return _sep_plan(*sep_nodes(node), lanes, cores)
+    return _sep_plan(*sep_nodes(node), lanes, cores, registers)
 
 
-def _sep_plan(first: Node, second: Node, lanes: int, cores: int) -> SepPlan:
+def _sep_plan(first: Node, second: Node, lanes: int, cores: int, registers: int = 32) -> SepPlan:
     gm, gn = max(first.attrs.group[0], second.attrs.group[0]), max(first.attrs.group[1], second.attrs.group[1])
     _, (N, *_), (OD, OH, OW) = _shapes(second)
-    Hf, Wf = sparse_plan(first, lanes, cores).plane
+    Hf, Wf = _vector_plan(first, lanes, cores).plane
     J = (OH - 1) * Wf + OW
-    V = _choose_v(gm, lanes, J, gn)
+    V = _choose_v(gm, lanes, J, gn, registers)
     default = SparseTile(V, runs=_depth_runs(OD, N * -(-J // (lanes * V)), cores, fused=True))
-    return SepPlan(default, OD, (Hf, Wf), J, max(1, min(REGISTER_TILE // gm, COLUMN_BODY // (gm * gn))))
+    return SepPlan(default, OD, (Hf, Wf), J, max_v(gm, gn, registers))
 
 
 def _depth_runs(OD: int, tiles: int, cores: int, fused: bool = False) -> int:
@@ -581,7 +608,11 @@ def lower_sparse_conv3d(node: Node, target, pre: Node | None = None, sep_tile: S
     P = len(a.kept)
     Cp = -(-C // GN) * GN
     Dp = D + pb[0] + pe[0]
-    plan = sparse_plan(node, L, target.num_cores, target.l2_bytes)
+    plan = (sparse_plan(node, L, target.num_cores, target.l2_bytes, target.vector_registers, target.l1_bytes)
+            if pre is None else _vector_plan(node, L, target.num_cores, target.l2_bytes, target.vector_registers))
+    if plan.mode == "direct":  # a record tuned for the position-vectorized modes (no th) does not apply
+        rec = target.tuned.get(sparse_workload_key(node))
+        return lower_sparse_direct(node, target, rec if rec is not None and rec.th else plan.default)
     mode, J = plan.mode, plan.positions
     # the flat copy is split into sh x sw phases (padded rows sh * i + ph_h, columns sw * j + ph_w), so that a
     # spatially strided conv reads consecutive positions of one phase plane; one phase at unit stride
@@ -590,7 +621,7 @@ def lower_sparse_conv3d(node: Node, target, pre: Node | None = None, sep_tile: S
         # fused pair: positions run along pre's padded plane (or phase plane: rows of pitch Wf, as its flat modes),
         # one depth at a time; both convs share the position tile (the pair's tuning record or its heuristic's), and
         # the write-back drops the padding columns as flat2 does
-        sp = _sep_plan(pre, node, L, target.num_cores)
+        sp = _sep_plan(pre, node, L, target.num_cores, target.vector_registers)
         (Hf, Wf), J, tile = sp.plane, sp.positions, sep_tile or sp.default
     else:
         tile = target.tuned.get(sparse_workload_key(node)) or plan.default
