@@ -282,6 +282,14 @@ def logical_shape(t: TensorType, block: int) -> tuple[int, ...]:
     return (t.shape[0], t.shape[1] * block) + t.shape[2:-1]
 
 
+def filters_fill_vectors(group: tuple[int, ...], lanes: int) -> bool:
+    """Whether a packing group's gM filters are whole vectors of ``lanes`` and its gN channels sit within (or span
+    whole) channel blocks of ``lanes``: the sparse kernel's direct mode, which eliminate-kgs-columns' cost model
+    predicts apart (rt3d/targets/arm_neon/sparse_direct.py)."""
+    gm, gn = group
+    return lanes > 0 and gm % lanes == 0 and (lanes % gn == 0 or gn % lanes == 0)
+
+
 def spatially_pointwise(kernel: tuple[int, ...], pad: tuple[int, ...]) -> bool:
     """Whether an output position of a conv reads only its own position along H and W (W alone for a 1-D conv): a
     1x1 spatial kernel without spatial padding, e.g. temporal kx1x1 and pointwise convs. ``pad`` is (begin..., end...).

@@ -25,7 +25,7 @@ from typing import ClassVar
 import numpy as np
 
 from ..ir import Graph
-from ..ir.ops import SparseConvAttrs, sep_attrs, sep_pair_problem, spatially_pointwise
+from ..ir.ops import SparseConvAttrs, filters_fill_vectors, sep_attrs, sep_pair_problem, spatially_pointwise
 from ..ir.sparsity import Packed, Sparsity, block_macs, chunk_sizes, detect, pack, unpack
 from .base import Pass, PassReport, register_pass
 
@@ -115,9 +115,10 @@ class EliminateKgsColumns(Pass):
     max_density: float = 0.85  # above this share of kept MACs the dense kernel is faster: keep it
     filter_group: str = "8x4"  # packing group for Filter sparsity (which has no group of its own)
     cost_model: bool = True  # also keep layers the sparse kernel is predicted to run slower than dense
+    lanes: int = 0  # the target's fp32 vector lanes (0: unknown), which decide the sparse kernel's mode
 
     @staticmethod
-    def predicted_speedup(node, packed, density: float) -> float:
+    def predicted_speedup(node, packed, density: float, lanes: int = 0, group: tuple[int, int] = (8, 4)) -> float:
         """Dense time / sparse time predicted from per-layer measurements (bench/results, and A/B runs of single
         layers): with a spatial kernel the sparse kernel reaches about 0.6-0.7 of the dense kernel's GFLOP/s when a
         row block keeps >= 64 columns, less in proportion below that (the tile's zeroing and write-back are paid per
@@ -125,10 +126,16 @@ class EliminateKgsColumns(Pass):
         stride-2 layer with 45 columns per row block). Without spatial reach (1x1 spatial kernels: temporal kx1x1
         and pointwise convs, the kernel's pw mode) it reaches 0.6-1.0 (0.7 on R(2+1)D's 144->64 3x1x1 layer at
         56x56, 0.9-1.0 on S3D's 1x1x1 layers), less with fewer than 8 columns per row block. A fully connected
-        layer reads each kept weight once per sample: the time of both kernels is that of streaming their weights."""
+        layer reads each kept weight once per sample: the time of both kernels is that of streaming their weights.
+        Where a row block's filters fill whole vectors (the direct mode: 8x4 groups on AVX2's 8 lanes and NEON's 4)
+        the sparse kernel is the dense one's register tile over the kept columns, and reached 0.64-0.86 of the
+        dense kernel's GFLOP/s with 15 to 45 columns per row block on S3D's small 1x3x3 layers (AVX2, 8 lanes),
+        0.75-0.95 with hundreds on C3D's: 0.7, less in proportion below 8 columns."""
         if node.op == "dense":
             return 0.9 / max(density, 1e-9)
         cols = sum(packed.kept) / max(1, len(packed.kept))
+        if filters_fill_vectors(group, lanes):
+            return 0.7 * min(1.0, cols / 8) / max(density, 1e-9)
         eff = 0.7 * min(1.0, cols / 8) if _no_spatial_reach(node) else 0.6 * min(1.0, cols / 64)
         return eff / max(density, 1e-9)
 
@@ -147,7 +154,7 @@ class EliminateKgsColumns(Pass):
             if not why and dens > self.max_density:
                 why = f"{dens:.0%} of the MACs are kept (> max_density {self.max_density:.0%}): dense is faster"
             if not why and self.cost_model:
-                gain = self.predicted_speedup(node, packed, dens)
+                gain = self.predicted_speedup(node, packed, dens, self.lanes, group)
                 if gain < 1.1:
                     why = (f"predicted {gain:.2f}x over dense at {dens:.0%} kept MACs "
                            f"({sum(packed.kept) / len(packed.kept):.0f} columns per row block): dense is faster")

@@ -71,7 +71,7 @@ class Target:
         density and cost cut-offs of eliminate-kgs-columns, so that every annotated layer gets the sparse kernel
         (for measuring it on small layers: tests, ``rt3d tune-groups``)."""
         eliminate = ("eliminate-kgs-columns{max_density=1.0,cost_model=false}" if always_sparse
-                     else "eliminate-kgs-columns")
+                     else "eliminate-kgs-columns" + (f"{{lanes={self.vector_lanes}}}" if not self.gpu_threads else ""))
         sparse = (f"detect-sparsity,{eliminate},reorder-kernel-groups{{threads={self.num_cores}}},"
                   if "sparse_conv3d" in self.lowerings else "")
         block = f"block-layout{{block={self.vector_lanes}}}," if not self.gpu_threads else ""  # GPUs: plain NCDHW

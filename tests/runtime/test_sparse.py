@@ -223,20 +223,25 @@ def test_cost_model_makes_a_pruned_fully_connected_layer_sparse():
         assert bool(sparse_impls(mod)) == sparse, [layer.impl for layer in mod.layers]
 
 
-def test_cost_model_keeps_layers_the_sparse_kernel_would_slow_down():
-    """Convs with few kept columns per row block stay dense; a long reduction goes sparse, strided or not, and so
-    do temporal and pointwise convs with enough columns (the pw mode, strided or not)."""
+@pytest.mark.parametrize("lanes", [16, 8])
+def test_cost_model_keeps_layers_the_sparse_kernel_would_slow_down(lanes):
+    """Position-vectorized modes (16 lanes): convs with few kept columns per row block stay dense; a long reduction
+    goes sparse, strided or not, and so do temporal and pointwise convs with enough columns (the pw mode, strided
+    or not). The direct mode (8 lanes: 8 filters are a vector) also takes the short reductions, and keeps only
+    layers with a handful of columns per row block dense."""
     rng = np.random.default_rng(5)
-    cases = [((16, 64, (1, 3, 3), (1, 2, 2), (0, 1, 1, 0, 1, 1)), False),  # 4 x 9 columns, 30% kept
+    direct = lanes == 8
+    cases = [((16, 64, (1, 3, 3), (1, 2, 2), (0, 1, 1, 0, 1, 1)), direct),  # 4 x 9 columns, 30% kept
              ((64, 64, (1, 3, 3), (1, 2, 2), (0, 1, 1, 0, 1, 1)), True),  # spatial stride: phase planes
              ((16, 32, (1, 1, 1), (1, 1, 1), (0,) * 6), False),  # 4 column blocks x 1 position
              ((64, 64, (3, 3, 3), (1, 1, 1), (1,) * 6), True),  # 16 x 27 columns, 30% kept
              ((144, 64, (3, 1, 1), (1, 1, 1), (1, 0, 0, 1, 0, 0)), True),  # 36 x 3 columns, no spatial reach
              ((64, 128, (1, 1, 1), (2, 2, 2), (0,) * 6), True)]  # a strided pointwise shortcut
+    target = VECTOR if lanes == 16 else DIRECT[8]
     for (cin, cout, k, stride, pad), sparse in cases:
         model, _ = conv_net(rng, cin, cout, k, stride, pad, (1, 1, 1), (1, cin, 4, 12, 12),
                             Sparsity("kgs", (8, 4)), 0.3, True, "relu", False)
-        g = rt3d.passes.run_pipeline(rt3d.import_onnx(model), get_target("host").default_passes())
+        g = rt3d.passes.run_pipeline(rt3d.import_onnx(model), target.default_passes())
         assert ("sparse_conv3d" in g.ops()) == sparse, (k, stride, g.ops())
 
 

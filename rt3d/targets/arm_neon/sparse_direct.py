@@ -24,6 +24,7 @@ import tvm
 
 from ...errors import BuildError
 from ...ir import Node
+from ...ir.ops import filters_fill_vectors
 from ..base import Kernel
 from .common import spatial_5d
 
@@ -37,12 +38,11 @@ def direct_problem(node: Node, lanes: int) -> str:
     gm, gn = a.group
     if not a.kernel:
         return "a fully connected layer"
-    if gm % lanes:
-        return f"group {gm}x{gn}: {gm} filters are not whole vectors of {lanes}"
+    if not filters_fill_vectors(a.group, lanes):
+        return (f"group {gm}x{gn}: {gm} filters are not whole vectors of {lanes}, or {gn} channels neither divide "
+                f"nor are divided by blocks of {lanes}")
     if a.in_block not in (0, lanes) or a.out_block not in (0, lanes):
         return f"layouts {a.in_block}/{a.out_block} are not blocked by {lanes}"
-    if lanes % gn and gn % lanes:
-        return f"group {gm}x{gn}: {gn} channels neither divide nor are divided by blocks of {lanes}"
     if node.inputs[0].type.dtype != "float32":
         return "not float32"
     if len(node.inputs) - 3 - int(a.residual) == 1 and node.inputs[3].data is None:
