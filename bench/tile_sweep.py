@@ -1,7 +1,9 @@
 """Measure conv3d register tiles on the heaviest conv layers of the zoo models (after rt3d's default passes).
 
 This is how the default tile heuristic (rt3d/targets/arm_neon/conv3d.py: default_tile) was chosen; it writes
-bench/results/tile_sweep.json. Run: .venv/bin/python bench/tile_sweep.py [--models c3d,r2plus1d_18,s3d]
+bench/results/tile_sweep.json on a machine with 32 vector registers (AVX-512) and bench/results/tile_sweep_16reg.json
+on one with 16 (AVX2), each sweeping the tiles that suit that register file (and the default).
+Run: TVM_NUM_THREADS=2 .venv/bin/python bench/tile_sweep.py [--models c3d,r2plus1d_18,s3d]
 """
 from __future__ import annotations
 
@@ -20,10 +22,13 @@ from rt3d.targets.arm_neon.conv3d import ConvTile, default_tile  # noqa: E402
 from rt3d.runtime.artifact import atomic_write_bytes  # noqa: E402
 from rt3d.tune.measure import LocalRunner, measure_node  # noqa: E402
 
-# (th, tw, tm, ur): ur=1 also unrolls the innermost reduction loop (the in-block input channels)
-TILES = [(1, 4, 2, 0), (1, 7, 2, 0), (1, 8, 2, 0), (2, 4, 2, 0), (1, 14, 2, 0), (2, 7, 2, 0), (1, 12, 2, 0),
-         (1, 4, 3, 0), (1, 8, 3, 0), (1, 8, 3, 1), (1, 4, 4, 0), (1, 7, 4, 0), (2, 7, 1, 0), (1, 14, 1, 0),
-         (2, 8, 1, 0)]
+# (th, tw, tm, ur): ur=1 also unrolls the innermost reduction loop (the in-block input channels); per register file
+TILES = {32: [(1, 4, 2, 0), (1, 7, 2, 0), (1, 8, 2, 0), (2, 4, 2, 0), (1, 14, 2, 0), (2, 7, 2, 0), (1, 12, 2, 0),
+              (1, 4, 3, 0), (1, 8, 3, 0), (1, 8, 3, 1), (1, 4, 4, 0), (1, 7, 4, 0), (2, 7, 1, 0), (1, 14, 1, 0),
+              (2, 8, 1, 0)],
+         16: [(1, 4, 2, 0), (1, 4, 2, 1), (1, 6, 2, 0), (2, 3, 2, 0), (2, 2, 2, 0), (1, 4, 3, 0), (1, 4, 3, 1),
+              (2, 2, 3, 0), (1, 2, 4, 0), (1, 3, 4, 0), (1, 2, 6, 0), (1, 14, 1, 0), (2, 7, 1, 0), (1, 8, 1, 0),
+              (1, 7, 1, 0), (1, 7, 1, 1), (1, 12, 1, 0), (1, 7, 2, 0), (1, 14, 2, 0)]}
 
 
 def tile_name(t: tuple) -> str:
@@ -54,10 +59,12 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--models", default="c3d,r2plus1d_18,s3d")
     ap.add_argument("--cover", type=float, default=0.8, help="sweep the heaviest layers covering this MAC share")
-    ap.add_argument("--out", default=str(HERE / "results" / "tile_sweep.json"),
-                    help="results; the rows of models not swept this time are kept from an existing file")
+    ap.add_argument("--out", help="results (default: bench/results/tile_sweep.json with 32 vector registers, "
+                    "tile_sweep_16reg.json with 16); the rows of models not swept this time are kept from it")
     args = ap.parse_args(argv)
     target = get_target("host")
+    regs = 32 if target.vector_registers >= 32 else 16
+    args.out = args.out or str(HERE / "results" / ("tile_sweep.json" if regs == 32 else "tile_sweep_16reg.json"))
     runner = LocalRunner()  # one measuring worker for the whole sweep
     models = args.models.split(",")
     out = Path(args.out)
@@ -67,13 +74,14 @@ def main(argv=None) -> int:
         d = default_tile(node, oh, ow, target.vector_lanes, target.vector_registers)
         dt = (d.th, d.tw, d.tm, d.ur)
         res = {}
-        for t in sorted(set(TILES) | {dt}):
+        for t in sorted(set(TILES[regs]) | {dt}):
             if oh % t[0] or ow % t[1]:
                 continue
             res[tile_name(t)] = round(measure_node(node, ConvTile(*t), target, runner)[1], 1)
         best = max(res, key=res.get)
         dkey = tile_name(dt)
-        row = {"model": model, "x": list(node.inputs[0].type.shape), "w": list(node.inputs[1].type.shape),
+        row = {"model": model, "target": target.key(), "registers": target.vector_registers,
+               "x": list(node.inputs[0].type.shape), "w": list(node.inputs[1].type.shape),
                "stride": list(node.attrs.stride), "macs": node_macs(node), "default": dkey,
                "default_gflops": res[dkey], "best": best, "best_gflops": res[best], "all": res}
         rows.append(row)
