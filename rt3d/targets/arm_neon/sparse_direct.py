@@ -115,14 +115,9 @@ def direct_default(node: Node, lanes: int, cores: int, registers: int, l1_bytes:
     return SparseTile(1, max(1, chunks), split=split, th=th, tw=tw)
 
 
-def _activation(expr: str, act: str, params: tuple, lanes: int) -> str:
-    from .sparse_conv3d import _activation as act_
-    return act_(expr, act, params, lanes)
-
-
 def lower_sparse_direct(node: Node, target, tile) -> Kernel:
     """The direct-mode kernel of a sparse_conv3d (see the module docstring) with the register tile ``tile``."""
-    from .sparse_conv3d import _packed_arrays
+    from .sparse_conv3d import _activation, _packed_arrays
     a = node.attrs
     L = target.vector_lanes
     why = direct_problem(node, L)
