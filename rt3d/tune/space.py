@@ -17,8 +17,9 @@ from ..ir import Node
 from ..ir.flops import node_macs
 from ..ir.interpreter import node_out_spatial
 from ..targets.arm_neon.conv3d import ConvTile, default_tile, workload_key
-from ..targets.arm_neon.sparse_conv3d import SparseTile, register_tile, sep_plan, sparse_plan, sparse_workload_key
-from ..targets.arm_neon.sparse_direct import direct_budget, node_tiles
+from ..targets.arm_neon.sparse_conv3d import (SparseTile, max_v, sep_plan, sparse_plan, vector_plan,
+                                              sparse_workload_key)
+from ..targets.arm_neon.sparse_direct import direct_budget, direct_default, direct_problem, node_tiles
 from .db import config_key
 
 __all__ = ["Task", "extract_tasks", "workload_key", "tunable", "conv_space", "sparse_space", "sep_space",
@@ -88,25 +89,29 @@ def conv_space(node: Node, lanes: int, registers: int = 32) -> list[ConvTile]:
 
 def sparse_space(node: Node, lanes: int, cores: int, l2_bytes: int = 0, registers: int = 32,
                  l1_bytes: int = 0) -> list[SparseTile]:
-    """Vectors per register tile (up to the register budget) x row-block chunking, and in the flat modes x (a row
-    block through all position tiles | the reduction split in 2 or 4 chunks); in the direct mode the largest
-    register tiles of positions x row-block chunking x the reduction split in 1, 2, 4 or the heuristic's chunks.
-    The default first."""
+    """Vectors per register tile (up to the register budget, in passes of filter_pass filters) x row-block
+    chunking, and in the flat modes x (a row block through all position tiles | the reduction split in 2 or 4
+    chunks); where the direct mode can run, also its largest register tiles of positions x row-block chunking x the
+    reduction split in 1, 2, 4 or the heuristic's chunks. The default first."""
     plan = sparse_plan(node, lanes, cores, l2_bytes, registers, l1_bytes)
-    gm = node.attrs.group[0]
+    gm, gn = node.attrs.group
     blocks = len(node.attrs.kept)
     chunks = sorted({1, min(cores, blocks), min(2 * cores, blocks)})
     space = []
-    if plan.mode == "direct":
+    if not direct_problem(node, lanes):
         tiles = node_tiles(node, lanes, registers)[:4]
-        splits = sorted({1, 2, 4, plan.default.split})
-        space = [SparseTile(1, c, split=s, th=th, tw=tw) for th, tw in tiles for c in chunks for s in splits]
-        return [plan.default] + [t for t in space if t != plan.default]
-    for v in range(1, max(1, register_tile(registers) // gm) + 1):
-        tiles = -(-plan.positions // (lanes * v))
-        orders = [(1, 1)] if plan.mode == "pw" else [(1, 1), (tiles, 1), (1, 2), (1, 4)]
-        space += [SparseTile(v, c, g, s) for c in chunks for g, s in dict.fromkeys(orders)]
-    return [plan.default] + [t for t in space if t != plan.default]
+        direct = direct_default(node, lanes, cores, registers, l1_bytes)
+        splits = sorted({1, 2, 4, direct.split})
+        space = [direct] + [SparseTile(1, c, split=s, th=th, tw=tw) for th, tw in tiles for c in chunks
+                            for s in splits]
+    vector = vector_plan(node, lanes, cores, l2_bytes, registers)
+    fm = vector.default.fm
+    for v in range(1, max_v(gm, gn, registers) + 1):
+        tiles = -(-vector.positions // (lanes * v))
+        orders = [(1, 1)] if vector.mode == "pw" else [(1, 1), (tiles, 1), (1, 2), (1, 4)]
+        space += [SparseTile(v, c, g, s, fm=fm) for c in chunks for g, s in dict.fromkeys(orders)]
+    space = [t for t in dict.fromkeys(space) if t != plan.default]
+    return [plan.default] + space
 
 
 def sep_space(node: Node, lanes: int, cores: int, registers: int = 32) -> list[SparseTile]:
@@ -115,7 +120,7 @@ def sep_space(node: Node, lanes: int, cores: int, registers: int = 32) -> list[S
     first."""
     plan = sep_plan(node, lanes, cores, registers)
     runs = sorted({r for r in (1, 2, 4, plan.depths) if r <= plan.depths})
-    space = [SparseTile(v, runs=r) for v in range(1, plan.vmax + 1) for r in runs]
+    space = [SparseTile(v, runs=r, fm=plan.default.fm) for v in range(1, plan.vmax + 1) for r in runs]
     return [plan.default] + [t for t in space if t != plan.default]
 
 
@@ -150,21 +155,21 @@ def features(task: Task, config) -> np.ndarray:
         gm = max(n.attrs.group[0], n.attrs.first_group[0])
         tiles = -(-plan.positions // (task.lanes * config.v))
         waste = tiles * task.lanes * config.v / max(1, plan.positions) - 1
-        acc = gm * config.v / register_tile(task.registers)
+        acc = config.v / plan.vmax
         runs = config.runs or plan.default.runs
         return np.array([1, 1, 0, acc, acc * acc, 1 / config.v, waste, 0, 1, acc, 0, 0, 1,
                          np.log(runs), (runs - 1) / plan.depths, 0, 0, np.log(acc)])
     if n.op == "sparse_conv3d":
         gm = n.attrs.group[0]
-        plan = sparse_plan(n, task.lanes, task.cores, registers=task.registers)
-        if plan.mode == "direct":
+        plan = vector_plan(n, task.lanes, task.cores, registers=task.registers)
+        if config.th:  # the direct mode
             acc = config.th * config.tw * gm / task.lanes / direct_budget(gm, task.lanes, task.registers)
             return np.array([1, 1, 0, acc, acc * acc, 1 / max(1, config.th * config.tw), float(config.th > 1),
                              float(config.chunks > 1), 0, 0, 0, np.log(config.split), 0, 0, 0, 0, 1, np.log(acc)])
         lanes = task.lanes
         tiles = -(-plan.positions // (lanes * config.v))
         waste = tiles * lanes * config.v / max(1, plan.positions) - 1
-        acc = gm * config.v / register_tile(task.registers)
+        acc = config.v / max_v(gm, n.attrs.group[1], task.registers)
         return np.array([1, 1, 0, acc, acc * acc, 1 / config.v, waste, float(config.chunks > 1),
                          float(plan.mode == "pw"), float(plan.mode == "pw") * acc, float(config.tiles > 1),
                          np.log(config.split), 0, 0, 0, 0, 0, np.log(acc)])

@@ -19,14 +19,14 @@ from rt3d.targets import get_target
 from rt3d.targets.arm_neon.conv3d import ConvTile, default_tile, workload_key
 from rt3d.targets.arm_neon.fma_peak import fma_peak_kernel, peak_tile
 from rt3d.tune.space import conv_space
-from tests.runtime.test_sparse import DIRECT, conv_net
+from tests.runtime.test_sparse import AVX2, conv_net
 
 pytestmark = pytest.mark.skipif(platform.machine().lower() not in ("x86_64", "amd64"),
                                 reason="compiles x86 code with the host's LLVM")
 
 
 def avx2():
-    return replace(DIRECT[8], tvm_target={"kind": "llvm", "mcpu": "haswell", "num-cores": 2})
+    return replace(AVX2, tvm_target={"kind": "llvm", "mcpu": "haswell", "num-cores": 2})
 
 
 def stack_operands(func, target) -> tuple[int, int]:
@@ -68,16 +68,25 @@ def test_dense_default_tile_fits_16_registers(k):
     assert stack_operands(big.lower(node).func, target)[0] > 0
 
 
-def test_sparse_direct_default_tile_fits_16_registers():
-    """12 positions x 8 filters: LLVM lets each FMA overwrite its broadcast (a broadcast has one use when the
-    filters are one vector), which rotates the accumulators through the registers and costs it a spill now and
-    then; 14 positions spilled several times per column."""
+def test_sparse_tiles_fit_16_registers():
+    """The default with 8x4 groups: two passes of 4 filters x 3 position vectors (12 accumulators next to 3 input
+    vectors and a broadcast; LLVM keeps one accumulator of the second pass on the stack), where all 8 filters x 3
+    vectors at once spill throughout. The direct mode (a tuned record): 12 positions x 8 filters, where LLVM lets
+    each FMA overwrite its broadcast (a broadcast has one use when the filters are one vector), which rotates the
+    accumulators through the registers and costs it a spill now and then; 16 positions spill several times per
+    column."""
     from rt3d.targets.arm_neon.sparse_conv3d import SparseTile, sparse_workload_key
     target = avx2()
     node = layer(target, sparse=True)
+    key = sparse_workload_key(node)
     kernel = target.lower(node)
-    assert ".direct(" in kernel.impl and "tile=3x4x8" in kernel.impl, kernel.impl
+    assert ".flat3(" in kernel.impl and "tile=4x3x8, passes=2" in kernel.impl, kernel.impl
     spilled, fmas = stack_operands(kernel.func, target)
-    assert fmas and spilled <= fmas // 32, (kernel.impl, spilled, fmas)
-    big = replace(target, tuned={sparse_workload_key(node): SparseTile(1, th=2, tw=8)})
+    one_pass = replace(target, tuned={key: SparseTile(3)})
+    assert fmas and 3 * spilled < stack_operands(one_pass.lower(node).func, target)[0], spilled
+    direct = replace(target, tuned={key: SparseTile(1, th=3, tw=4)}).lower(node)
+    assert ".direct(" in direct.impl and "tile=3x4x8" in direct.impl, direct.impl
+    spilled, fmas = stack_operands(direct.func, target)
+    assert fmas and spilled <= fmas // 32, (direct.impl, spilled, fmas)
+    big = replace(target, tuned={key: SparseTile(1, th=2, tw=8)})
     assert stack_operands(big.lower(node).func, target)[0] > fmas // 32

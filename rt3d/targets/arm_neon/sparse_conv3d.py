@@ -97,16 +97,28 @@ def _parked_bytes(blocks: int, chunks: int, gm: int, tj: int) -> int:
 
 
 def register_tile(registers: int) -> int:
-    """Accumulators (vector registers) of the micro-kernel on a register file of ``registers``: 24 of AVX-512's and
-    NEON's 32; 8 of AVX2's 16 (gM = 8 filters x 2 vectors spilled, and measured no faster than one vector on C3D's
-    64->128 and 256->256 layers)."""
+    """Accumulators (vector registers) of the micro-kernel on a register file of ``registers`` when it holds all gM
+    filters of a row block: 24 of AVX-512's and NEON's 32."""
     return registers - 8
 
 
+def filter_pass(gm: int, registers: int) -> int:
+    """Filters of a row block per pass over its columns: all gM on 32 registers; on AVX2's 16 the largest divisor
+    of gM whose tile of 3 position vectors fits next to them and a broadcast (4: 4 x 3 accumulators, the dense
+    kernel's 4-broadcasts-per-12-FMAs mix). 8 filters x 1 vector, one broadcast per FMA, capped the kernel at about
+    half of the FMA peak on Zen 3 (broadcasts issue at about one per cycle): 4 x 3 in two passes took C3D's 64->128
+    layer from 0.80 to 0.97 of the dense kernel's GFLOP/s and R(2+1)D's 144->64 3x1x1 one (pw) to 1.98."""
+    if registers >= 32:
+        return gm
+    return max([d for d in range(1, gm + 1) if gm % d == 0 and 3 * d + 4 <= registers] or [1])
+
+
 def max_v(gm: int, gn: int, registers: int) -> int:
-    """The most position vectors per register tile: as many as fit next to gm filters and keep the unrolled column
-    body short."""
-    return max(1, min(register_tile(registers) // gm, COLUMN_BODY // (gm * gn)))
+    """The most position vectors per register tile: as many as fit next to a pass's filters (filter_pass) and keep
+    the unrolled column body short."""
+    fm = filter_pass(gm, registers)
+    fit = register_tile(registers) // gm if fm == gm else (registers - 1) // (fm + 1)
+    return max(1, min(fit, COLUMN_BODY // (fm * gn)))
 
 
 def _choose_v(gm: int, lanes: int, positions: int, gn: int = 4, registers: int = 32) -> int:
@@ -141,6 +153,7 @@ class SparseTile:
     runs: int = 0
     th: int = 0  # direct mode (sparse_direct.py): a register tile of th x tw output positions x the gM filters
     tw: int = 0
+    fm: int = 0  # position-vectorized modes: filters per pass over a row block's columns (0: all gM at once)
 
 
 @dataclass(frozen=True)
@@ -173,15 +186,27 @@ def sparse_plan(node: Node, lanes: int, cores: int, l2_bytes: int = 0, registers
     """Geometry of the kernel and the heuristic's tile (the default of the tuning space) for a target with ``lanes``
     fp32 lanes, ``cores`` threads, ``l2_bytes`` of L2 per core (0: DEFAULT_L2), ``registers`` vector registers and
     ``l1_bytes`` of L1 (0: sparse_direct.DEFAULT_L1): the direct mode (sparse_direct.py) where a row block's
-    filters fill whole vectors, else a position-vectorized one."""
-    if not direct_problem(node, lanes):
+    filters fill whole vectors and _vector_preferred does not say otherwise, else a position-vectorized one."""
+    if not direct_problem(node, lanes) and not _vector_preferred(node, lanes, registers):
         r, (N, *_), (OD, OH, OW) = _shapes(node)
         return SparsePlan("direct", (OH, OW), OH * OW, N * OD,
                           direct_default(node, lanes, cores, registers, l1_bytes))
-    return _vector_plan(node, lanes, cores, l2_bytes, registers)
+    return vector_plan(node, lanes, cores, l2_bytes, registers)
 
 
-def _vector_plan(node: Node, lanes: int, cores: int, l2_bytes: int = 0, registers: int = 32) -> SparsePlan:
+def _vector_preferred(node: Node, lanes: int, registers: int) -> bool:
+    """Where the direct mode could run, whether a position-vectorized mode is the better default: where a row
+    block's filters are one vector (each broadcast input feeds one FMA) on a register file that splits the filters
+    into passes (filter_pass: AVX2). Measured on AVX2 (Zen 3, bench/sparse_layers.py and single-layer A/B runs),
+    the sparse/dense GFLOP/s ratio of the vector modes (4 filters x 3 vectors, two passes) against the direct mode:
+    C3D's 64->128 layer 0.97 / 0.73, 128->256 1.08 / -, 256->256 1.10 / 0.90, 256->512 0.72-0.81 / 0.64, 512->512
+    4x14x14 0.89 / 0.66 and 2x7x7 1.07 / 0.81; R(2+1)D's 64->144 1x3x3 0.76 / 0.71, 144->64 3x1x1 (pw) 1.98 / 0.64,
+    64->230 1x3x3 stride 2 0.67 / 0.67. The direct mode stays where a row block is several vectors and on NEON
+    (32 registers: all filters in one pass), whose FMAs take a lane of a register and need no broadcast."""
+    return node.attrs.group[0] == lanes and filter_pass(lanes, registers) < lanes
+
+
+def vector_plan(node: Node, lanes: int, cores: int, l2_bytes: int = 0, registers: int = 32) -> SparsePlan:
     """sparse_plan of the position-vectorized modes (flat3, flat2, pw)."""
     a = node.attrs
     r, (N, C, D, H, W), (OD, OH, OW) = _shapes(node)
@@ -203,7 +228,9 @@ def _vector_plan(node: Node, lanes: int, cores: int, l2_bytes: int = 0, register
         J = ((OD - 1) * Hf * Wf if mode == "flat3" else 0) + (OH - 1) * Wf + OW
         outer = N if mode == "flat3" else N * OD
     V = _choose_v(GM, lanes, J, a.group[1], registers)
-    plan = SparsePlan(mode, (Hf, Wf), J, outer, SparseTile(V))
+    fm = filter_pass(GM, registers)
+    fm = fm if fm < GM else 0
+    plan = SparsePlan(mode, (Hf, Wf), J, outer, SparseTile(V, fm=fm))
     P = len(a.kept)
     ch = min(cores, P) if plan.units(lanes, V) < 4 * cores else 1
     tiles = split = 1
@@ -218,7 +245,7 @@ def _vector_plan(node: Node, lanes: int, cores: int, l2_bytes: int = 0, register
             tiles, ch = JT, min(cores, P)
         elif window > budget and _parked_bytes(P, ch, GM, lanes * V) <= PARK_LIMIT:
             split = -(-window // budget)
-    return dataclasses.replace(plan, default=SparseTile(V, max(1, ch), tiles, split))
+    return dataclasses.replace(plan, default=SparseTile(V, max(1, ch), tiles, split, fm=fm))
 
 
 def sparse_workload_key(node: Node) -> str:
@@ -260,10 +287,12 @@ def sep_plan(node: Node, lanes: int, cores: int, registers: int = 32) -> SepPlan
 def _sep_plan(first: Node, second: Node, lanes: int, cores: int, registers: int = 32) -> SepPlan:
     gm, gn = max(first.attrs.group[0], second.attrs.group[0]), max(first.attrs.group[1], second.attrs.group[1])
     _, (N, *_), (OD, OH, OW) = _shapes(second)
-    Hf, Wf = _vector_plan(first, lanes, cores).plane
+    Hf, Wf = vector_plan(first, lanes, cores).plane
     J = (OH - 1) * Wf + OW
     V = _choose_v(gm, lanes, J, gn, registers)
-    default = SparseTile(V, runs=_depth_runs(OD, N * -(-J // (lanes * V)), cores, fused=True))
+    fm = filter_pass(gm, registers)
+    fm = fm if fm < gm and first.attrs.group[0] % fm == 0 and second.attrs.group[0] % fm == 0 else 0
+    default = SparseTile(V, runs=_depth_runs(OD, N * -(-J // (lanes * V)), cores, fused=True), fm=fm)
     return SepPlan(default, OD, (Hf, Wf), J, max_v(gm, gn, registers))
 
 
@@ -470,18 +499,24 @@ def _packed_arrays(a, values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.nd
 
 
 def _column_loop(ind: str, lo: str, hi: str, xo: str, base: str, acc: str, wk: str, buf: str, cs: int, GN: int,
-                 GM: int, V: int, L: int) -> list[str]:
+                 GM: int, V: int, L: int, FM: int = 0) -> list[str]:
     """Lines (at indentation ``ind``) of the micro-kernel: for kept columns b in lo .. hi, input offset ``xo`` =
     ``base``, then gN channels x gM filters x V vectors of FMAs into ``acc`` with the weights of ``wk`` broadcast and
-    the inputs read from ``buf`` (channels ``cs`` apart)."""
-    return [f"{ind}for b in range({lo}, {hi}):",
-            f"{ind}    {xo}: T.let = {base}",
-            f"{ind}    for c in T.unroll({GN}):",
-            f"{ind}        for i in T.unroll({GM}):",
-            f"{ind}            for vo in T.unroll({V}):",
-            f"{ind}                for vi in T.vectorized({L}):",
-            f"{ind}                    {acc}[i, vo * {L} + vi] = {acc}[i, vo * {L} + vi] + "
-            f"{wk}[(b * {GN} + c) * {GM} + i] * {buf}[{xo} + c * {cs} + vo * {L} + vi]"]
+    the inputs read from ``buf`` (channels ``cs`` apart). With ``FM`` < gM the columns are run through once per FM
+    filters (each pass a loop of its own with constant accumulator rows, which LLVM keeps in registers while the
+    other passes' rows wait on the stack): FM x V accumulators instead of gM x V."""
+    FM = GM if FM <= 0 or GM % FM else FM
+    lines = []
+    for f0 in range(0, GM, FM):
+        lines += [f"{ind}for b in range({lo}, {hi}):",
+                  f"{ind}    {xo}: T.let = {base}",
+                  f"{ind}    for c in T.unroll({GN}):",
+                  f"{ind}        for i in T.unroll({FM}):",
+                  f"{ind}            for vo in T.unroll({V}):",
+                  f"{ind}                for vi in T.vectorized({L}):",
+                  f"{ind}                    {acc}[{f0} + i, vo * {L} + vi] = {acc}[{f0} + i, vo * {L} + vi] + "
+                  f"{wk}[(b * {GN} + c) * {GM} + {f0} + i] * {buf}[{xo} + c * {cs} + vo * {L} + vi]"]
+    return lines
 
 
 @dataclass
@@ -498,7 +533,7 @@ class _FirstStage:
     impl: str
 
 
-def _first_stage(pre: Node, target, TJ: int, V: int, Hf: int, Wf: int, ring: dict) -> _FirstStage:
+def _first_stage(pre: Node, target, TJ: int, V: int, Hf: int, Wf: int, ring: dict, fm: int = 0) -> _FirstStage:
     a = pre.attrs
     L = target.vector_lanes
     values, cols = pre.inputs[1].data, pre.inputs[2].data
@@ -545,7 +580,7 @@ def _first_stage(pre: Node, target, TJ: int, V: int, Hf: int, Wf: int, ring: dic
             f"{I}            for v in T.vectorized({TJ}):",
             f"{I}                acc1[i, v] = T.float32(0)",
             *_column_loop(I + " " * 8, "indptr1[k1]", "indptr1[k1 + 1]", "xo1", "xt1 + off1[b]", "acc1", "wk1", "xq",
-                          cs, GN, GM, V, L),
+                          cs, GN, GM, V, L, fm),
             # row i of the block is channel outch1[..] of the ring slot: one contiguous row per filter
             f"{I}        for i in range({GM}):",
             f"{I}            oc1: T.let = outch1[k1 * {GM} + i]",
@@ -609,10 +644,14 @@ def lower_sparse_conv3d(node: Node, target, pre: Node | None = None, sep_tile: S
     Cp = -(-C // GN) * GN
     Dp = D + pb[0] + pe[0]
     plan = (sparse_plan(node, L, target.num_cores, target.l2_bytes, target.vector_registers, target.l1_bytes)
-            if pre is None else _vector_plan(node, L, target.num_cores, target.l2_bytes, target.vector_registers))
-    if plan.mode == "direct":  # a record tuned for the position-vectorized modes (no th) does not apply
-        rec = target.tuned.get(sparse_workload_key(node))
-        return lower_sparse_direct(node, target, rec if rec is not None and rec.th else plan.default)
+            if pre is None else vector_plan(node, L, target.num_cores, target.l2_bytes, target.vector_registers))
+    rec = target.tuned.get(sparse_workload_key(node)) if pre is None else None
+    if rec is not None and rec.th and not direct_problem(node, L):
+        return lower_sparse_direct(node, target, rec)  # a tuned record of the direct mode
+    if plan.mode == "direct" and (rec is None or rec.th):
+        return lower_sparse_direct(node, target, plan.default)
+    if plan.mode == "direct":  # a tuned record of the position-vectorized modes where the default is direct
+        plan = vector_plan(node, L, target.num_cores, target.l2_bytes, target.vector_registers)
     mode, J = plan.mode, plan.positions
     # the flat copy is split into sh x sw phases (padded rows sh * i + ph_h, columns sw * j + ph_w), so that a
     # spatially strided conv reads consecutive positions of one phase plane; one phase at unit stride
@@ -673,7 +712,7 @@ def lower_sparse_conv3d(node: Node, target, pre: Node | None = None, sep_tile: S
     off = off if off.size else np.zeros(1, np.int32)
     kdo = (kdo if kdo.size else np.zeros(1, np.int32)) if mode == "pw" else None
     stage1 = None if pre is None else _first_stage(pre, target, TJ, V, Hf, Wf,
-                                                    dict(span=span, Cp=Cp, pd=pb[0], D=D))
+                                                    dict(span=span, Cp=Cp, pd=pb[0], D=D), tile.fm)
     wmode = "flat2" if stage1 else mode  # the write-back's position geometry
 
     # the input tile: base index of the tile's first position, and the stride between positions
@@ -905,7 +944,8 @@ def lower_sparse_conv3d(node: Node, target, pre: Node | None = None, sep_tile: S
     else:
         column_base = f"(xt + kdo[b]) % {span} * {Cp * TJ} + off[b]" if span > 1 else "off[b]"
     def columns(lo: str, hi: str) -> str:
-        return "\n".join(_column_loop(" " * 12, lo, hi, "xo", column_base, "acc", "wk", "xp", cs, GN, GM, V, L)) + "\n"
+        return "\n".join(_column_loop(" " * 12, lo, hi, "xo", column_base, "acc", "wk", "xp", cs, GN, GM, V, L,
+                                      tile.fm)) + "\n"
 
     inner = zero + columns("indptr[k]", "indptr[k + 1]") + "\n" + write_back
     if NS > 1:
@@ -1000,9 +1040,11 @@ def main({", ".join(params)}):
     dens = sum(a.kept) / max(1, P * -(-C // GN) * S)
     layout = f"{'b' if bi else 'p'}->{'b' if bo else 'p'}"
     runs = ODC if mode == "pw" else 1
-    knobs = "".join(f", {k}={n}" for k, n in (("chunks", CH), ("tiles", TG), ("split", NS), ("runs", runs)) if n > 1)
+    FM = tile.fm if 0 < tile.fm < GM and GM % tile.fm == 0 else GM  # as _column_loop runs it
+    knobs = "".join(f", {k}={n}" for k, n in (("passes", GM // FM), ("chunks", CH), ("tiles", TG), ("split", NS),
+                                               ("runs", runs)) if n > 1)
     impl = (f"sparse_conv3d.{mode}({a.sparsity or 'kgs'}, {layout}, group={GM}x{GN}, kept={dens:.0%}, "
-            f"tile={GM}x{V}x{L}{knobs})")
+            f"tile={FM}x{V}x{L}{knobs})")
     if stage1:
         impl = f"sparse_conv3d.sep({stage1.impl} -> {impl[len('sparse_conv3d.pw('):]}"
     return Kernel(func, args, impl)
