@@ -130,7 +130,9 @@ class EliminateKgsColumns(Pass):
         Where a row block's filters fill whole vectors (the direct mode: 8x4 groups on AVX2's 8 lanes and NEON's 4)
         the sparse kernel is the dense one's register tile over the kept columns, and reached 0.64-0.86 of the
         dense kernel's GFLOP/s with 15 to 45 columns per row block on S3D's small 1x3x3 layers (AVX2, 8 lanes),
-        0.75-0.95 with hundreds on C3D's: 0.7, less in proportion below 8 columns."""
+        0.75-0.95 with hundreds on C3D's: 0.7, less in proportion below 8 columns. On AVX2 those layers now run the
+        position-vectorized modes in passes of 4 filters (sparse_conv3d.filter_pass), which measured 0.68-1.77 on
+        the benchmark models' layers (bench/results/sparse/layers.json): the 0.7 stays as the cautious side."""
         if node.op == "dense":
             return 0.9 / max(density, 1e-9)
         cols = sum(packed.kept) / max(1, len(packed.kept))
