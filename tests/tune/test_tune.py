@@ -231,7 +231,8 @@ def test_sparse_layers_are_tuned_and_applied(tmp_path, mode):
         (task,) = [t for t in extract_tasks(graph, target) if t.node.op == "sparse_conv3d"]
         assert any(c.th for c in task.space) and any(not c.th for c in task.space), task.space
     for r in sparse:
-        size = f".direct(.*tile={r.best['th']}x{r.best['tw']}x" if r.best["th"] else f"\\.flat3\\(.*x{r.best['v']}x"
+        size = (rf"\.direct\(.*tile={r.best['th']}x{r.best['tw']}x" if r.best["th"]
+                else rf"\.flat3\(.*x{r.best['v']}x")
         assert any(re.search(size, i) for i in impls), (r.best, impls)
     assert_close(tuned.run(x), rt3d.build(pruned, target=target, passes=always_sparse(target)).run(x))
 
