@@ -161,12 +161,12 @@ def features(task: Task, config) -> np.ndarray:
                          np.log(runs), (runs - 1) / plan.depths, 0, 0, np.log(acc)])
     if n.op == "sparse_conv3d":
         gm = n.attrs.group[0]
-        plan = vector_plan(n, task.lanes, task.cores, registers=task.registers)
         if config.th:  # the direct mode
             acc = config.th * config.tw * gm / task.lanes / direct_budget(gm, task.lanes, task.registers)
             return np.array([1, 1, 0, acc, acc * acc, 1 / max(1, config.th * config.tw), float(config.th > 1),
                              float(config.chunks > 1), 0, 0, 0, np.log(config.split), 0, 0, 0, 0, 1, np.log(acc)])
         lanes = task.lanes
+        plan = vector_plan(n, task.lanes, task.cores, registers=task.registers)
         tiles = -(-plan.positions // (lanes * config.v))
         waste = tiles * lanes * config.v / max(1, plan.positions) - 1
         acc = config.v / max_v(gm, n.attrs.group[1], task.registers)

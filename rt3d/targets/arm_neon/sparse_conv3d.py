@@ -118,6 +118,12 @@ def filter_pass(gm: int, registers: int) -> int:
     return max([d for d in range(1, gm + 1) if gm % d == 0 and 3 * d + 4 <= registers] or [1])
 
 
+def pass_filters(gm: int, fm: int) -> int:
+    """Filters per pass a kernel runs for a row block of ``gm`` and a record's ``fm`` (0, or one that does not
+    divide gm: all gm in one pass)."""
+    return fm if 0 < fm < gm and gm % fm == 0 else gm
+
+
 def max_v(gm: int, gn: int, registers: int) -> int:
     """The most position vectors per register tile: as many as fit next to a pass's filters (filter_pass) and keep
     the unrolled column body short."""
@@ -233,8 +239,7 @@ def vector_plan(node: Node, lanes: int, cores: int, l2_bytes: int = 0, registers
         J = ((OD - 1) * Hf * Wf if mode == "flat3" else 0) + (OH - 1) * Wf + OW
         outer = N if mode == "flat3" else N * OD
     V = _choose_v(GM, lanes, J, a.group[1], registers)
-    fm = filter_pass(GM, registers)
-    fm = fm if fm < GM else 0
+    fm = filter_pass(GM, registers) % GM  # 0: one pass
     plan = SparsePlan(mode, (Hf, Wf), J, outer, SparseTile(V, fm=fm))
     P = len(a.kept)
     ch = min(cores, P) if plan.units(lanes, V) < 4 * cores else 1
@@ -295,8 +300,7 @@ def _sep_plan(first: Node, second: Node, lanes: int, cores: int, registers: int 
     Hf, Wf = vector_plan(first, lanes, cores).plane
     J = (OH - 1) * Wf + OW
     V = _choose_v(gm, lanes, J, gn, registers)
-    fm = filter_pass(gm, registers)
-    fm = fm if fm < gm and first.attrs.group[0] % fm == 0 and second.attrs.group[0] % fm == 0 else 0
+    fm = filter_pass(gm, registers) % gm  # 0: one pass (a conv of the pair whose gM it does not divide runs one)
     default = SparseTile(V, runs=_depth_runs(OD, N * -(-J // (lanes * V)), cores, fused=True), fm=fm)
     return SepPlan(default, OD, (Hf, Wf), J, max_v(gm, gn, registers))
 
@@ -511,7 +515,7 @@ def _column_loop(ind: str, lo: str, hi: str, xo: str, base: str, acc: str, wk: s
     filters (each pass a loop of its own with constant accumulator rows, which LLVM keeps in registers while the
     other passes' rows wait on the stack): FM x V accumulators instead of gM x V, the passes taking turns every
     PASS_COLUMNS columns."""
-    FM = GM if FM <= 0 or GM % FM else FM
+    FM = pass_filters(GM, FM)
     G = PASS_COLUMNS if FM < GM else 0
     lines = []
     if G:  # the passes take turns every G columns, whose inputs are still in L1 for the next pass
@@ -659,9 +663,10 @@ def lower_sparse_conv3d(node: Node, target, pre: Node | None = None, sep_tile: S
     rec = target.tuned.get(sparse_workload_key(node)) if pre is None else None
     if rec is not None and rec.th and not direct_problem(node, L):
         return lower_sparse_direct(node, target, rec)  # a tuned record of the direct mode
-    if plan.mode == "direct" and (rec is None or rec.th):
-        return lower_sparse_direct(node, target, plan.default)
-    if plan.mode == "direct":  # a tuned record of the position-vectorized modes where the default is direct
+    if plan.mode == "direct":
+        if rec is None or rec.th:
+            return lower_sparse_direct(node, target, plan.default)
+        # a tuned record of the position-vectorized modes where the default is direct
         plan = vector_plan(node, L, target.num_cores, target.l2_bytes, target.vector_registers)
     mode, J = plan.mode, plan.positions
     # the flat copy is split into sh x sw phases (padded rows sh * i + ph_h, columns sw * j + ph_w), so that a
@@ -1051,7 +1056,7 @@ def main({", ".join(params)}):
     dens = sum(a.kept) / max(1, P * -(-C // GN) * S)
     layout = f"{'b' if bi else 'p'}->{'b' if bo else 'p'}"
     runs = ODC if mode == "pw" else 1
-    FM = tile.fm if 0 < tile.fm < GM and GM % tile.fm == 0 else GM  # as _column_loop runs it
+    FM = pass_filters(GM, tile.fm)
     knobs = "".join(f", {k}={n}" for k, n in (("passes", GM // FM), ("chunks", CH), ("tiles", TG), ("split", NS),
                                                ("runs", runs)) if n > 1)
     impl = (f"sparse_conv3d.{mode}({a.sparsity or 'kgs'}, {layout}, group={GM}x{GN}, kept={dens:.0%}, "
