@@ -17,7 +17,7 @@ from ..ir import Node
 from ..ir.flops import node_macs
 from ..ir.interpreter import node_out_spatial
 from ..targets.arm_neon.conv3d import ConvTile, default_tile, workload_key
-from ..targets.arm_neon.sparse_conv3d import (SparseTile, max_v, sep_plan, sparse_plan, vector_plan,
+from ..targets.arm_neon.sparse_conv3d import (WIDE_TILE, SparseTile, max_v, sep_plan, sparse_plan, vector_plan,
                                               sparse_workload_key)
 from ..targets.arm_neon.sparse_direct import direct_budget, direct_default, direct_problem, node_tiles
 from .db import config_key
@@ -89,10 +89,11 @@ def conv_space(node: Node, lanes: int, registers: int = 32) -> list[ConvTile]:
 
 def sparse_space(node: Node, lanes: int, cores: int, l2_bytes: int = 0, registers: int = 32,
                  l1_bytes: int = 0) -> list[SparseTile]:
-    """Vectors per register tile (up to the register budget, in passes of filter_pass filters) x row-block
-    chunking, and in the flat modes x (a row block through all position tiles | the reduction split in 2 or 4
-    chunks); where the direct mode can run, also its largest register tiles of positions x row-block chunking x the
-    reduction split in 1, 2, 4 or the heuristic's chunks. The default first."""
+    """Vectors per register tile (up to the register budget, in passes of filter_pass filters; in the flat modes
+    also position tiles of WIDE_TILE register tiles) x row-block chunking, and in the flat modes x (a row block
+    through all position tiles | the reduction split in 2 or 4 chunks); where the direct mode can run, also its
+    largest register tiles of positions x row-block chunking x the reduction split in 1, 2, 4 or the heuristic's
+    chunks. The default first."""
     plan = sparse_plan(node, lanes, cores, l2_bytes, registers, l1_bytes)
     gm, gn = node.attrs.group
     blocks = len(node.attrs.kept)
@@ -105,11 +106,13 @@ def sparse_space(node: Node, lanes: int, cores: int, l2_bytes: int = 0, register
         space = [direct] + [SparseTile(1, c, split=s, th=th, tw=tw) for th, tw in tiles for c in chunks
                             for s in splits]
     vector = vector_plan(node, lanes, cores, l2_bytes, registers)
-    fm = vector.default.fm
-    for v in range(1, max_v(gm, gn, registers) + 1):
+    fm, vmax = vector.default.fm, max_v(gm, gn, registers)
+    # the flat modes also take wide position tiles (WIDE_TILE register tiles, run in passes), on any register file
+    wide = [] if vector.mode == "pw" else [(vmax * k, vmax) for k in range(2, max(2, WIDE_TILE) + 1)]
+    for v, vp in [(v, 0) for v in range(1, vmax + 1)] + wide:
         tiles = -(-vector.positions // (lanes * v))
         orders = [(1, 1)] if vector.mode == "pw" else [(1, 1), (tiles, 1), (1, 2), (1, 4)]
-        space += [SparseTile(v, c, g, s, fm=fm) for c in chunks for g, s in dict.fromkeys(orders)]
+        space += [SparseTile(v, c, g, s, fm=fm, vp=vp) for c in chunks for g, s in dict.fromkeys(orders)]
     space = [t for t in dict.fromkeys(space) if t != plan.default]
     return [plan.default] + space
 

@@ -119,13 +119,17 @@ def test_direct_mode_equals_dense_build_of_the_masked_weights(case):
 @settings(max_examples=12, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
 @given(sparse_case(), st.booleans())
 def test_filter_passes_equal_dense_build_of_the_masked_weights(case, blocked):
-    """AVX2: row blocks of 8 filters run through their columns in two passes of 4 filters x up to 3 vectors of
-    positions (12 accumulators of 16 registers), 4-filter row blocks in one."""
+    """AVX2: row blocks of 8 filters run through their columns in passes of 4 filters x up to 3 vectors of
+    positions (12 accumulators of 16 registers), two per register tile of the position tile (one or two: WIDE_TILE),
+    4-filter row blocks in one."""
     if case is None:
         return
     impls = check_sparse_equals_dense(case, AVX2, blocked=blocked)
     for i in impls:  # (Filter sparsity is packed in 8x4 groups whatever the case's group)
-        assert ".direct(" not in i and ("passes=2" in i) == ("group=8x" in i), impls
+        fm, v = map(int, re.search(r"tile=(\d+)x(\d+)x8", i).groups())
+        m = re.search(r"passes=(\d+)", i)
+        passes = int(m.group(1)) if m else 1
+        assert ".direct(" not in i and fm == 4 and passes == (2 * -(-v // 3) if "group=8x" in i else 1), impls
 
 
 def check_sparse_equals_dense(case, target, blocked=True) -> list[str]:
@@ -425,6 +429,35 @@ def check_blocked_kernel(k, stride, pad, dil, cout, residual, mode, tile=None, s
     got = y.numpy()
     assert not np.isnan(got).any(), "the kernel left elements of its blocked output unwritten"
     assert_close(got, want, rtol=1e-4)
+
+
+@pytest.mark.parametrize("target,tile,mode,k,stride,pad,dil", [
+    (AVX2, (6, 1, 1, 1, 4, 3), "flat3", K3, (1, 1, 1), P1, (1, 1, 1)),
+    (AVX2, (6, 2, 1, 2, 4, 3), "flat3", K3, (1, 1, 1), P1, (1, 1, 1)),
+    (AVX2, (9, 1, 3, 1, 4, 3), "flat3", K3, (1, 1, 1), P1, (1, 1, 1)),
+    (AVX2, (6, 1, 1, 1, 4, 3), "flat2", (2, 3, 3), (2, 2, 3), (0, 1, 2, 1, 0, 1), (1, 2, 1)),
+    (VECTOR, (4, 1, 1, 2, 0, 2), "flat3", K3, (1, 1, 1), P1, (1, 1, 1))],
+    ids=["avx2-v6", "avx2-v6-chunks-split", "avx2-v9-tiles", "avx2-v6-flat2", "vector-v4"])
+def test_wide_position_tiles_compute_the_same(target, tile, mode, k, stride, pad, dil):
+    """Position tiles of several register tiles (WIDE_TILE: passes of fm filters x vp vectors taking turns every
+    PASS_COLUMNS columns), with row-block chunks, the reduction split or a row block through groups of tiles, and
+    with all filters per pass on 32 registers: the blocked output of the interpreter."""
+    from rt3d.targets.arm_neon.sparse_conv3d import SparseTile
+    v, chunks, tiles, split, fm, vp = tile
+    t = SparseTile(v, chunks, tiles, split, fm=fm, vp=vp)
+    check_blocked_kernel(k, stride, pad, dil, 20, True, mode, t, shape=(2, 20, 5, 15, 23), target=target)
+
+
+def test_wide_position_tile_is_the_avx2_default_where_positions_are_many():
+    """WIDE_TILE on AVX2 (8x4 groups, filters in passes): a large layer's position tile is 2 register tiles of 3
+    vectors; a layer with few positions keeps one; 32-register targets (no filter passes) keep one."""
+    from rt3d.targets.arm_neon.sparse_conv3d import sparse_plan
+    from tests.targets.test_registers import layer
+    big, small = layer(AVX2, sparse=True, shape=(1, 64, 8, 28, 28)), layer(AVX2, sparse=True, shape=(1, 64, 2, 4, 4))
+    assert (sparse_plan(big, 8, 2, registers=16).default.v, sparse_plan(big, 8, 2, registers=16).default.vp) == (6, 3)
+    assert sparse_plan(small, 8, 2, registers=16).default.v <= 3
+    wide32 = layer(VECTOR, sparse=True, shape=(1, 64, 8, 28, 28))
+    assert sparse_plan(wide32, 16, 2, registers=32).default.vp == 0
 
 
 @pytest.mark.parametrize("stride,lanes", [((1, 1, 1), None), ((1, 2, 2), None), ((1, 1, 1), 4)])

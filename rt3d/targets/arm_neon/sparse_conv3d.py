@@ -26,7 +26,8 @@ its own kept columns ``indptr[k] .. indptr[k+1]``. Layout and loop nest (the rec
     vectorize, so the vector is a row block's gM filters and the column's gN inputs are broadcast; the kept weights
     stream once per sample (C3D's fc layers: 7.5 -> 3.3 ms in the model at 26 % kept,
     bench/results/sparse/e2e_breakdown.md);
-  * register tile: the gM filters of a row block x V vectors of positions (24 accumulators for 8 filters);
+  * register tile: the gM filters of a row block x V vectors of positions (24 accumulators for 8 filters); on 16
+    registers, passes of 4 filters x 3 vectors over a position tile of up to 2 such tiles (filter_pass, WIDE_TILE);
   * per kept column: one int32 input offset (channel block, kd, kh, kw), then gN channels x gM filters x V vectors
     of FMAs with the weights broadcast from the packed [kept, gN, gM] array;
   * loop nest: parallel over (n, position tile[, row-block chunk]) -> row blocks in the order chosen by
@@ -92,6 +93,17 @@ PARK_LIMIT = 256 << 10  # bytes of accumulators a thread parks between reduction
 # kw), which a whole row block's range pushed out of the 32 KiB L1 before the second pass; C3D's 64->128 layer,
 # KGS / Vanilla ms (Zen 3, 5 interleaved rounds): whole range 55.1 / 48.1, 12 columns 50.7 / 46.8, 16 53.2 / 45.3
 PASS_COLUMNS = 12
+# register tiles of positions a flat mode's position tile holds where the filters are split into passes: the
+# column's input rows are read once per WIDE_TILE x 24 positions and the passes run over them from L1. A row of 24
+# positions is 96 bytes on 2-3 cache lines, and a KGS column (a few kept positions of a (channel, kd, kh) row,
+# unlike Vanilla's runs of kw) fetches most of them anew: the L2 -> L1 traffic (about 10 lines per column, an
+# estimate: no counters here) bounded the KGS kernel; a row-contiguous KGS mask (kept positions in runs of kw) ran
+# 1.06x Vanilla's time where a random one ran 1.16x. Scratch runs (Zen 3, single C3D layers at 26 % kept, 10th
+# percentile of 40 interleaved calls, one tile width per run): 256->256 8x28x28 KGS / Vanilla 54.2 / 45.0 ms ->
+# 45.3 / 42.3 (split 3), 64->128 49.9 / 45.6 -> 46.0 / 43.9, 512->512 4x14x14 27.1 / 23.3 -> 25.1 / 24.4; 3
+# register tiles ran about as 2; reusing the lines across row blocks instead (the reduction split in L1-sized
+# chunks that groups of 2-8 row blocks run through) cost more in parked accumulators than it saved
+WIDE_TILE = 2
 COLUMN_BODY = 96  # FMAs of one kept column (gN x gM x V), unrolled: beyond this LLVM's code for it got 2x slower
 # (8x8 groups with V=3 against V=1, measured with `rt3d tune` on a 128->256 C3D layer)
 
@@ -118,6 +130,12 @@ def filter_pass(gm: int, registers: int) -> int:
     return max([d for d in range(1, gm + 1) if gm % d == 0 and 3 * d + 4 <= registers] or [1])
 
 
+def pass_vectors(v: int, vp: int) -> int:
+    """Vectors per pass a kernel runs for a position tile of ``v`` vectors and a record's ``vp`` (0, or one that
+    does not divide v: all v in one pass)."""
+    return vp if 0 < vp < v and v % vp == 0 else v
+
+
 def pass_filters(gm: int, fm: int) -> int:
     """Filters per pass a kernel runs for a row block of ``gm`` and a record's ``fm`` (0, or one that does not
     divide gm: all gm in one pass)."""
@@ -132,11 +150,12 @@ def max_v(gm: int, gn: int, registers: int) -> int:
     return max(1, min(fit, COLUMN_BODY // (fm * gn)))
 
 
-def _choose_v(gm: int, lanes: int, positions: int, gn: int = 4, registers: int = 32) -> int:
-    """Vectors per register tile: up to max_v, fewer when the positions are few."""
+def _choose_v(gm: int, lanes: int, positions: int, gn: int = 4, registers: int = 32, wide: int = 1) -> int:
+    """Vectors per position tile: up to max_v, fewer when the positions are few; with ``wide`` > 1, also up to
+    ``wide`` register tiles of max_v vectors (run in passes)."""
     vmax = max_v(gm, gn, registers)
     best, best_cost = 1, None
-    for v in range(1, vmax + 1):
+    for v in list(range(1, vmax + 1)) + [vmax * k for k in range(2, wide + 1)]:
         tiles = -(-positions // (lanes * v))
         # computed positions, with a penalty for short tiles (fewer FMAs per loaded input vector)
         cost = tiles * lanes * v * (1 + 0.5 / v)
@@ -165,6 +184,7 @@ class SparseTile:
     th: int = 0  # direct mode (sparse_direct.py): a register tile of th x tw output positions x the gM filters
     tw: int = 0
     fm: int = 0  # position-vectorized modes: filters per pass over a row block's columns (0: all gM at once)
+    vp: int = 0  # flat modes: position vectors per pass (0: all v at once; WIDE_TILE)
 
 
 @dataclass(frozen=True)
@@ -238,9 +258,15 @@ def vector_plan(node: Node, lanes: int, cores: int, l2_bytes: int = 0, registers
         mode = "flat3" if sd == 1 else "flat2"
         J = ((OD - 1) * Hf * Wf if mode == "flat3" else 0) + (OH - 1) * Wf + OW
         outer = N if mode == "flat3" else N * OD
-    V = _choose_v(GM, lanes, J, a.group[1], registers)
     fm = filter_pass(GM, registers) % GM  # 0: one pass
-    plan = SparsePlan(mode, (Hf, Wf), J, outer, SparseTile(V, fm=fm))
+    # the flat modes' wide position tiles where the filters already run in passes (see WIDE_TILE); the pw mode's
+    # ring rows are whole aligned lines, and 32-register targets (one pass) are not measured with them
+    wide = WIDE_TILE if fm and mode != "pw" else 1
+    V, vmax = _choose_v(GM, lanes, J, a.group[1], registers, wide), max_v(GM, a.group[1], registers)
+    if V > vmax and outer * -(-J // (lanes * V)) < 4 * cores:
+        V = _choose_v(GM, lanes, J, a.group[1], registers)  # few positions: the threads split tiles, not row blocks
+    vp = vmax if V > vmax else 0
+    plan = SparsePlan(mode, (Hf, Wf), J, outer, SparseTile(V, fm=fm, vp=vp))
     P = len(a.kept)
     ch = min(cores, P) if plan.units(lanes, V) < 4 * cores else 1
     tiles = split = 1
@@ -255,7 +281,7 @@ def vector_plan(node: Node, lanes: int, cores: int, l2_bytes: int = 0, registers
             tiles, ch = JT, min(cores, P)
         elif window > budget and _parked_bytes(P, ch, GM, lanes * V) <= PARK_LIMIT:
             split = -(-window // budget)
-    return dataclasses.replace(plan, default=SparseTile(V, max(1, ch), tiles, split, fm=fm))
+    return dataclasses.replace(plan, default=SparseTile(V, max(1, ch), tiles, split, fm=fm, vp=vp))
 
 
 def sparse_workload_key(node: Node) -> str:
@@ -508,29 +534,31 @@ def _packed_arrays(a, values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.nd
 
 
 def _column_loop(ind: str, lo: str, hi: str, xo: str, base: str, acc: str, wk: str, buf: str, cs: int, GN: int,
-                 GM: int, V: int, L: int, FM: int = 0) -> list[str]:
+                 GM: int, V: int, L: int, FM: int = 0, VP: int = 0) -> list[str]:
     """Lines (at indentation ``ind``) of the micro-kernel: for kept columns b in lo .. hi, input offset ``xo`` =
     ``base``, then gN channels x gM filters x V vectors of FMAs into ``acc`` with the weights of ``wk`` broadcast and
     the inputs read from ``buf`` (channels ``cs`` apart). With ``FM`` < gM the columns are run through once per FM
     filters (each pass a loop of its own with constant accumulator rows, which LLVM keeps in registers while the
     other passes' rows wait on the stack): FM x V accumulators instead of gM x V, the passes taking turns every
-    PASS_COLUMNS columns."""
-    FM = pass_filters(GM, FM)
-    G = PASS_COLUMNS if FM < GM else 0
+    PASS_COLUMNS columns; with ``VP`` < V, also once per VP vectors (a wide position tile, WIDE_TILE)."""
+    FM, VP = pass_filters(GM, FM), pass_vectors(V, VP)
+    G = PASS_COLUMNS if FM < GM or VP < V else 0
     lines = []
     if G:  # the passes take turns every G columns, whose inputs are still in L1 for the next pass
         lines += [f"{ind}for bg in range(({hi} - {lo} + {G - 1}) // {G}):",
                   f"{ind}    b0: T.let = {lo} + bg * {G}"]
         lo, hi, ind = "b0", f"T.min(b0 + {G}, {hi})", ind + "    "
-    for f0 in range(0, GM, FM):
-        lines += [f"{ind}for b in range({lo}, {hi}):",
-                  f"{ind}    {xo}: T.let = {base}",
-                  f"{ind}    for c in T.unroll({GN}):",
-                  f"{ind}        for i in T.unroll({FM}):",
-                  f"{ind}            for vo in T.unroll({V}):",
-                  f"{ind}                for vi in T.vectorized({L}):",
-                  f"{ind}                    {acc}[{f0} + i, vo * {L} + vi] = {acc}[{f0} + i, vo * {L} + vi] + "
-                  f"{wk}[(b * {GN} + c) * {GM} + {f0} + i] * {buf}[{xo} + c * {cs} + vo * {L} + vi]"]
+    for v0 in range(0, V, VP):
+        for f0 in range(0, GM, FM):
+            p = f"{v0 * L} + vo * {L} + vi"  # position in the tile
+            lines += [f"{ind}for b in range({lo}, {hi}):",
+                      f"{ind}    {xo}: T.let = {base}",
+                      f"{ind}    for c in T.unroll({GN}):",
+                      f"{ind}        for i in T.unroll({FM}):",
+                      f"{ind}            for vo in T.unroll({VP}):",
+                      f"{ind}                for vi in T.vectorized({L}):",
+                      f"{ind}                    {acc}[{f0} + i, {p}] = {acc}[{f0} + i, {p}] + "
+                      f"{wk}[(b * {GN} + c) * {GM} + {f0} + i] * {buf}[{xo} + c * {cs} + {p}]"]
     return lines
 
 
@@ -961,7 +989,7 @@ def lower_sparse_conv3d(node: Node, target, pre: Node | None = None, sep_tile: S
         column_base = f"(xt + kdo[b]) % {span} * {Cp * TJ} + off[b]" if span > 1 else "off[b]"
     def columns(lo: str, hi: str) -> str:
         return "\n".join(_column_loop(" " * 12, lo, hi, "xo", column_base, "acc", "wk", "xp", cs, GN, GM, V, L,
-                                      tile.fm)) + "\n"
+                                      tile.fm, tile.vp if mode != "pw" else 0)) + "\n"
 
     inner = zero + columns("indptr[k]", "indptr[k + 1]") + "\n" + write_back
     if NS > 1:
@@ -1056,9 +1084,9 @@ def main({", ".join(params)}):
     dens = sum(a.kept) / max(1, P * -(-C // GN) * S)
     layout = f"{'b' if bi else 'p'}->{'b' if bo else 'p'}"
     runs = ODC if mode == "pw" else 1
-    FM = pass_filters(GM, tile.fm)
-    knobs = "".join(f", {k}={n}" for k, n in (("passes", GM // FM), ("chunks", CH), ("tiles", TG), ("split", NS),
-                                               ("runs", runs)) if n > 1)
+    FM, VP = pass_filters(GM, tile.fm), pass_vectors(V, tile.vp if mode != "pw" else 0)
+    knobs = "".join(f", {k}={n}" for k, n in (("passes", GM // FM * (V // VP)), ("chunks", CH), ("tiles", TG),
+                                               ("split", NS), ("runs", runs)) if n > 1)
     impl = (f"sparse_conv3d.{mode}({a.sparsity or 'kgs'}, {layout}, group={GM}x{GN}, kept={dens:.0%}, "
             f"tile={FM}x{V}x{L}{knobs})")
     if stage1:
