@@ -1,6 +1,7 @@
-"""Sparse vs dense kernel on single conv layers of the benchmark models: each layer built dense and with a random
-KGS 8x4 mask at its model's benchmark density (the sparse kernel forced on), the conv kernel timed alone in
-interleaved rounds; sparse/dense = the sparse kernel's GFLOP/s on kept MACs over the dense kernel's.
+"""Sparse vs dense kernel on single conv layers of the benchmark models: each layer built dense and with random
+KGS and Vanilla 8x4 masks at its model's benchmark density (the sparse kernel forced on), the conv kernel timed alone
+in interleaved rounds; sparse/dense = the KGS kernel's GFLOP/s on kept MACs over the dense kernel's, KGS/Vanilla =
+the ratio of their times at equal kept MACs.
 Run: TVM_NUM_THREADS=2 .venv/bin/python bench/sparse_layers.py [--rounds 5] [--out bench/results/sparse] [--only c3d]
 """
 from __future__ import annotations
@@ -22,6 +23,7 @@ from engines import interleaved, select, write_json  # noqa: E402
 # benchmark input, the density their whole-model FLOPs reduction gives (bench/results/sparse/peer.md)
 LAYERS = {
     "c3d conv2 64->128 3x3x3": (64, 128, 16, 56, (3, 3, 3), (1, 1, 1), (1, 1, 1), 0.26),
+    "c3d conv3b 256->256 3x3x3 8x28x28": (256, 256, 8, 28, (3, 3, 3), (1, 1, 1), (1, 1, 1), 0.26),
     "c3d conv4b 512->512 3x3x3 4x14x14": (512, 512, 4, 14, (3, 3, 3), (1, 1, 1), (1, 1, 1), 0.26),
     "c3d conv5b 512->512 3x3x3 2x7x7": (512, 512, 2, 7, (3, 3, 3), (1, 1, 1), (1, 1, 1), 0.26),
     "r2plus1d layer1 64->144 1x3x3": (64, 144, 16, 56, (1, 3, 3), (1, 1, 1), (0, 1, 1), 0.31),
@@ -65,19 +67,22 @@ def main(argv=None) -> int:
     rows = []
     for name, (cin, cout, d, hw, k, stride, pad, density) in select(LAYERS, args.only, "layer").items():
         w = (rng.standard_normal((cout, cin) + k) * 0.05).astype(np.float32)
-        ws = (w * random_mask(w.shape, Sparsity("kgs", (8, 4)), density, rng)).astype(np.float32)
-        dense = rt3d.build(layer_model(cin, cout, d, hw, k, stride, pad, w), target=target)
-        sparse = rt3d.build(layer_model(cin, cout, d, hw, k, stride, pad, ws), target=target,
-                            passes=target.default_passes(always_sparse=True))
+        mods = {"dense": rt3d.build(layer_model(cin, cout, d, hw, k, stride, pad, w), target=target)}
+        for scheme in ("kgs", "vanilla"):
+            ws = (w * random_mask(w.shape, Sparsity(scheme, (8, 4)), density, rng)).astype(np.float32)
+            mods[scheme] = rt3d.build(layer_model(cin, cout, d, hw, k, stride, pad, ws), target=target,
+                                      passes=target.default_passes(always_sparse=True))
         x = rng.standard_normal((1, cin, d, hw, hw)).astype(np.float32)
-        med = interleaved({"dense": dense, "sparse": sparse}, args.rounds, lambda mod: conv_ms(mod, x))
-        dm, sm = med["dense"], med["sparse"]
-        dl, sl = conv_layer(dense), conv_layer(sparse)
+        med = interleaved(mods, args.rounds, lambda mod: conv_ms(mod, x))
+        dm, sm, vm = med["dense"], med["kgs"], med["vanilla"]
+        dl, sl, vl = (conv_layer(mods[m]) for m in ("dense", "kgs", "vanilla"))
         ratio = (sl.macs / sm) / (dl.macs / dm)
+        kv = (sm / sl.macs) / (vm / vl.macs)  # per kept MAC: the masks keep the same share, not the same count
         rows.append({"layer": name, "density": density, "dense_ms": dm, "sparse_ms": sm, "sparse_over_dense": ratio,
-                     "dense_impl": dl.impl, "sparse_impl": sl.impl})
-        print(f"{name:40s} dense {dm:7.2f} ms  sparse {sm:7.2f} ms  sparse/dense GFLOP/s {ratio:.2f}  "
-              f"{sl.impl}", flush=True)
+                     "vanilla_ms": vm, "kgs_over_vanilla": kv, "dense_impl": dl.impl, "sparse_impl": sl.impl,
+                     "vanilla_impl": vl.impl})
+        print(f"{name:40s} dense {dm:7.2f} ms  KGS {sm:7.2f} ms  Vanilla {vm:7.2f} ms  sparse/dense GFLOP/s "
+              f"{ratio:.2f}  KGS/Vanilla {kv:.2f}  {sl.impl}", flush=True)
     path = write_json(args.out, "layers.json", {"target": target.key(), "rounds": args.rounds, "layers": rows})
     print(f"wrote {path}")
     return 0

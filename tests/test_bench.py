@@ -72,6 +72,7 @@ def test_sparse_layer_and_pair_benchmarks(tmp_path, bench_module):
     (row,) = json.loads((out / "layers.json").read_text())["layers"]
     assert row["layer"].startswith("c3d conv5b") and row["sparse_ms"] > 0 and row["sparse_over_dense"] > 0
     assert row["sparse_impl"].startswith("sparse_conv3d.") and row["dense_impl"].startswith("conv3d.")
+    assert "kgs(8x4)" in row["sparse_impl"] and "vanilla(8x4)" in row["vanilla_impl"] and row["kgs_over_vanilla"] > 0
     assert sep_pairs.main(["--only", "mixed_3b", "--rounds", "1", "--out", str(out)]) == 0
     (pair,) = json.loads((out / "sep_pairs.json").read_text())["pairs"]
     assert pair["fused_impl"].startswith("sparse_conv3d.sep(") and pair["fused_ms"] > 0 and pair["unfused_ms"] > 0
