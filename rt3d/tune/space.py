@@ -108,7 +108,7 @@ def sparse_space(node: Node, lanes: int, cores: int, l2_bytes: int = 0, register
     vector = vector_plan(node, lanes, cores, l2_bytes, registers)
     fm, vmax = vector.default.fm, max_v(gm, gn, registers)
     # the flat modes also take wide position tiles (WIDE_TILE register tiles, run in passes), on any register file
-    wide = [] if vector.mode == "pw" else [(vmax * k, vmax) for k in range(2, max(2, WIDE_TILE) + 1)]
+    wide = [] if vector.mode == "pw" else [(vmax * k, vmax) for k in range(2, WIDE_TILE + 1)]
     for v, vp in [(v, 0) for v in range(1, vmax + 1)] + wide:
         tiles = -(-vector.positions // (lanes * v))
         orders = [(1, 1)] if vector.mode == "pw" else [(1, 1), (tiles, 1), (1, 2), (1, 4)]

@@ -454,7 +454,8 @@ def test_wide_position_tile_is_the_avx2_default_where_positions_are_many():
     from rt3d.targets.arm_neon.sparse_conv3d import sparse_plan
     from tests.targets.test_registers import layer
     big, small = layer(AVX2, sparse=True, shape=(1, 64, 8, 28, 28)), layer(AVX2, sparse=True, shape=(1, 64, 2, 4, 4))
-    assert (sparse_plan(big, 8, 2, registers=16).default.v, sparse_plan(big, 8, 2, registers=16).default.vp) == (6, 3)
+    default = sparse_plan(big, 8, 2, registers=16).default
+    assert (default.v, default.vp) == (6, 3)
     assert sparse_plan(small, 8, 2, registers=16).default.v <= 3
     wide32 = layer(VECTOR, sparse=True, shape=(1, 64, 8, 28, 28))
     assert sparse_plan(wide32, 16, 2, registers=32).default.vp == 0

@@ -714,6 +714,8 @@ def lower_sparse_conv3d(node: Node, target, pre: Node | None = None, sep_tile: S
     oplane = OH * OW
 
     V, CH = tile.v, min(max(1, tile.chunks), max(1, P))
+    # filters and position vectors per pass over a row block's columns (the pw mode's tiles are one register tile)
+    FM, VP = pass_filters(GM, tile.fm), pass_vectors(V, tile.vp if mode != "pw" else 0)
     TJ = L * V
     JT = -(-J // TJ)
     Q = Cp // GN  # channel blocks
@@ -989,7 +991,7 @@ def lower_sparse_conv3d(node: Node, target, pre: Node | None = None, sep_tile: S
         column_base = f"(xt + kdo[b]) % {span} * {Cp * TJ} + off[b]" if span > 1 else "off[b]"
     def columns(lo: str, hi: str) -> str:
         return "\n".join(_column_loop(" " * 12, lo, hi, "xo", column_base, "acc", "wk", "xp", cs, GN, GM, V, L,
-                                      tile.fm, tile.vp if mode != "pw" else 0)) + "\n"
+                                      FM, VP)) + "\n"
 
     inner = zero + columns("indptr[k]", "indptr[k + 1]") + "\n" + write_back
     if NS > 1:
@@ -1084,7 +1086,6 @@ def main({", ".join(params)}):
     dens = sum(a.kept) / max(1, P * -(-C // GN) * S)
     layout = f"{'b' if bi else 'p'}->{'b' if bo else 'p'}"
     runs = ODC if mode == "pw" else 1
-    FM, VP = pass_filters(GM, tile.fm), pass_vectors(V, tile.vp if mode != "pw" else 0)
     knobs = "".join(f", {k}={n}" for k, n in (("passes", GM // FM * (V // VP)), ("chunks", CH), ("tiles", TG),
                                                ("split", NS), ("runs", runs)) if n > 1)
     impl = (f"sparse_conv3d.{mode}({a.sparsity or 'kgs'}, {layout}, group={GM}x{GN}, kept={dens:.0%}, "
