@@ -3,6 +3,8 @@ own Relax ONNX pipeline, on C3D and R(2+1)D-18 at 1x3x16x112x112 and S3D at 1x3x
 
 Engines are interleaved round by round in one process and each engine's median is reported, with GFLOP/s, the
 share of the machine's FMA peak (measured by a kernel rt3d builds with TVM) and rt3d's per-conv-layer GFLOP/s.
+rt3d's per-kernel times are interleaved too (every rt3d engine's kernels timed alone, the modules taking turns
+round by round, median per kernel), so the sparse/dense per-layer ratios compare kernels timed side by side.
 Writes JSON, a markdown table and a PNG chart. Run: ``bash scripts/bench.sh`` (or this file with the venv python).
 """
 from __future__ import annotations
@@ -26,6 +28,7 @@ import rt3d  # noqa: E402  (sets TVM_NUM_THREADS before TVM starts)
 from engines import ENGINES, precision_name, write_json, write_text  # noqa: E402
 
 MODELS = ["c3d", "r2plus1d_18", "s3d"]
+LAYER_ROUNDS = 5  # rounds of the interleaved per-kernel timings (at most the benchmark's --rounds)
 SLOW_ENGINE_S = 5.0  # an engine slower than this per run is timed once per benchmark, not every round
 
 
@@ -84,14 +87,30 @@ def bench_model(name, path, module, shape, engines, rounds, warmup, log) -> dict
             res["median_ms"] = statistics.median(res["runs_ms"])
             # pruned models: GFLOP/s of the MACs they still do
             res["gflops"] = 2 * res["info"].get("kept_macs", macs) / (res["median_ms"] * 1e6)
-    for eng in prepared:
-        if eng == "rt3d" or eng.startswith("rt3d-"):
-            mod = prepared[eng].info["module"]
-            rep = mod.benchmark(x, repeat=3, warmup=1, per_layer=True, layer_repeat=5)
-            results[eng]["layers"] = [lt.__dict__ | {"gflops": lt.gflops} for lt in rep.layers]
+    mods = {eng: p.info["module"] for eng, p in prepared.items() if eng == "rt3d" or eng.startswith("rt3d-")}
+    for eng, layers in interleaved_layer_times(mods, x, min(rounds, LAYER_ROUNDS)).items():
+        results[eng]["layers"] = [lt.__dict__ | {"gflops": lt.gflops} for lt in layers]
     for p in prepared.values():
         p.close()
     return {"macs": macs, "input_shape": list(shape), "engines": results}
+
+
+def interleaved_layer_times(mods: dict, x, rounds: int) -> dict:
+    """Every kernel of each rt3d module (name -> Module) timed alone, the modules taking turns over ``rounds``
+    rounds, and each kernel's median over the rounds: the sparse/dense ratio of a layer compares kernels timed at the
+    same moments of a shared machine (timed one module after the other, R(2+1)D's dense temporal convs once ran
+    twice as fast as in the next two runs and moved the ratio of those layers from 1.0 to 0.67)."""
+    from rt3d.runtime.module import LayerTime
+    rounds = max(1, rounds)
+    times: dict[str, list[list]] = {name: [] for name in mods}
+    for _ in range(rounds):
+        for name, mod in mods.items():
+            times[name].append(mod.layer_times(x, layer_repeat=3))
+    out = {}
+    for name, per_round in times.items():
+        out[name] = [LayerTime(lt.kernel, lt.op, lt.impl, statistics.median(r[k].ms for r in per_round), lt.macs,
+                               lt.node) for k, lt in enumerate(per_round[0])]
+    return out
 
 
 def write_reports(res: dict, out: Path) -> None:
@@ -167,6 +186,9 @@ def sparse_markdown(res: dict) -> list[str]:
         wr = sum(r * w for r, w in zip(ratios, weights)) / sum(weights) if weights else float("nan")
         van_ms = van.get("median_ms")
         kv = f"{kgs['median_ms'] / van_ms:.2f}" if van_ms else "-"
+        if van_ms and len(kgs["runs_ms"]) == len(van["runs_ms"]) > 1:
+            # the two timed one after the other in each round: the median of the rounds' ratios
+            kv += f" ({statistics.median(k / v for k, v in zip(kgs['runs_ms'], van['runs_ms'])):.2f} by round)"
         rows.append(f"| {name} | {rate}x (layers at {kgs['info']['layer_density']:.0%} density) | "
                     f"{dense['median_ms']:.0f} | {kgs['median_ms']:.0f} | "
                     f"{f'{van_ms:.0f}' if van_ms else '-'} | {speed:.2f}x ({speed / rate:.2f} of the rate) | "

@@ -19,7 +19,7 @@ def bench_module(monkeypatch):
 
 def test_peer_benchmark_harness_on_a_small_model(tmp_path, bench_module):
     out = tmp_path / "results"
-    rc = bench_module.main(["--models", "r2plus1d_small", "--engines", "rt3d,onnxruntime,pytorch,rt3d-kgs",
+    rc = bench_module.main(["--models", "r2plus1d_small", "--engines", "rt3d,onnxruntime,pytorch,rt3d-kgs,rt3d-vanilla",
                             "--rounds", "2", "--warmup", "1", "--out", str(out), "--cache", str(tmp_path / "cache")])
     assert rc == 0
     res = json.loads((out / "peer.json").read_text())
@@ -31,6 +31,12 @@ def test_peer_benchmark_harness_on_a_small_model(tmp_path, bench_module):
     table = (out / "peer.md").read_text()
     assert "| r2plus1d_small" in table and "rt3d conv layers" in table
     assert "Pruned models" in table and m["engines"]["rt3d-kgs"]["info"]["flops_reduction"] == 2.0
+    assert "by round)" in table  # KGS/Vanilla also as the median of the rounds' ratios
+    # the per-kernel times of the rt3d engines (timed in turns): one per kernel of each module
+    for eng in ("rt3d", "rt3d-kgs", "rt3d-vanilla"):
+        layers = m["engines"][eng]["layers"]
+        assert layers and all(lt["ms"] > 0 for lt in layers)
+        assert any(lt["op"] == "sparse_conv3d" for lt in layers) == (eng != "rt3d")
     assert bench_module.main(["--report-only", "--out", str(out)]) == 0
 
 

@@ -232,9 +232,33 @@ class Module:
             runs.append((time.perf_counter() - t0) * 1e3)
         report = BenchmarkReport(statistics.median(runs), runs, self.macs, layer_mode=layer_mode)
         if per_layer:
-            report.layers = (self._layer_times(layer_repeat) if layer_mode == "alone"
-                             else self._in_model_times(args, layer_repeat))
+            report.layers = self._kernel_times(args, layer_repeat, layer_mode)
         return report
+
+    def layer_times(self, *inputs: np.ndarray, layer_repeat: int = 5, layer_mode: str = "alone") -> list[LayerTime]:
+        """Each kernel's median time as in ``benchmark(per_layer=True)``, without the end-to-end runs: for
+        benchmarks that interleave the kernels of several modules round by round (CPU modules)."""
+        if layer_mode not in ("alone", "in-model"):
+            raise InputError(f"layer_mode must be 'alone' or 'in-model', got {layer_mode!r}")
+        if self._emulated():
+            raise Rt3dError(f"module for '{self.target}' runs here only under emulation (qemu): time its kernels on "
+                            "the device")
+        if self.meta.get("emulate") == "pyopencl":
+            raise Rt3dError(f"layer_times times CPU kernels; the '{self.target}' module's OpenCL kernels are timed "
+                            "by benchmark(per_layer=True) (the device's own profiling)")
+        import tvm
+        arrays = self._check_inputs(inputs, {}) if inputs else [
+            np.random.default_rng(0).standard_normal(s["shape"]).astype(s["dtype"]) for s in self.inputs]
+        with self._lock:
+            self._ensure_vm()
+            args = [tvm.runtime.tensor(a) for a in arrays] + self._param_tensors
+            if layer_mode == "in-model":
+                self._vm["main"](*args)  # warm, as benchmark's warm-up runs do
+            return self._kernel_times(args, layer_repeat, layer_mode)
+
+    def _kernel_times(self, args: list, layer_repeat: int, layer_mode: str) -> list[LayerTime]:
+        return (self._layer_times(layer_repeat) if layer_mode == "alone"
+                else self._in_model_times(args, layer_repeat))
 
     def _in_model_times(self, args: list, passes: int) -> list[LayerTime]:
         """Each kernel's median time over ``passes`` passes through the model in order (after one untimed pass),

@@ -80,6 +80,20 @@ def test_benchmark_times_kernels_in_the_model(small):
         mod.benchmark(rand(*shape), layer_mode="chained")
 
 
+def test_layer_times_without_end_to_end_runs(small):
+    """layer_times gives the per-kernel times of benchmark(per_layer=True) alone, in both modes, for benchmarks that
+    interleave several modules' kernels; a wrong input shape or mode is an input error."""
+    _, shape, mod = small
+    for mode in ("alone", "in-model"):
+        lts = mod.layer_times(rand(*shape), layer_repeat=2, layer_mode=mode)
+        assert [lt.kernel for lt in lts] == [layer.kernel for layer in mod.layers] and all(lt.ms > 0 for lt in lts)
+    assert [lt.kernel for lt in mod.layer_times(layer_repeat=1)] == [layer.kernel for layer in mod.layers]
+    with pytest.raises(rt3d.InputError, match="must have shape"):
+        mod.layer_times(rand(1, 2, 3))
+    with pytest.raises(rt3d.InputError, match="'chained'"):
+        mod.layer_times(layer_mode="chained")
+
+
 def test_multiple_outputs_and_named_inputs():
     m = make_model([N("Relu", ["a"], ["r"]), N("Add", ["a", "b"], ["s"])], {"a": (2, 3), "b": (2, 3)}, ["r", "s"])
     mod = rt3d.build(m)
