@@ -87,6 +87,36 @@ def test_sparse_layer_and_pair_benchmarks(tmp_path, bench_module):
         sep_pairs.main(["--only", "frobnitz", "--out", str(out)])
 
 
+def test_gpu_benchmark_prepares_and_runs(tmp_path, bench_module):
+    """bench/gpu_opencl.py end to end on PoCL (the GPU run's script, not its timings): a model with synthetic weights
+    (zeroed in transit, refilled from the hash at recorded RMS, checked against PoCL's own output) and one with real
+    weights checked against onnxruntime; float16 artifacts are refused here (PoCL has no cl_khr_fp16) and say so."""
+    pytest.importorskip("pyopencl")
+    import gpu_opencl
+    arts = tmp_path / "arts"
+    assert gpu_opencl.main(["prepare", str(arts), "--models", "c3d_small", "--small", "s3d_small",
+                            "--schemes", "kgs(8x4)"]) == 0
+    art = arts / "c3d_small-kgs-fp32"
+    meta = json.loads((art / "meta.json").read_text())
+    blob = (art / "weights.bin").read_bytes()
+    floats = [p for p in meta["params"] if p["dtype"].startswith("float")]
+    assert floats and not any(blob[p["offset"]:p["offset"] + p["nbytes"]].strip(b"\0") for p in floats)
+    rms = json.loads((art / "synthetic.json").read_text())["rms"]
+    assert rms == json.loads((arts / "c3d_small-kgs-fp16" / "synthetic.json").read_text())["rms"]  # the twin's
+    w = gpu_opencl.synthetic(3, 100000, 0.5, "float32")
+    assert abs(float(w.std()) - 0.5) < 0.01 and abs(float(w.mean())) < 0.01
+    assert (tmp_path / "arts.tar.gz").stat().st_size < 2**20 * 8
+    rc = gpu_opencl.main(["run", str(arts), "--out", str(tmp_path / "out"), "--repeat", "2", "--warmup", "1"])
+    res = json.loads((tmp_path / "out" / "gpu.json").read_text())["models"]
+    assert set(res) == {"c3d_small-kgs-fp32", "c3d_small-kgs-fp16", "s3d_small-kgs-fp32", "s3d_small-kgs-fp16"}
+    for key in ("c3d_small-kgs-fp32", "s3d_small-kgs-fp32"):
+        assert res[key]["check"]["ok"] and res[key]["kernel_ms"] > 0 and res[key]["sparse_layers"] > 0
+    assert res["s3d_small-kgs-fp32"]["reference"].startswith("onnxruntime")
+    assert all("cl_khr_fp16" in res[k]["error"] for k in res if k.endswith("fp16"))
+    assert rc == 1  # the refused float16 runs
+    assert "| c3d_small | fp32 | kgs |" in (tmp_path / "out" / "gpu.md").read_text()
+
+
 def test_unknown_engine_is_an_error(bench_module, capsys):
     with pytest.raises(SystemExit):
         bench_module.main(["--engines", "rt3d,frobnitz"])

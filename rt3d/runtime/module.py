@@ -343,7 +343,8 @@ class Module:
         """Write a deployable artifact folder (atomically): the library (model.so, or model.tar of object files when
         no device linker is configured), weights.bin with params.txt (dtype, offset, bytes and shape per weight),
         io.txt (inputs and outputs), meta.json (inputs/outputs/shapes/target/rt3d version, layers), graph.rt3d and
-        runner/ (the C++ runner's source and build script)."""
+        runner/ (the C++ runner's source and build script); android-gpu adds kernels.cl and run_opencl.py (runs the
+        kernels with numpy and pyopencl alone)."""
         directory = Path(directory)
         directory.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
@@ -372,6 +373,8 @@ class Module:
             (tmp / "graph.rt3d").write_text(self.graph_text)
             if self.opencl_source is not None:
                 (tmp / "kernels.cl").write_text(self.opencl_source)
+                from ..targets.opencl import launcher  # runs the artifact with numpy and pyopencl alone
+                shutil.copyfile(launcher.__file__, tmp / "run_opencl.py")
             from ..targets.arm_neon.deploy import RUNNER_DIR
             shutil.copytree(RUNNER_DIR, tmp / "runner", ignore=shutil.ignore_patterns("rt3d_runner", "__pycache__"))
             if directory.exists():
@@ -399,14 +402,8 @@ def load(directory: str | os.PathLike) -> Module:
     if meta.get("artifact_version") != ARTIFACT_VERSION:
         raise Rt3dError(f"'{directory}': artifact version {meta.get('artifact_version')} is not supported "
                         f"(this rt3d reads version {ARTIFACT_VERSION})")
-    blob = (directory / "weights.bin").read_bytes()
-    params = []
-    for spec in meta["params"]:
-        if spec["offset"] + spec["nbytes"] > len(blob):
-            raise Rt3dError(f"'{directory}': weights.bin is truncated ({len(blob)} bytes, a weight ends at "
-                            f"{spec['offset'] + spec['nbytes']})")
-        params.append(np.frombuffer(blob, dtype=spec["dtype"], count=int(np.prod(spec["shape"], dtype=np.int64)),
-                                    offset=spec["offset"]).reshape(spec["shape"]).copy())
+    from ..targets.opencl.launcher import read_params  # the one reader, also in android-gpu artifacts' runner
+    params = read_params(directory, meta)
     library = directory / meta.get("library", "model.so")
     lib = tvm.runtime.load_module(str(library)) if meta.get("runs_here", True) else None
     text = (directory / "graph.rt3d").read_text() if (directory / "graph.rt3d").exists() else ""

@@ -93,6 +93,52 @@ def test_launch_plan_and_artifact(tmp_path, monkeypatch):
     assert "device:" in str(report)
 
 
+_STANDALONE = """
+import runpy, sys
+sys.argv = sys.argv[1:]
+try:
+    runpy.run_path(sys.argv[0], run_name="__main__")
+    code = 0
+except SystemExit as e:
+    code = e.code
+leaked = sorted(m for m in sys.modules if m.split(".")[0] in ("rt3d", "tvm", "tvm_ffi"))
+sys.exit(f"the runner imported {leaked}" if leaked else code)
+"""
+
+
+def test_artifact_runs_without_rt3d_or_tvm(tmp_path):
+    """run_opencl.py in an android-gpu artifact runs the model with numpy and pyopencl alone (for a GPU machine
+    without TVM): its output checked against onnxruntime, its timings as JSON, and bad input named."""
+    import subprocess
+    import sys
+    model, shape = get_model("s3d_small")
+    data = export_onnx(model, shape)
+    art = rt3d.build(data, target="android-gpu").export(tmp_path / "art")
+    x = np.random.default_rng(6).standard_normal(shape).astype(np.float32)
+    np.save(tmp_path / "x.npy", x)
+    np.save(tmp_path / "ref.npy", _reference(data, x))
+    np.save(tmp_path / "wrong.npy", _reference(data, x) + 1)
+
+    def runner(*args):
+        return subprocess.run([sys.executable, "-c", _STANDALONE, str(art / "run_opencl.py"), str(art), *args],
+                              capture_output=True, text=True, cwd=tmp_path, timeout=600)
+
+    res = runner("--input", "x.npy", "--expect", "ref.npy", "--repeat", "2", "--warmup", "1", "--json", "r.json")
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "ok" in res.stdout and "GFLOP/s in the kernels" in res.stdout
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert report["check"]["ok"] and report["median_ms"] > 0 and len(report["runs_ms"]) == 2
+    assert len(report["layers"]) == len(json.loads((art / "meta.json").read_text())["layers"])
+    assert abs(sum(lay["ms"] for lay in report["layers"]) - report["kernel_ms"]) < 1e-6
+    res = runner("--input", "x.npy", "--expect", "wrong.npy", "--repeat", "0")
+    assert res.returncode == 1 and "MISMATCH" in res.stdout
+    np.save(tmp_path / "bad.npy", x[:, :, :2])
+    res = runner("--input", "bad.npy", "--repeat", "0")
+    assert res.returncode == 2 and "input 'input' must have shape" in res.stderr
+    res = runner(str(tmp_path), "--repeat", "0")  # a second positional: argparse names it
+    assert res.returncode == 2
+
+
 def test_fp16_kernels():
     """android-gpu-fp16: every tensor float16, conv sums accumulated in float32. Run where the device has
     cl_khr_fp16 (tolerance 3e-2 of the output's range: float16 keeps 11 significant bits); PoCL's CPU device has

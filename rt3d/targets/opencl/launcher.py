@@ -5,17 +5,33 @@ TVM's runtime here has no OpenCL, so rt3d launches the kernels itself, in graph 
 comes from its ``__kernel void`` signature (TVM orders the buffers by name there, not as the function lists them).
 On this machine pyopencl finds PoCL's CPU device (correctness, not speed); with a GPU's OpenCL driver installed, the
 same launcher runs there (``RT3D_OPENCL_DEVICE`` picks a device by a substring of its name or platform).
+
+This file is also the artifact's own runner: ``Module.export`` copies it into an android-gpu artifact as
+``run_opencl.py``, which needs only numpy and pyopencl (no rt3d, no TVM), for a machine with a GPU's OpenCL driver::
+
+    python c3d-gpu/run_opencl.py c3d-gpu --repeat 20 --json c3d-gpu.json
 """
 from __future__ import annotations
 
+import argparse
+import json
 import os
 import re
+import statistics
+import sys
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
-from ...errors import BuildError, Rt3dError
+try:
+    from ...errors import BuildError, Rt3dError
+except ImportError:  # run as an artifact's run_opencl.py, without the rt3d package
+    class Rt3dError(RuntimeError):
+        """What went wrong running an artifact (rt3d.Rt3dError inside rt3d)."""
+
+    BuildError = Rt3dError
 
 _SIGNATURE = re.compile(r"__kernel\s+void\s+(\w+)\s*\(([^)]*)\)")
 _BINDING = re.compile(r'T\.thread_binding\((\d+), thread="(blockIdx|threadIdx)\.([xyz])"\)')
@@ -81,6 +97,47 @@ def _device(cl):
 class KernelTime:
     kernel: str
     ms: float
+
+
+@dataclass
+class ArtifactLayer:
+    """What the launcher needs of a layer (rt3d.targets.lower.LayerInfo's fields, read from meta.json)."""
+
+    kernel: str
+    op: str
+    impl: str
+    args: list
+    out_shape: tuple
+    out_dtype: str
+    macs: int
+
+
+def read_params(directory: Path, meta: dict) -> list[np.ndarray]:
+    """The weights of an artifact folder: weights.bin sliced as meta.json's params say (rt3d.load reads them so too)."""
+    blob = (directory / "weights.bin").read_bytes()
+    params = []
+    for spec in meta["params"]:
+        if spec["offset"] + spec["nbytes"] > len(blob):
+            raise Rt3dError(f"'{directory}': weights.bin is truncated ({len(blob)} bytes, a weight ends at "
+                            f"{spec['offset'] + spec['nbytes']})")
+        count = int(np.prod(spec["shape"], dtype=np.int64))
+        params.append(np.frombuffer(blob, dtype=spec["dtype"], count=count, offset=spec["offset"])
+                      .reshape(spec["shape"]).copy())
+    return params
+
+
+def read_artifact(directory) -> tuple[dict, str, list[np.ndarray], list[ArtifactLayer]]:
+    """meta.json, kernels.cl, the weights and the layers of an android-gpu artifact written by Module.export."""
+    directory = Path(directory)
+    if not (directory / "meta.json").is_file():
+        raise Rt3dError(f"'{directory}' is not an rt3d artifact (no meta.json)")
+    meta = json.loads((directory / "meta.json").read_text())
+    if "opencl_plan" not in meta or not (directory / "kernels.cl").is_file():
+        raise Rt3dError(f"'{directory}' holds no OpenCL kernels (target '{meta.get('target')}'; build it for "
+                        "android-gpu or android-gpu-fp16)")
+    layers = [ArtifactLayer(d["kernel"], d["op"], d["impl"], [tuple(a) for a in d["args"]], tuple(d["out_shape"]),
+                            d.get("out_dtype", "float32"), d["macs"]) for d in meta["layers"]]
+    return meta, (directory / "kernels.cl").read_text(), read_params(directory, meta), layers
 
 
 class OpenCLLauncher:
@@ -149,12 +206,94 @@ class OpenCLLauncher:
         return outs, times
 
     def benchmark(self, inputs: list[np.ndarray], repeat: int = 10, warmup: int = 2) -> tuple[list[float], list]:
-        """Wall times (ms) of whole runs and the per-kernel device times of the last run."""
+        """Wall times (ms) of whole runs (input upload, the kernels, output download) and every kernel's median
+        device time over the runs."""
         for _ in range(warmup):
             self.run(inputs)
-        runs, times = [], []
+        runs, per_run = [], []
         for _ in range(repeat):
             t0 = time.perf_counter()
             _, times = self.run(inputs, profile=True)
             runs.append((time.perf_counter() - t0) * 1e3)
-        return runs, times
+            per_run.append(times)
+        return runs, [KernelTime(p["kernel"], statistics.median(t[i].ms for t in per_run))
+                      for i, p in enumerate(self.plan)]
+
+
+def main(argv=None) -> int:
+    """run_opencl.py: run an android-gpu artifact on an OpenCL device, check its output, time it."""
+    ap = argparse.ArgumentParser(prog="run_opencl.py", description=main.__doc__)
+    ap.add_argument("artifact", help="the folder Module.export wrote (rt3d compile ... --target android-gpu)")
+    ap.add_argument("--input", action="append", default=[], metavar="NPY",
+                    help="an input array (.npy), once per model input in order; default: seeded standard normal")
+    ap.add_argument("--expect", metavar="NPY", help="the expected first output (.npy): exit 1 when it differs")
+    ap.add_argument("--rtol", type=float, default=1e-4)
+    ap.add_argument("--atol", type=float, help="default: rtol times the largest expected magnitude")
+    ap.add_argument("--repeat", type=int, default=20, help="timed runs (0: run once, no timing)")
+    ap.add_argument("--warmup", type=int, default=3)
+    ap.add_argument("--device", help="a substring of the OpenCL device or platform name (RT3D_OPENCL_DEVICE)")
+    ap.add_argument("--save-output", metavar="NPY", help="write the first output here")
+    ap.add_argument("--json", metavar="PATH", help="write the timings and the check as JSON here")
+    args = ap.parse_args(argv)
+    if args.device:
+        os.environ["RT3D_OPENCL_DEVICE"] = args.device
+    try:
+        meta, source, params, layers = read_artifact(args.artifact)
+        inputs = _inputs(meta, args.input)
+        launcher = OpenCLLauncher(source, meta["opencl_plan"], layers, params, meta["output_layers"])
+        out = launcher.run(inputs)[0]
+    except Rt3dError as e:
+        print(f"run_opencl.py: {e}", file=sys.stderr)
+        return 2
+    result = {"artifact": str(args.artifact), "model": meta.get("name"), "target": meta.get("target"),
+              "device": launcher.device_name, "macs": meta.get("macs")}
+    print(f"{meta.get('name')} ({meta.get('target')}) on {launcher.device_name}")
+    if args.save_output:
+        np.save(args.save_output, out)
+    ok = True
+    if args.expect:
+        ref = np.load(args.expect)
+        atol = args.atol if args.atol is not None else args.rtol * float(np.abs(ref).max())
+        err = float(np.abs(out.astype(np.float64) - ref).max()) if out.shape == ref.shape else float("inf")
+        ok = out.shape == ref.shape and bool(np.allclose(out, ref, rtol=args.rtol, atol=atol))
+        result["check"] = {"max_abs_err": err, "rtol": args.rtol, "atol": atol, "ok": ok}
+        print(f"output vs {args.expect}: max abs error {err:.3g} ({'ok' if ok else 'MISMATCH'}, rtol {args.rtol}, "
+              f"atol {atol:.3g})")
+    if args.repeat > 0:
+        runs, ktimes = launcher.benchmark(inputs, repeat=args.repeat, warmup=args.warmup)
+        kernel_ms = sum(k.ms for k in ktimes)
+        result.update(median_ms=statistics.median(runs), runs_ms=runs, kernel_ms=kernel_ms,
+                      layers=[{"kernel": lay.kernel, "op": lay.op, "impl": lay.impl, "macs": lay.macs, "ms": k.ms}
+                              for lay, k in zip(layers, ktimes)])
+        gflop = 2 * meta.get("macs", 0) / 1e9
+        print(f"latency: median {result['median_ms']:.3f} ms over {len(runs)} runs (wall: upload, kernels, "
+              f"download); kernels {kernel_ms:.3f} ms (device time, median per kernel); "
+              f"{gflop:.2f} GFLOP, {gflop / kernel_ms * 1e3:.1f} GFLOP/s in the kernels")
+        for lay, k in sorted(zip(layers, ktimes), key=lambda lk: -lk[1].ms)[:10]:
+            rate = f"{2 * lay.macs / (k.ms * 1e6):.1f}" if lay.macs and k.ms > 0 else "-"
+            print(f"  {lay.kernel:<24}{lay.op:<16}{k.ms:>9.3f} ms{rate:>9} GFLOP/s  {lay.impl}")
+    if args.json:
+        tmp = Path(args.json).with_name(Path(args.json).name + ".tmp")
+        tmp.write_text(json.dumps(result, indent=1))
+        os.replace(tmp, args.json)
+    return 0 if ok else 1
+
+
+def _inputs(meta: dict, paths: list[str]) -> list[np.ndarray]:
+    specs = meta["inputs"]
+    if paths and len(paths) != len(specs):
+        raise Rt3dError(f"the model takes {len(specs)} inputs ({[s['name'] for s in specs]}), got {len(paths)}")
+    if not paths:
+        rng = np.random.default_rng(0)
+        return [rng.standard_normal(s["shape"]).astype(s["dtype"]) for s in specs]
+    out = []
+    for path, s in zip(paths, specs):
+        x = np.load(path)
+        if list(x.shape) != list(s["shape"]):
+            raise Rt3dError(f"input '{s['name']}' must have shape {s['shape']}, '{path}' has {list(x.shape)}")
+        out.append(np.ascontiguousarray(x, dtype=s["dtype"]))
+    return out
+
+
+if __name__ == "__main__":
+    sys.exit(main())
