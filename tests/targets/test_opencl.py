@@ -48,6 +48,11 @@ def test_sparse_kernels_match_onnxruntime(sparsity):
     sparse = [lay for lay in mod.layers if lay.op == "sparse_conv3d"]
     assert sparse and all("gpu_ell" in lay.impl for lay in sparse)
     assert any("Gemm" in lay.node for lay in sparse), "the pruned fully connected layer ran dense"
+    if sparsity != "filter":  # a thread computes a row block's filters (they share its columns)
+        gm = sparsity.split("(")[1].split("x")[0]
+        assert any(f"tile={gm}x" in lay.impl for lay in sparse), [lay.impl for lay in sparse]
+    else:  # filters permuted by reorder-kernel-groups: one filter per thread, through row_of
+        assert any("tile=1x" in lay.impl and "perm=" in lay.node for lay in sparse)
     ref = _reference(data, x)
     np.testing.assert_allclose(mod.run(x), ref, rtol=1e-4, atol=1e-4 * float(np.abs(ref).max()))
 

@@ -6,7 +6,8 @@ registers over (channels, kernel positions); threads are grouped into work-group
 Sparse: the packed KGS weight (``rt3d.ir.sparsity.Packed``) is re-laid out at build time as ELL: every row block's
 kept (channel block, position) columns padded with zero columns to the longest row block, so the column loop has one
 trip count and no per-thread bookkeeping (GPUs prefer it; the padding costs the imbalance between row blocks). A
-thread computes one filter x ``tw`` output columns, reading only its row block's kept columns.
+thread computes the gM filters of one row block x ``tw`` output columns (one filter when reorder-kernel-groups
+permuted the filters), reading only its row block's kept columns.
 """
 from __future__ import annotations
 
@@ -130,8 +131,13 @@ def lower_sparse_conv3d(node: Node, target) -> Kernel:
     j = te.reduce_axis((0, K), name="j")
     ci = te.reduce_axis((0, gn), name="ci")
 
+    # without a filter permutation, the filters of a row block are consecutive: one thread computes all gm of them
+    # (they share the block's columns, so every input value and column index it loads serves gm filters), as the
+    # dense kernel's 4-filter tile does; with one, row_of maps a filter to its row, one filter per thread
+    tm = gm if not a.perm and M % gm == 0 else 1
+
     def acc_f(n, m, *o):
-        row = Row[m]
+        row = Row[m] if tm == 1 else m
         blk = row // gm
         col = Cc[blk, j]
         q, s = col // S, col % S
@@ -147,20 +153,26 @@ def lower_sparse_conv3d(node: Node, target) -> Kernel:
     def out_f(*idx):
         return _round(epilogue(node, acc[idx], idx[1], idx, B, R), odt)
     Y = te.compute(node.output.type.shape, out_f, name="out")
-    args = [X, V, Cc, Row] + [t for t in (B, R) if t is not None] + [Y]
+    args = [X, V, Cc] + ([Row] if tm == 1 else []) + [t for t in (B, R) if t is not None] + [Y]
     sch = tvm.s_tir.Schedule(make_func(args, "main"))
     sch.compute_inline(sch.get_sblock("pad"))
     tw = 2 if sp_out and sp_out[-1] >= 2 else 1  # no spatial dims (a fully connected layer): one output
     blk = sch.get_sblock("conv")
     loops = sch.get_loops(blk)
     spatial, red = loops[:2 + r], loops[2 + r:]
-    wo, wi = sch.split(spatial[-1], [None, tw])
-    sch.reorder(*spatial[:-1], wo, *red, wi)
-    tx = bind_threads(sch, list(spatial[:-1]) + [wo], target.gpu_threads)
+    mo, mi = sch.split(spatial[1], [None, tm])
+    if r:
+        wo, wi = sch.split(spatial[-1], [None, tw])
+        outer, inner = [spatial[0], mo, *spatial[2:-1], wo], [mi, wi]
+    else:  # a fully connected layer: (n, m) alone
+        outer, inner = [spatial[0], mo], [mi]
+    sch.reorder(*outer, *red, *inner)
+    tx = bind_threads(sch, outer, target.gpu_threads)
     sch.reverse_compute_at(sch.get_sblock("out"), tx)
     sch.set_scope(blk, 0, "local")
-    sch.unroll(wi)
+    for loop in inner:
+        sch.unroll(loop)
     sch.decompose_reduction(blk, red[0])
     extra = [node.inputs[i] for i in range(3, len(node.inputs))]
-    return Kernel(sch.mod["main"], [x, vals, ecols, row_of] + extra,
-                  f"sparse_conv3d.gpu_ell({a.sparsity}, {P} row blocks x {K} columns, tile=1x{tw})")
+    return Kernel(sch.mod["main"], [x, vals, ecols] + ([row_of] if tm == 1 else []) + extra,
+                  f"sparse_conv3d.gpu_ell({a.sparsity}, {P} row blocks x {K} columns, tile={tm}x{tw})")
