@@ -209,6 +209,8 @@ def run(root: Path, out: Path, repeat: int, warmup: int, only: str | None) -> di
                          layers=[{"kernel": lay.kernel, "op": lay.op, "impl": lay.impl, "macs": lay.macs, "ms": k.ms}
                                  for lay, k in zip(layers, ktimes)])
             res.setdefault("device", launcher.device_name)
+            d = launcher.device
+            res.setdefault("device_version", f"{d.version}; driver {d.driver_version}")
             print(f"[run] {art.name}: {entry['kernel_ms']:.3f} ms kernels, {entry['median_ms']:.3f} ms wall, "
                   f"check {entry.get('check', {}).get('ok')}", flush=True)
         except Exception as e:  # noqa: BLE001  (one artifact's failure is recorded; the others still run)
