@@ -117,6 +117,25 @@ def test_gpu_benchmark_prepares_and_runs(tmp_path, bench_module):
     assert "| c3d_small | fp32 | kgs |" in (tmp_path / "out" / "gpu.md").read_text()
 
 
+def test_gpu_run_script(tmp_path, bench_module):
+    """bench/gpu_run.sh, the GPU side in one command, on PoCL: unpacks what prepare packed, runs and checks it."""
+    pytest.importorskip("pyopencl")
+    import os
+    import subprocess
+    import sys
+    import gpu_opencl
+    assert gpu_opencl.main(["prepare", str(tmp_path / "arts"), "--models", "", "--small", "c3d_small",
+                            "--schemes", "dense", "--targets", "android-gpu"]) == 0
+    res = subprocess.run(["bash", str(BENCH / "gpu_run.sh"), str(tmp_path / "arts.tar.gz"), str(tmp_path / "out")],
+                         env=dict(os.environ, PYTHON=sys.executable, REPEAT="1"), capture_output=True, text=True,
+                         timeout=600)
+    assert res.returncode == 0, res.stdout + res.stderr
+    out = json.loads((tmp_path / "out" / "gpu.json").read_text())["models"]["c3d_small-dense-fp32"]
+    assert out["check"]["ok"] and len(out["runs_ms"]) == 1 and (tmp_path / "out" / "run.log").is_file()
+    res = subprocess.run(["bash", str(BENCH / "gpu_run.sh")], capture_output=True, text=True)
+    assert res.returncode == 2 and "usage" in res.stderr
+
+
 def test_unknown_engine_is_an_error(bench_module, capsys):
     with pytest.raises(SystemExit):
         bench_module.main(["--engines", "rt3d,frobnitz"])
