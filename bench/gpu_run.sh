@@ -5,7 +5,11 @@
 # ARTS.tar.gz is what `bench/gpu_opencl.py prepare DIR` packed (DIR.tar.gz); WHEELS_DIR, when given, holds the wheels
 # of pyopencl and its needs (pytools, platformdirs, siphash24), installed into a private folder; where no OpenCL ICD
 # is registered and NVIDIA's driver library is found, it is registered for this run only (containers often mount the
-# driver without /etc/OpenCL/vendors). Writes OUT/gpu.json, OUT/gpu.md and OUT/run.log.
+# driver without /etc/OpenCL/vendors). Writes OUT/gpu.json, OUT/gpu.md and OUT/run.log. Wheels for a GPU machine
+# with Python 3.12 and no network, fetched beforehand where PyPI is reachable:
+#   python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+#     --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
+#     -d WHEELS_DIR pyopencl pytools platformdirs siphash24
 set -euo pipefail
 [ $# -ge 2 ] || { echo "usage: bash bench/gpu_run.sh ARTS.tar.gz OUT [WHEELS_DIR]" >&2; exit 2; }
 ARTS=$1 OUT=$2 WHEELS=${3:-}
