@@ -125,9 +125,8 @@ def prepare(out: Path, models, small, schemes, targets) -> None:
                     ref = ort.InferenceSession(blob, providers=["CPUExecutionProvider"]).run(None, {"input": x})[0]
                     info.update(reference="onnxruntime (real weights)")
                 else:
-                    meta = json.loads((art / "meta.json").read_text())
                     runner = load_runner(art)
-                    params = runner.read_params(art, meta)
+                    meta, source, params, layers = runner.read_artifact(art)
                     floats = [i for i, p in enumerate(params) if p.dtype.kind == "f"]
                     same = twin is not None and [p.shape for p in params] == twin["shapes"]
                     spec = {"rms": twin["spec"]["rms"] if same else
@@ -135,7 +134,9 @@ def prepare(out: Path, models, small, schemes, targets) -> None:
                     (art / "synthetic.json").write_text(json.dumps(spec))
                     _zero_floats(art / "weights.bin", meta, floats)
                     if not fp16:
-                        ref = _pocl_reference(runner, art, meta, params, spec, x)
+                        # on this machine's OpenCL device (PoCL), with the weights the GPU side will make
+                        ref = runner.OpenCLLauncher(source, meta["opencl_plan"], layers, fill_synthetic(params, spec),
+                                                    meta["output_layers"]).run([x])[0]
                         twin = {"spec": spec, "shapes": [p.shape for p in params], "ref": ref}
                         info.update(reference="PoCL, same artifact and synthetic weights")
                     elif same:
@@ -171,13 +172,6 @@ def _zero_floats(path: Path, meta: dict, floats: list[int]) -> None:
     path.write_bytes(bytes(blob))
 
 
-def _pocl_reference(runner, art: Path, meta: dict, params, spec: dict, x: np.ndarray) -> np.ndarray:
-    _, source, _, layers = runner.read_artifact(art)
-    launcher = runner.OpenCLLauncher(source, meta["opencl_plan"], layers, fill_synthetic(params, spec),
-                                     meta["output_layers"])
-    return launcher.run([x])[0]
-
-
 # ---- run (on the GPU machine) --------------------------------------------------------------------------------
 def run(root: Path, out: Path, repeat: int, warmup: int, only: str | None) -> dict:
     out.mkdir(parents=True, exist_ok=True)
@@ -197,17 +191,13 @@ def run(root: Path, out: Path, repeat: int, warmup: int, only: str | None) -> di
             x = np.load(art / "input.npy") if (art / "input.npy").is_file() else \
                 synthetic_input(meta["inputs"][0]["shape"], meta["inputs"][0]["dtype"])
             y = launcher.run([x])[0]
-            if (art / "expected.npy").is_file():
+            if (art / "expected.npy").is_file():  # float16: within info["rtol"] of the output's range alone
                 ref = np.load(art / "expected.npy").astype(np.float64)
-                atol = info["rtol"] * float(np.abs(ref).max())
-                err = float(np.abs(y.astype(np.float64) - ref).max())
-                entry["check"] = {"max_abs_err": err, "atol": atol, "rtol": 0 if "fp16" in art.name else 1e-4,
-                                  "ok": bool(np.allclose(y, ref, rtol=0 if "fp16" in art.name else 1e-4, atol=atol))}
+                entry["check"] = runner.compare(y, ref, 0 if "fp16" in art.name else 1e-4,
+                                                info["rtol"] * float(np.abs(ref).max()))
             runs, ktimes = launcher.benchmark([x], repeat=repeat, warmup=warmup)
             entry.update(device=launcher.device_name, median_ms=statistics.median(runs), runs_ms=runs,
-                         kernel_ms=sum(k.ms for k in ktimes),
-                         layers=[{"kernel": lay.kernel, "op": lay.op, "impl": lay.impl, "macs": lay.macs, "ms": k.ms}
-                                 for lay, k in zip(layers, ktimes)])
+                         kernel_ms=sum(k.ms for k in ktimes), layers=runner.layer_rows(layers, ktimes))
             res.setdefault("device", launcher.device_name)
             d = launcher.device
             res.setdefault("device_version", f"{d.version}; driver {d.driver_version}")

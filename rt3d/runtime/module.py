@@ -199,10 +199,8 @@ class Module:
         ``"in-model"``, the kernels run one after another in the model's order on the previous kernels' outputs,
         ``layer_repeat`` passes, each timed where it runs (cold inputs and weights as in a real run: where the time
         that end to end adds over the kernels alone goes). GPU modules report their device's kernel times."""
-        if layer_mode not in ("alone", "in-model"):
-            raise InputError(f"layer_mode must be 'alone' or 'in-model', got {layer_mode!r}")
-        arrays = self._check_inputs(inputs, {}) if inputs else [
-            np.random.default_rng(0).standard_normal(s["shape"]).astype(s["dtype"]) for s in self.inputs]
+        _check_layer_mode(layer_mode)
+        arrays = self._inputs_or_random(inputs)
         with self._lock:
             return self._benchmark(arrays, repeat, warmup, per_layer, layer_repeat, layer_mode)
 
@@ -238,8 +236,7 @@ class Module:
     def layer_times(self, *inputs: np.ndarray, layer_repeat: int = 5, layer_mode: str = "alone") -> list[LayerTime]:
         """Each kernel's median time as in ``benchmark(per_layer=True)``, without the end-to-end runs: for
         benchmarks that interleave the kernels of several modules round by round (CPU modules)."""
-        if layer_mode not in ("alone", "in-model"):
-            raise InputError(f"layer_mode must be 'alone' or 'in-model', got {layer_mode!r}")
+        _check_layer_mode(layer_mode)
         if self._emulated():
             raise Rt3dError(f"module for '{self.target}' runs here only under emulation (qemu): time its kernels on "
                             "the device")
@@ -247,14 +244,18 @@ class Module:
             raise Rt3dError(f"layer_times times CPU kernels; the '{self.target}' module's OpenCL kernels are timed "
                             "by benchmark(per_layer=True) (the device's own profiling)")
         import tvm
-        arrays = self._check_inputs(inputs, {}) if inputs else [
-            np.random.default_rng(0).standard_normal(s["shape"]).astype(s["dtype"]) for s in self.inputs]
+        arrays = self._inputs_or_random(inputs)
         with self._lock:
             self._ensure_vm()
             args = [tvm.runtime.tensor(a) for a in arrays] + self._param_tensors
             if layer_mode == "in-model":
                 self._vm["main"](*args)  # warm, as benchmark's warm-up runs do
             return self._kernel_times(args, layer_repeat, layer_mode)
+
+    def _inputs_or_random(self, inputs) -> list[np.ndarray]:
+        """The checked inputs, or seeded standard-normal ones when none are given (benchmarks)."""
+        return self._check_inputs(inputs, {}) if inputs else [
+            np.random.default_rng(0).standard_normal(s["shape"]).astype(s["dtype"]) for s in self.inputs]
 
     def _kernel_times(self, args: list, layer_repeat: int, layer_mode: str) -> list[LayerTime]:
         return (self._layer_times(layer_repeat) if layer_mode == "alone"
@@ -389,6 +390,11 @@ class Module:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
         return directory
+
+
+def _check_layer_mode(layer_mode: str) -> None:
+    if layer_mode not in ("alone", "in-model"):
+        raise InputError(f"layer_mode must be 'alone' or 'in-model', got {layer_mode!r}")
 
 
 def load(directory: str | os.PathLike) -> Module:

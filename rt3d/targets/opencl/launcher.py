@@ -220,6 +220,22 @@ class OpenCLLauncher:
                       for i, p in enumerate(self.plan)]
 
 
+def compare(out: np.ndarray, ref: np.ndarray, rtol: float, atol: float | None = None) -> dict:
+    """``out`` against the expected ``ref``: the largest absolute error and whether it is within tolerance (``atol``
+    by default ``rtol`` times the largest expected magnitude; a shape mismatch fails)."""
+    atol = atol if atol is not None else rtol * float(np.abs(ref).max())
+    same = out.shape == ref.shape
+    err = float(np.abs(out.astype(np.float64) - ref).max()) if same else float("inf")
+    return {"max_abs_err": err, "rtol": rtol, "atol": atol,
+            "ok": same and bool(np.allclose(out, ref, rtol=rtol, atol=atol))}
+
+
+def layer_rows(layers, ktimes: list[KernelTime]) -> list[dict]:
+    """Every layer's kernel, op, impl, MACs and median device time, for JSON reports."""
+    return [{"kernel": lay.kernel, "op": lay.op, "impl": lay.impl, "macs": lay.macs, "ms": k.ms}
+            for lay, k in zip(layers, ktimes)]
+
+
 def main(argv=None) -> int:
     """run_opencl.py: run an android-gpu artifact on an OpenCL device, check its output, time it."""
     ap = argparse.ArgumentParser(prog="run_opencl.py", description=main.__doc__)
@@ -252,19 +268,15 @@ def main(argv=None) -> int:
         np.save(args.save_output, out)
     ok = True
     if args.expect:
-        ref = np.load(args.expect)
-        atol = args.atol if args.atol is not None else args.rtol * float(np.abs(ref).max())
-        err = float(np.abs(out.astype(np.float64) - ref).max()) if out.shape == ref.shape else float("inf")
-        ok = out.shape == ref.shape and bool(np.allclose(out, ref, rtol=args.rtol, atol=atol))
-        result["check"] = {"max_abs_err": err, "rtol": args.rtol, "atol": atol, "ok": ok}
-        print(f"output vs {args.expect}: max abs error {err:.3g} ({'ok' if ok else 'MISMATCH'}, rtol {args.rtol}, "
-              f"atol {atol:.3g})")
+        check = result["check"] = compare(out, np.load(args.expect), args.rtol, args.atol)
+        ok = check["ok"]
+        print(f"output vs {args.expect}: max abs error {check['max_abs_err']:.3g} ({'ok' if ok else 'MISMATCH'}, "
+              f"rtol {args.rtol}, atol {check['atol']:.3g})")
     if args.repeat > 0:
         runs, ktimes = launcher.benchmark(inputs, repeat=args.repeat, warmup=args.warmup)
         kernel_ms = sum(k.ms for k in ktimes)
         result.update(median_ms=statistics.median(runs), runs_ms=runs, kernel_ms=kernel_ms,
-                      layers=[{"kernel": lay.kernel, "op": lay.op, "impl": lay.impl, "macs": lay.macs, "ms": k.ms}
-                              for lay, k in zip(layers, ktimes)])
+                      layers=layer_rows(layers, ktimes))
         gflop = 2 * meta.get("macs", 0) / 1e9
         print(f"latency: median {result['median_ms']:.3f} ms over {len(runs)} runs (wall: upload, kernels, "
               f"download); kernels {kernel_ms:.3f} ms (device time, median per kernel); "
