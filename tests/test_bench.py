@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 BENCH = Path(__file__).parent.parent / "bench"
@@ -85,6 +86,21 @@ def test_sparse_layer_and_pair_benchmarks(tmp_path, bench_module):
     assert isinstance(pair["cost_model_fuses"], bool)  # what the cost model does depends on this machine's L2
     with pytest.raises(SystemExit, match="no pair matches 'frobnitz'; the pairs are: r2plus1d layer1"):
         sep_pairs.main(["--only", "frobnitz", "--out", str(out)])
+
+
+def test_sparse_ablation_times_the_variants(tmp_path, bench_module):
+    """bench/sparse_ablation.py on C3D's smallest layer: every variant timed, the fixed costs alone the fastest."""
+    import sparse_ablation
+    out = tmp_path / "results"
+    assert sparse_ablation.main(["--only", "conv5b", "--rounds", "1", "--out", str(out)]) == 0
+    (row,) = json.loads((out / "ablation.json").read_text())["layers"]
+    assert set(row["ms"]) == set(sparse_ablation.VARIANTS) and row["impl"].startswith("sparse_conv3d.flat")
+    assert row["ms"]["no columns"] < row["ms"]["model"] and row["sparse_over_dense"]["model"] > 0
+    off = np.arange(10, dtype=np.int32) * 70000
+    ptr = np.array([0, 4, 10], np.int32)
+    assert sparse_ablation.variant_params(off, ptr, "window 16K")[0].max() < 4096
+    assert not sparse_ablation.variant_params(off, ptr, "one row")[0].any()
+    assert not sparse_ablation.variant_params(off, ptr, "no columns")[1].any()
 
 
 def test_gpu_benchmark_prepares_and_runs(tmp_path, bench_module):

@@ -1,0 +1,103 @@
+"""Where a sparse conv kernel's time goes: the KGS kernel of single benchmark layers (bench/sparse_layers.py's shapes,
+random KGS 8x4 masks at the model's density) timed with its packed column offsets as built and with them altered,
+the arithmetic unchanged (the same kept columns, weights and FMAs), against the layer's dense kernel:
+  * model      - the offsets as built: every kept column reads its own gN input rows;
+  * window 256K - offsets modulo 65536 floats: the rows fall in a 256 KiB band per channel of the block (in L2);
+  * window 16K - offsets modulo 4096 floats: a 16 KiB band per channel (about the L1);
+  * one row    - every offset 0: all columns read the same gN rows (the micro-kernel with its inputs in L1);
+  * no columns - no kept columns: the fixed costs (padding copy, zeroed accumulators, write-back).
+Outputs are wrong in every variant but the first: this is a measurement, not a model. Layers whose kernel splits the
+reduction (split=) or runs the pw mode index their columns differently and are left out.
+Run: TVM_NUM_THREADS=2 .venv/bin/python bench/sparse_ablation.py [--rounds 5] [--only conv2]
+     [--out bench/results/sparse]
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).parent
+sys.path.insert(0, str(HERE.parent))
+import rt3d  # noqa: E402
+from rt3d.ir.sparsity import Sparsity, random_mask  # noqa: E402
+from rt3d.targets import get_target  # noqa: E402
+from engines import interleaved, select, write_json  # noqa: E402
+from sparse_layers import LAYERS, conv_layer, conv_ms, layer_model  # noqa: E402
+
+VARIANTS = ("model", "window 256K", "window 16K", "one row", "no columns")
+
+
+def column_params(mod) -> tuple[int, int]:
+    """Parameter indices of the sparse kernel's column offsets and row pointers (its 3rd and 4th arguments, see
+    lower_sparse_conv3d), checked: int32, row pointers ending at the offsets' count."""
+    layer = conv_layer(mod)
+    (ko, io), (kp, ip) = layer.args[2], layer.args[3]
+    off, ptr = (mod._params[i] if k == "param" else None for k, i in ((ko, io), (kp, ip)))
+    if off is None or ptr is None or off.dtype != np.int32 or ptr.dtype != np.int32 or ptr[-1] != off.size \
+            or np.any(np.diff(ptr) < 0):
+        raise SystemExit(f"{layer.impl}: arguments 3 and 4 are not the column offsets and row pointers")
+    return io, ip
+
+
+def variant_params(off: np.ndarray, ptr: np.ndarray, name: str) -> tuple[np.ndarray, np.ndarray]:
+    # every altered offset is at most the largest built one: the reads stay inside the padded copy
+    if name == "window 256K":
+        return off % 65536, ptr
+    if name == "window 16K":
+        return off % 4096, ptr
+    if name == "one row":
+        return np.zeros_like(off), ptr
+    if name == "no columns":
+        return off, np.zeros_like(ptr)
+    return off, ptr
+
+
+def main(argv=None) -> int:
+    import tvm
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--out", default=str(HERE / "results" / "sparse"))
+    ap.add_argument("--only", help="comma-separated substrings of the layer names to run (default: all)")
+    args = ap.parse_args(argv)
+    target = get_target("host")
+    rng = np.random.default_rng(0)
+    rows = []
+    for name, (cin, cout, d, hw, k, stride, pad, density) in select(LAYERS, args.only, "layer").items():
+        w = (rng.standard_normal((cout, cin) + k) * 0.05).astype(np.float32)
+        dense = rt3d.build(layer_model(cin, cout, d, hw, k, stride, pad, w), target=target)
+        ws = (w * random_mask(w.shape, Sparsity("kgs", (8, 4)), density, rng)).astype(np.float32)
+        kgs = rt3d.build(layer_model(cin, cout, d, hw, k, stride, pad, ws), target=target,
+                         passes=target.default_passes(always_sparse=True))
+        impl = conv_layer(kgs).impl
+        if "split=" in impl or ".pw(" in impl or ".flat" not in impl:
+            print(f"{name:40s} skipped: {impl}", flush=True)
+            continue
+        x = rng.standard_normal((1, cin, d, hw, hw)).astype(np.float32)
+        conv_ms(kgs, x)  # builds the VM and its parameter tensors, which the variants replace
+        io, ip = column_params(kgs)
+        built = (kgs._params[io], kgs._params[ip])
+        tensors = {v: [tvm.runtime.tensor(a) for a in variant_params(*built, v)] for v in VARIANTS}
+
+        def time_ms(case):
+            if case == "dense":
+                return conv_ms(dense, x)
+            kgs._param_tensors[io], kgs._param_tensors[ip] = tensors[case]
+            return conv_ms(kgs, x)
+
+        med = interleaved({c: c for c in ("dense",) + VARIANTS}, args.rounds, time_ms)
+        dl, sl = conv_layer(dense), conv_layer(kgs)
+        ratio = {v: (sl.macs / med[v]) / (dl.macs / med["dense"]) for v in VARIANTS if v != "no columns"}
+        rows.append({"layer": name, "density": density, "impl": impl, "dense_ms": med["dense"],
+                     "ms": {v: med[v] for v in VARIANTS}, "sparse_over_dense": ratio})
+        print(f"{name:40s} dense {med['dense']:7.2f} ms  " + "  ".join(
+            f"{v} {med[v]:6.2f} ms" + (f" ({ratio[v]:.2f})" if v in ratio else "") for v in VARIANTS), flush=True)
+    path = write_json(args.out, "ablation.json", {"target": target.key(), "rounds": args.rounds, "layers": rows})
+    print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
