@@ -4,6 +4,8 @@ the arithmetic unchanged (the same kept columns, weights and FMAs), against the 
   * model      - the offsets as built: every kept column reads its own gN input rows;
   * window 256K - offsets modulo 65536 floats: the rows fall in a 256 KiB band per channel of the block (in L2);
   * window 16K - offsets modulo 4096 floats: a 16 KiB band per channel (about the L1);
+  * 4 blocks   - the columns of channel blocks q read block q % 4 (unit-stride layers): the rows keep their kernel
+                 positions, but a tile's input window is 4 channel blocks' instead of all of them;
   * one row    - every offset 0: all columns read the same gN rows (the micro-kernel with its inputs in L1);
   * no columns - no kept columns: the fixed costs (padding copy, zeroed accumulators, write-back).
 Outputs are wrong in every variant but the first: this is a measurement, not a model. Layers whose kernel splits the
@@ -27,7 +29,8 @@ from rt3d.targets import get_target  # noqa: E402
 from engines import interleaved, select, write_json  # noqa: E402
 from sparse_layers import LAYERS, conv_layer, conv_ms, layer_model  # noqa: E402
 
-VARIANTS = ("model", "window 256K", "window 16K", "one row", "no columns")
+VARIANTS = ("model", "window 256K", "window 16K", "4 blocks", "one row", "no columns")
+FOLD = 4  # channel blocks of the "4 blocks" variant
 
 
 def column_params(mod) -> tuple[int, int]:
@@ -42,8 +45,23 @@ def column_params(mod) -> tuple[int, int]:
     return io, ip
 
 
-def variant_params(off: np.ndarray, ptr: np.ndarray, name: str) -> tuple[np.ndarray, np.ndarray]:
+def channel_stride(d: int, hw: int, k, stride, pad) -> int | None:
+    """Floats between two channels of a unit-stride layer's padded flat copy (sparse_conv3d.vector_plan's geometry:
+    depth padded on both sides, rows and planes sharing one gap of the larger pad), None for strided layers."""
+    if tuple(stride) != (1, 1, 1):
+        return None
+    return (d + 2 * pad[0]) * (hw + pad[1]) * (hw + pad[2])
+
+
+def variant_params(off: np.ndarray, ptr: np.ndarray, name: str, block: int | None = None
+                   ) -> tuple[np.ndarray, np.ndarray] | None:
+    """The offsets and row pointers of a variant; ``block``: floats between channel blocks (the 4 blocks variant,
+    None where unknown: no such variant)."""
     # every altered offset is at most the largest built one: the reads stay inside the padded copy
+    if name == "4 blocks":
+        if block is None or (off % block).max() >= block // 4 or off.max() < FOLD * block:
+            return None  # not the geometry assumed (rows of a block within its first channel), or too few blocks
+        return (off // block % FOLD * block + off % block).astype(np.int32), ptr
     if name == "window 256K":
         return off % 65536, ptr
     if name == "window 16K":
@@ -79,7 +97,10 @@ def main(argv=None) -> int:
         conv_ms(kgs, x)  # builds the VM and its parameter tensors, which the variants replace
         io, ip = column_params(kgs)
         built = (kgs._params[io], kgs._params[ip])
-        tensors = {v: [tvm.runtime.tensor(a) for a in variant_params(*built, v)] for v in VARIANTS}
+        cs = channel_stride(d, hw, k, stride, pad)
+        cases = {v: variant_params(*built, v, 4 * cs if cs else None) for v in VARIANTS}
+        variants = [v for v in VARIANTS if cases[v] is not None]
+        tensors = {v: [tvm.runtime.tensor(a) for a in cases[v]] for v in variants}
 
         def time_ms(case):
             if case == "dense":
@@ -87,13 +108,13 @@ def main(argv=None) -> int:
             kgs._param_tensors[io], kgs._param_tensors[ip] = tensors[case]
             return conv_ms(kgs, x)
 
-        med = interleaved({c: c for c in ("dense",) + VARIANTS}, args.rounds, time_ms)
+        med = interleaved({c: c for c in ["dense"] + variants}, args.rounds, time_ms)
         dl, sl = conv_layer(dense), conv_layer(kgs)
-        ratio = {v: (sl.macs / med[v]) / (dl.macs / med["dense"]) for v in VARIANTS if v != "no columns"}
+        ratio = {v: (sl.macs / med[v]) / (dl.macs / med["dense"]) for v in variants if v != "no columns"}
         rows.append({"layer": name, "density": density, "impl": impl, "dense_ms": med["dense"],
-                     "ms": {v: med[v] for v in VARIANTS}, "sparse_over_dense": ratio})
+                     "ms": {v: med[v] for v in variants}, "sparse_over_dense": ratio})
         print(f"{name:40s} dense {med['dense']:7.2f} ms  " + "  ".join(
-            f"{v} {med[v]:6.2f} ms" + (f" ({ratio[v]:.2f})" if v in ratio else "") for v in VARIANTS), flush=True)
+            f"{v} {med[v]:6.2f} ms" + (f" ({ratio[v]:.2f})" if v in ratio else "") for v in variants), flush=True)
     path = write_json(args.out, "ablation.json", {"target": target.key(), "rounds": args.rounds, "layers": rows})
     print(f"wrote {path}")
     return 0
