@@ -6,7 +6,6 @@ Run: TVM_NUM_THREADS=2 .venv/bin/python bench/sep_pairs.py [--rounds 5] [--out b
 """
 from __future__ import annotations
 
-import argparse
 import re
 import sys
 from pathlib import Path
@@ -19,6 +18,7 @@ import rt3d  # noqa: E402
 from rt3d.ir.sparsity import Sparsity, random_mask  # noqa: E402
 from rt3d.targets import get_target  # noqa: E402
 from engines import interleaved, select, write_json  # noqa: E402
+from sparse_layers import layer_args  # noqa: E402
 
 # name: (in, mid, out, depth, height/width, k, density, stride): the pairs of the models at their benchmark input and
 # the density of their whole-model FLOPs reduction (bench/engines.py); stride 2: a downsampling pair (1xkxk at spatial
@@ -65,11 +65,7 @@ def sparse_ms(mod, x) -> float:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--rounds", type=int, default=5)
-    ap.add_argument("--out", default=str(HERE / "results" / "sparse"))
-    ap.add_argument("--only", help="comma-separated substrings of the pair names to run (default: all)")
-    args = ap.parse_args(argv)
+    args = layer_args(argv, __doc__, "pair")
     target = get_target("host")
     base = target.default_passes(always_sparse=True)
     fused_pl = base.replace("fuse-sep-convs{", "fuse-sep-convs{cost_model=false,")

@@ -15,7 +15,6 @@ Run: TVM_NUM_THREADS=2 .venv/bin/python bench/sparse_ablation.py [--rounds 5] [-
 """
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
@@ -23,11 +22,9 @@ import numpy as np
 
 HERE = Path(__file__).parent
 sys.path.insert(0, str(HERE.parent))
-import rt3d  # noqa: E402
-from rt3d.ir.sparsity import Sparsity, random_mask  # noqa: E402
 from rt3d.targets import get_target  # noqa: E402
 from engines import interleaved, select, write_json  # noqa: E402
-from sparse_layers import LAYERS, conv_layer, conv_ms, layer_model  # noqa: E402
+from sparse_layers import LAYERS, conv_layer, conv_ms, layer_args, layer_modules  # noqa: E402
 
 VARIANTS = ("model", "window 256K", "window 16K", "4 blocks", "one row", "no columns")
 FOLD = 4  # channel blocks of the "4 blocks" variant
@@ -75,25 +72,18 @@ def variant_params(off: np.ndarray, ptr: np.ndarray, name: str, block: int | Non
 
 def main(argv=None) -> int:
     import tvm
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--rounds", type=int, default=5)
-    ap.add_argument("--out", default=str(HERE / "results" / "sparse"))
-    ap.add_argument("--only", help="comma-separated substrings of the layer names to run (default: all)")
-    args = ap.parse_args(argv)
+    args = layer_args(argv, __doc__)
     target = get_target("host")
     rng = np.random.default_rng(0)
     rows = []
-    for name, (cin, cout, d, hw, k, stride, pad, density) in select(LAYERS, args.only, "layer").items():
-        w = (rng.standard_normal((cout, cin) + k) * 0.05).astype(np.float32)
-        dense = rt3d.build(layer_model(cin, cout, d, hw, k, stride, pad, w), target=target)
-        ws = (w * random_mask(w.shape, Sparsity("kgs", (8, 4)), density, rng)).astype(np.float32)
-        kgs = rt3d.build(layer_model(cin, cout, d, hw, k, stride, pad, ws), target=target,
-                         passes=target.default_passes(always_sparse=True))
+    for name, spec in select(LAYERS, args.only, "layer").items():
+        cin, cout, d, hw, k, stride, pad, density = spec
+        mods, x = layer_modules(spec, target, rng, schemes=("kgs",))
+        dense, kgs = mods["dense"], mods["kgs"]
         impl = conv_layer(kgs).impl
         if "split=" in impl or ".pw(" in impl or ".flat" not in impl:
             print(f"{name:40s} skipped: {impl}", flush=True)
             continue
-        x = rng.standard_normal((1, cin, d, hw, hw)).astype(np.float32)
         conv_ms(kgs, x)  # builds the VM and its parameter tensors, which the variants replace
         io, ip = column_params(kgs)
         built = (kgs._params[io], kgs._params[ip])

@@ -56,23 +56,36 @@ def conv_ms(mod, x) -> float:
     return next(t.ms for t in mod.benchmark(x, repeat=1, warmup=1, layer_repeat=3).layers if t.kernel == kernel)
 
 
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def layer_args(argv, doc: str, what: str = "layer") -> argparse.Namespace:
+    """The options of the single-layer benchmarks: --rounds, --out, --only."""
+    ap = argparse.ArgumentParser(description=doc.splitlines()[0])
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--out", default=str(HERE / "results" / "sparse"))
-    ap.add_argument("--only", help="comma-separated substrings of the layer names to run (default: all)")
-    args = ap.parse_args(argv)
+    ap.add_argument("--only", help=f"comma-separated substrings of the {what} names to run (default: all)")
+    return ap.parse_args(argv)
+
+
+def layer_modules(spec: tuple, target, rng, schemes=("kgs", "vanilla")) -> tuple[dict, np.ndarray]:
+    """A LAYERS entry built dense and with a random mask of each of ``schemes`` (8x4, the sparse kernel forced on),
+    and an input for it."""
+    cin, cout, d, hw, k, stride, pad, density = spec
+    w = (rng.standard_normal((cout, cin) + k) * 0.05).astype(np.float32)
+    mods = {"dense": rt3d.build(layer_model(cin, cout, d, hw, k, stride, pad, w), target=target)}
+    for scheme in schemes:
+        ws = (w * random_mask(w.shape, Sparsity(scheme, (8, 4)), density, rng)).astype(np.float32)
+        mods[scheme] = rt3d.build(layer_model(cin, cout, d, hw, k, stride, pad, ws), target=target,
+                                  passes=target.default_passes(always_sparse=True))
+    return mods, rng.standard_normal((1, cin, d, hw, hw)).astype(np.float32)
+
+
+def main(argv=None) -> int:
+    args = layer_args(argv, __doc__)
     target = get_target("host")
     rng = np.random.default_rng(0)
     rows = []
-    for name, (cin, cout, d, hw, k, stride, pad, density) in select(LAYERS, args.only, "layer").items():
-        w = (rng.standard_normal((cout, cin) + k) * 0.05).astype(np.float32)
-        mods = {"dense": rt3d.build(layer_model(cin, cout, d, hw, k, stride, pad, w), target=target)}
-        for scheme in ("kgs", "vanilla"):
-            ws = (w * random_mask(w.shape, Sparsity(scheme, (8, 4)), density, rng)).astype(np.float32)
-            mods[scheme] = rt3d.build(layer_model(cin, cout, d, hw, k, stride, pad, ws), target=target,
-                                      passes=target.default_passes(always_sparse=True))
-        x = rng.standard_normal((1, cin, d, hw, hw)).astype(np.float32)
+    for name, spec in select(LAYERS, args.only, "layer").items():
+        density = spec[-1]
+        mods, x = layer_modules(spec, target, rng)
         med = interleaved(mods, args.rounds, lambda mod: conv_ms(mod, x))
         dm, sm, vm = med["dense"], med["kgs"], med["vanilla"]
         dl, sl, vl = (conv_layer(mods[m]) for m in ("dense", "kgs", "vanilla"))
