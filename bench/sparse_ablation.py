@@ -24,7 +24,7 @@ HERE = Path(__file__).parent
 sys.path.insert(0, str(HERE.parent))
 from rt3d.targets import get_target  # noqa: E402
 from engines import interleaved, select, write_json  # noqa: E402
-from sparse_layers import LAYERS, conv_layer, conv_ms, layer_args, layer_modules  # noqa: E402
+from sparse_layers import GROUP, LAYERS, conv_layer, conv_ms, layer_args, layer_modules  # noqa: E402
 
 VARIANTS = ("model", "window 256K", "window 16K", "4 blocks", "one row", "no columns")
 FOLD = 4  # channel blocks of the "4 blocks" variant
@@ -42,7 +42,7 @@ def column_params(mod) -> tuple[int, int]:
     return io, ip
 
 
-def channel_stride(d: int, hw: int, k, stride, pad) -> int | None:
+def channel_stride(d: int, hw: int, stride, pad) -> int | None:
     """Floats between two channels of a unit-stride layer's padded flat copy (sparse_conv3d.vector_plan's geometry:
     depth padded on both sides, rows and planes sharing one gap of the larger pad), None for strided layers."""
     if tuple(stride) != (1, 1, 1):
@@ -50,14 +50,18 @@ def channel_stride(d: int, hw: int, k, stride, pad) -> int | None:
     return (d + 2 * pad[0]) * (hw + pad[1]) * (hw + pad[2])
 
 
-def variant_params(off: np.ndarray, ptr: np.ndarray, name: str, block: int | None = None
+def variant_params(off: np.ndarray, ptr: np.ndarray, name: str, cs: int | None = None
                    ) -> tuple[np.ndarray, np.ndarray] | None:
-    """The offsets and row pointers of a variant; ``block``: floats between channel blocks (the 4 blocks variant,
-    None where unknown: no such variant)."""
+    """The offsets and row pointers of a variant; ``cs``: floats between channels of the padded copy (the 4 blocks
+    variant; None where unknown, or too few channel blocks to fold: no such variant)."""
     # every altered offset is at most the largest built one: the reads stay inside the padded copy
     if name == "4 blocks":
-        if block is None or (off % block).max() >= block // 4 or off.max() < FOLD * block:
-            return None  # not the geometry assumed (rows of a block within its first channel), or too few blocks
+        block = GROUP[1] * cs if cs else 0  # floats between channel blocks
+        if not block or off.max() < FOLD * block:
+            return None
+        if (off % block).max() >= cs:  # a column's rows lie within its block's first channel
+            raise SystemExit(f"column offsets up to {off.max()} do not match channel blocks {block} floats apart: "
+                             "channel_stride no longer follows sparse_conv3d's padded copy")
         return (off // block % FOLD * block + off % block).astype(np.int32), ptr
     if name == "window 256K":
         return off % 65536, ptr
@@ -77,7 +81,7 @@ def main(argv=None) -> int:
     rng = np.random.default_rng(0)
     rows = []
     for name, spec in select(LAYERS, args.only, "layer").items():
-        cin, cout, d, hw, k, stride, pad, density = spec
+        d, hw, _, stride, pad, density = spec[2:]
         mods, x = layer_modules(spec, target, rng, schemes=("kgs",))
         dense, kgs = mods["dense"], mods["kgs"]
         impl = conv_layer(kgs).impl
@@ -87,8 +91,7 @@ def main(argv=None) -> int:
         conv_ms(kgs, x)  # builds the VM and its parameter tensors, which the variants replace
         io, ip = column_params(kgs)
         built = (kgs._params[io], kgs._params[ip])
-        cs = channel_stride(d, hw, k, stride, pad)
-        cases = {v: variant_params(*built, v, 4 * cs if cs else None) for v in VARIANTS}
+        cases = {v: variant_params(*built, v, channel_stride(d, hw, stride, pad)) for v in VARIANTS}
         variants = [v for v in VARIANTS if cases[v] is not None]
         tensors = {v: [tvm.runtime.tensor(a) for a in cases[v]] for v in variants}
 

@@ -65,14 +65,17 @@ def layer_args(argv, doc: str, what: str = "layer") -> argparse.Namespace:
     return ap.parse_args(argv)
 
 
+GROUP = (8, 4)  # the masks' group: gM filters x gN channels
+
+
 def layer_modules(spec: tuple, target, rng, schemes=("kgs", "vanilla")) -> tuple[dict, np.ndarray]:
-    """A LAYERS entry built dense and with a random mask of each of ``schemes`` (8x4, the sparse kernel forced on),
-    and an input for it."""
+    """A LAYERS entry built dense and with a random mask of each of ``schemes`` (GROUP, the sparse kernel forced
+    on), and an input for it."""
     cin, cout, d, hw, k, stride, pad, density = spec
     w = (rng.standard_normal((cout, cin) + k) * 0.05).astype(np.float32)
     mods = {"dense": rt3d.build(layer_model(cin, cout, d, hw, k, stride, pad, w), target=target)}
     for scheme in schemes:
-        ws = (w * random_mask(w.shape, Sparsity(scheme, (8, 4)), density, rng)).astype(np.float32)
+        ws = (w * random_mask(w.shape, Sparsity(scheme, GROUP), density, rng)).astype(np.float32)
         mods[scheme] = rt3d.build(layer_model(cin, cout, d, hw, k, stride, pad, ws), target=target,
                                   passes=target.default_passes(always_sparse=True))
     return mods, rng.standard_normal((1, cin, d, hw, hw)).astype(np.float32)

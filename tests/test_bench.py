@@ -96,12 +96,15 @@ def test_sparse_ablation_times_the_variants(tmp_path, bench_module):
     (row,) = json.loads((out / "ablation.json").read_text())["layers"]
     assert set(row["ms"]) == set(sparse_ablation.VARIANTS) and row["impl"].startswith("sparse_conv3d.flat")
     # the folded variant keeps each column's kernel position and maps its channel block onto the first four
-    cs = sparse_ablation.channel_stride(2, 7, (3, 3, 3), (1, 1, 1), (1, 1, 1))
-    assert cs == 4 * 8 * 8 and sparse_ablation.channel_stride(16, 56, (1, 3, 3), (1, 2, 2), (0, 1, 1)) is None
+    cs = sparse_ablation.channel_stride(2, 7, (1, 1, 1), (1, 1, 1))
+    assert cs == 4 * 8 * 8 and sparse_ablation.channel_stride(16, 56, (1, 2, 2), (0, 1, 1)) is None
     cols = np.array([[q, 70 + q % 3] for q in range(10)])
     folded, _ = sparse_ablation.variant_params((cols[:, 0] * 4 * cs + cols[:, 1]).astype(np.int32),
-                                               np.array([0, 10], np.int32), "4 blocks", 4 * cs)
+                                               np.array([0, 10], np.int32), "4 blocks", cs)
     assert folded.tolist() == [q % 4 * 4 * cs + 70 + q % 3 for q in range(10)]
+    with pytest.raises(SystemExit, match="channel_stride no longer follows"):  # a copy laid out otherwise
+        sparse_ablation.variant_params((cols[:, 0] * 4 * cs + cs + 1).astype(np.int32), np.array([0, 10], np.int32),
+                                       "4 blocks", cs)
     assert all(ms > 0 for ms in row["ms"].values()) and row["sparse_over_dense"]["model"] > 0  # no timing bars
     off = np.arange(10, dtype=np.int32) * 70000
     ptr = np.array([0, 4, 10], np.int32)
