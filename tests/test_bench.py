@@ -113,6 +113,29 @@ def test_sparse_ablation_times_the_variants(tmp_path, bench_module):
     assert not sparse_ablation.variant_params(off, ptr, "no columns")[1].any()
 
 
+def test_pad_ablation_leaves_out_only_the_padding_stages(tmp_path, bench_module):
+    """bench/pad_ablation.py: builds inside padding_left_out() run without the sparse kernels' padding stages (their
+    outputs change), builds after it are whole again; the benchmark on a small model reports the three builds."""
+    import pad_ablation
+    from engines import ENGINES
+    from peer_benchmark import export_models
+    path, module, shape = export_models(["r2plus1d_small"], tmp_path)["r2plus1d_small"]
+    x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
+    whole = ENGINES["rt3d-kgs"](path, module, shape).info["module"]
+    with pad_ablation.padding_left_out():
+        nopad = ENGINES["rt3d-kgs"](path, module, shape).info["module"]
+    again = ENGINES["rt3d-kgs"](path, module, shape).info["module"]
+    assert not np.allclose(whole.run(x), nopad.run(x), rtol=1e-3, atol=1e-3)
+    np.testing.assert_allclose(whole.run(x), again.run(x), rtol=1e-5, atol=1e-6)
+    out = tmp_path / "results"
+    assert pad_ablation.main(["--models", "r2plus1d_small", "--rounds", "1", "--out", str(out),
+                              "--cache", str(tmp_path)]) == 0
+    r = json.loads((out / "pad_ablation.json").read_text())["models"]["r2plus1d_small"]
+    assert r["padded_layers"] and all(row["impl"].split("(")[0] in pad_ablation.PADDED for row in r["padded_layers"])
+    assert r["bar_e2e_ms"] == pytest.approx(r["dense_e2e_ms"] / (0.85 * r["flops_reduction"]))
+    assert "| r2plus1d_small |" in (out / "pad_ablation.md").read_text()
+
+
 def test_gpu_benchmark_prepares_and_runs(tmp_path, bench_module):
     """bench/gpu_opencl.py end to end on PoCL (the GPU run's script, not its timings): a model with synthetic weights
     (zeroed in transit, refilled from the hash at recorded RMS, checked against PoCL's own output) and one with real
