@@ -256,14 +256,19 @@ class ReorderKernelGroups(Pass):
 @dataclass(frozen=True)
 class FuseSepConvs(Pass):
     """Fuse a sparse conv into the sparse conv that alone reads its output, as one sparse_sep_conv3d, when the
-    pair is one the fused kernel supports (rt3d.ir.ops.sep_pair_problem) and worth it: the intermediate tensor is
-    at least twice the L2 (it would go to memory and come back; the second conv's ring fill is where R(2+1)D's
-    temporal convs lost a fifth of their time in the model) and the first conv's packed weights fit the share of
-    the L2 a tile's working set gets (every position tile at every depth reads all of them; the unfused kernel's
-    plan can stream them past many tiles instead). bench/sep_pairs.py times pairs fused and not on this machine's
-    2 MiB L2: R(2+1)D's 64->144->64 pair at 16x56x56, its downsampling 64->230->128 one (stride 2) and S3D's
-    64->192->192 one at 8x56x56 are faster fused, R(2+1)D's 256->576->256 pair at 4x14x14 (1.6 MB of weights, 1.8 MB
-    in between) and its 128->460->256 stride-2 one (2.9 MB in between) slower."""
+    pair is one the fused kernel supports (rt3d.ir.ops.sep_pair_problem) and worth it: the first conv's packed
+    weights fit the share of the L2 a tile's working set gets (every position tile at every depth reads all of
+    them; the unfused kernel's plan can stream them past many tiles instead), and, where the fused kernel makes a
+    padded copy of the whole input (a spatially strided first conv, or a plain input: see _FirstStage in
+    rt3d/targets/arm_neon/sparse_conv3d.py), the intermediate tensor is at least twice the L2 (it would go to
+    memory and come back; the second conv's ring fill is where R(2+1)D's temporal convs lost a fifth of their time
+    in the model). bench/sep_pairs.py times pairs fused and not on this machine's 2 MiB L2: R(2+1)D's 64->144->64
+    pair at 16x56x56, its downsampling 64->230->128 one (stride 2) and S3D's 64->192->192 one at 8x56x56 are faster
+    fused, R(2+1)D's 256->576->256 pair at 4x14x14 (1.6 MB of weights) and its 128->460->256 stride-2 one (2.9 MB in
+    between, a padded copy) slower. A first conv that reads its tile's window (unit stride, blocked input) made the
+    pairs with small intermediates faster fused as well (scratch runs, 7-9 interleaved rounds, unfused / fused ms):
+    S3D's 96->128->128 pair at 8x28x28 (3.2 MB in between) 3.15 / 2.95, its 32->96->96 one 1.22 / 1.13, its
+    160->320->320 one at 2x7x7 0.29 / 0.27; its 96->208->208 one at 4x14x14 0.86 / 0.88."""
 
     name: ClassVar[str] = "fuse-sep-convs"
     lanes: int = 16  # the target's fp32 vector lanes: a blocked input of the first conv must be blocked by them
@@ -284,8 +289,10 @@ class FuseSepConvs(Pass):
             w_bytes = sum(v.data.nbytes for v in prod.inputs[1:3] if v.data is not None)
             why = ("the intermediate has other users" if len(users.get(mid, [])) != 1 or mid in graph.outputs
                    else sep_pair_problem(prod.attrs, node.attrs, self.lanes))
-            if not why and self.cost_model and mid_bytes < 2 * l2:
-                why = f"the intermediate ({mid_bytes / 2**20:.1f} MiB) stays in cache"
+            windowed = tuple(prod.attrs.stride[-2:]) == (1, 1) and prod.attrs.in_block == self.lanes
+            if not why and self.cost_model and mid_bytes < 2 * l2 and not windowed:
+                why = (f"the intermediate ({mid_bytes / 2**20:.1f} MiB) stays in cache and the fused kernel would "
+                       "copy the whole input padded")
             if not why and self.cost_model and w_bytes > l2 * 3 // 8:
                 why = f"the first conv's packed weights ({w_bytes >> 10} KiB) do not fit 3/8 of the L2"
             if why:

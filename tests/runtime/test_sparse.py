@@ -190,7 +190,8 @@ def test_pruned_zoo_model_runs_sparse_and_matches_onnxruntime(name, scheme, rate
     x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
     mod = rt3d.build(pruned, passes=always_sparse())
     impls = sparse_impls(mod)
-    assert len(impls) >= len(rates) - 1, [layer.impl for layer in mod.layers]  # the densest may stay dense
+    pairs = sum(layer.op == "sparse_sep_conv3d" for layer in mod.layers)  # a fused pair: two pruned convs
+    assert len(impls) + 2 * pairs >= len(rates) - 1, [layer.impl for layer in mod.layers]  # the densest may stay dense
     # detection names the coarsest scheme the zeros follow: a KGS mask of a 1x1x1 conv is also a Vanilla one
     coarser = {"kgs": ("kgs", "vanilla", "filter"), "vanilla": ("vanilla", "filter"), "filter": ("filter",)}
     assert all(any("(" + s in impl for s in coarser[scheme.split("(")[0]]) for impl in impls), impls
@@ -199,14 +200,17 @@ def test_pruned_zoo_model_runs_sparse_and_matches_onnxruntime(name, scheme, rate
     # weight of a layer that stayed dense
     from onnx import numpy_helper
     weights = {i.name: numpy_helper.to_array(i) for i in pruned.graph.initializer}
-    convs = [n for n in rt3d.import_onnx(pruned).nodes if n.op in ("conv3d", "dense")]
-    built = [layer for layer in mod.layers if layer.op in ("conv3d", "dense", "sparse_conv3d")]
-    assert len(convs) == len(built)
-    for node in convs:
-        layer = next(layer for layer in built if layer.node.endswith("# " + node.name))
-        w = weights[node.inputs[1].name]
-        per = np.count_nonzero(w) if layer.op == "sparse_conv3d" else w.size
-        assert layer.macs == per * int(np.prod(node.output.type.shape[2:])), layer.node
+    convs = {n.name: n for n in rt3d.import_onnx(pruned).nodes if n.op in ("conv3d", "dense")}
+    built = [layer for layer in mod.layers if layer.op in ("conv3d", "dense", "sparse_conv3d", "sparse_sep_conv3d")]
+    named = []
+    for layer in built:  # a fused pair's node is named after both convs, "first+second"
+        names = layer.node.rsplit("# ", 1)[1].split("+")
+        ws = [weights[convs[name].inputs[1].name] for name in names]
+        per = [np.count_nonzero(w) if layer.op.startswith("sparse") else w.size for w in ws]
+        assert layer.macs == sum(p * int(np.prod(convs[name].output.type.shape[2:]))
+                                 for p, name in zip(per, names)), layer.node
+        named += names
+    assert sorted(named) == sorted(convs)
 
 
 @pytest.mark.parametrize("scheme,k,n,batch,act", [("kgs(8x4)", 64, 40, 1, "relu"), ("kgs(4x4)", 30, 12, 2, "none"),
@@ -527,13 +531,17 @@ def test_fused_sep_pair_matches_onnxruntime(cin, mid, cout, k, shape, stride2, b
     mod = rt3d.build(model, target=target, passes=fused_pipeline(target))
     impls = [layer.impl for layer in mod.layers if layer.op.startswith("sparse")]
     assert len(impls) == 1 and impls[0].startswith("sparse_conv3d.sep("), impls
+    # the first conv reads its tile's window (no padded copy of the whole input) at unit stride on a blocked input,
+    # which block-layout makes of these inputs when their channels fill whole blocks
+    assert ("windowed" in impls[0]) == (stride1 == 1 and cin % (lanes or 16) == 0), impls
     assert mod.macs == rt3d.build(model, target=target, passes=always_sparse(target)).macs  # kept MACs of both
     assert_close(mod.run(*feeds.values()), ort_run(model, feeds)[0], rtol=1e-4)
 
 
 @pytest.mark.parametrize("case,why", [
     (dict(extra_user=True), "the intermediate has other users"),
-    (dict(k=3, shape=(1, 16, 4, 64, 64)), "stays in cache"),  # the cost model: a 1 MiB intermediate
+    # the cost model: a 256 KiB intermediate, and a strided first conv (a padded copy of the whole input)
+    (dict(k=3, shape=(1, 16, 4, 64, 64), stride1=2, stride2=2), "stays in cache"),
 ])
 def test_fuse_sep_convs_declines_with_a_reason(case, why):
     rng = np.random.default_rng(0)
@@ -545,6 +553,18 @@ def test_fuse_sep_convs_declines_with_a_reason(case, why):
     assert not any(layer.impl.startswith("sparse_conv3d.sep(") for layer in mod.layers)
     notes = [n for r in mod.meta["passes"] if r["name"] == "fuse-sep-convs" for n in r["notes"]]
     assert any(why in n for n in notes), notes
+
+
+def test_fuse_sep_convs_fuses_a_windowed_pair_whatever_its_intermediate():
+    """A unit-stride first conv on a blocked input reads its tile's window: the pair is fused even where its
+    intermediate (1 MiB here) would stay in cache."""
+    model, _ = sep_net(np.random.default_rng(0), cin=16, mid=16, cout=16, k=3, shape=(1, 16, 4, 64, 64))
+    target = replace(VECTOR, l2_bytes=2 << 20)
+    mod = rt3d.build(model, target=target, passes=fused_pipeline(target, cost_model=True))
+    (impl,) = [layer.impl for layer in mod.layers if layer.op.startswith("sparse")]
+    assert impl.startswith("sparse_conv3d.sep(") and "windowed ->" in impl, impl
+    notes = [n for r in mod.meta["passes"] if r["name"] == "fuse-sep-convs" for n in r["notes"]]
+    assert any("fused (1.0 MiB not written)" in n for n in notes), notes
 
 
 def test_sep_pair_problem_names_what_the_fused_kernel_lacks():

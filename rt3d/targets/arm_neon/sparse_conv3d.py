@@ -19,9 +19,16 @@ its own kept columns ``indptr[k] .. indptr[k+1]``. Layout and loop nest (the rec
   * sep mode (sparse_sep_conv3d, made by fuse-sep-convs): a 1xkxk sparse conv and the pw-mode conv that alone
     reads its output, as one kernel: positions tile the first conv's padded plane (its phase planes when it
     strides spatially, as flat2), and each ring slot is filled by computing the first conv (bias, activation) for the
-    tile at that depth from its padded input copy, one contiguous row per filter, so the intermediate tensor is
-    never written or read back (R(2+1)D's 144-channel 16x56x56 one is 29 MB; its temporal convs lost a fifth of
-    their time in the model reading it back);
+    tile at that depth, one contiguous row per filter, so the intermediate tensor is never written or read back
+    (R(2+1)D's 144-channel 16x56x56 one is 29 MB; its temporal convs lost a fifth of their time in the model reading
+    it back). At unit stride on a blocked input the first conv reads a copy of the tile's window at that depth
+    (every channel's run of padded-plane positions the tile's kernel reaches, built from the blocked input in the
+    unit), not a padded copy of the whole input made before the parallel loop: that stage wrote and read back a
+    tensor the size of the input (13 MB for R(2+1)D's 64-channel 16x56x56 layer) and took 2-14 % of a pair's time
+    in the model (bench/pad_ablation.py); the window, 45 KiB there, is copied about 3x over (the tiles' windows
+    overlap) but stays in cache. Scratch builds switching between the two, in the model, 5 interleaved rounds:
+    R(2+1)D's 64->144->64 pair 12.47 -> 11.64 ms, its 128->288->128 one 6.28 -> 5.74, S3D's 64->192->192 one
+    15.71 -> 14.92 (bench/sep_pairs.py has the pairs);
   * fc mode, a 2-D sparse_conv3d (a pruned fully connected layer, made by eliminate-kgs-columns): no positions to
     vectorize, so the vector is a row block's gM filters and the column's gN inputs are broadcast; the kept weights
     stream once per sample (C3D's fc layers: 7.5 -> 3.3 ms in the model at 26 % kept,
@@ -564,9 +571,11 @@ def _column_loop(ind: str, lo: str, hi: str, xo: str, base: str, acc: str, wk: s
 
 @dataclass
 class _FirstStage:
-    """The first conv of a fused pair: its padded input copy (xq, made before the parallel loop as the flat modes
-    make theirs), its build-time arrays and the lines that compute its output for one position tile at one depth
-    into a ring slot of the second conv."""
+    """The first conv of a fused pair: where it reads its input (xq: at unit stride on a blocked input, the
+    parallel unit's copy of the tile's window at the depth it computes, made per depth with the window tables wsrc and
+    wok; otherwise a padded copy of the whole input, made before the parallel loop as the flat modes make theirs),
+    its build-time arrays and the lines that compute its output for one position tile at one depth into a ring slot
+    of the second conv."""
 
     params: list[str]
     args: list
@@ -598,16 +607,31 @@ def _first_stage(pre: Node, target, TJ: int, V: int, Hf: int, Wf: int, ring: dic
     JT = -(-((OH - 1) * Wf + OW) // TJ)
     q, s = cols // (KH * KW), cols % (KH * KW)
     kh, kw = s // KW * dh, s % KW * dw
+    # a unit-stride conv on a blocked input reads a copy of its tile's window instead (see _FirstStage): the
+    # positions jt * TJ .. + WL of the padded plane, one row of WLp per channel
+    window = sh == sw == 1 and a.in_block == L
+    if window:
+        WLp = -(-(TJ + (KH - 1) * dh * Wf + (KW - 1) * dw) // L) * L
+        cs = WLp
     off = (q * GN * cs + (kh % sh * sw + kw % sw) * PS + kh // sh * Wf + kw // sw).astype(np.int32)
     off = off if off.size else np.zeros(1, np.int32)
     wk, indptr, order, outch = _packed_arrays(a, values)
-    max_read = (N - 1) * xs + (D - 1) * plane + (JT - 1) * TJ + TJ - 1 + int(off.max()) + (GN - 1) * cs
-    total = max(N * xs, max_read + 1)
-    geo = dict(N=N, C=C, D=D, H=H, W=W, Cp=Cp, Dp=D, Hf=Hf, Wf=Wf, sh=sh, sw=sw, pb=pb, r=r)
-    prologue = (f"    xq = T.alloc_buffer(({total},), \"float32\")\n"
-                + _flat_pad(geo, a.in_block, L).replace("xp[", "xq[").replace("xp.access_ptr", "xq.access_ptr")
-                + (f"    for e in range({total - N * xs}):\n        xq[{N * xs} + e] = T.float32(0)\n"
-                   if total > N * xs else ""))
+    if window:
+        # for each position q of the padded plane a window can cover: the input position it copies (clamped) and
+        # whether it is on the input (not a row's padding, not past the plane)
+        QM = JT * TJ + WLp
+        ii, jj = np.arange(QM) // Wf - pb[1], np.arange(QM) % Wf - pb[2]
+        wsrc = (np.clip(ii, 0, H - 1) * W + np.clip(jj, 0, W - 1)).astype(np.int32)
+        wok = ((ii >= 0) & (ii < H) & (jj >= 0) & (jj < W)).astype(np.int32)
+        prologue = ""
+    else:
+        max_read = (N - 1) * xs + (D - 1) * plane + (JT - 1) * TJ + TJ - 1 + int(off.max()) + (GN - 1) * cs
+        total = max(N * xs, max_read + 1)
+        geo = dict(N=N, C=C, D=D, H=H, W=W, Cp=Cp, Dp=D, Hf=Hf, Wf=Wf, sh=sh, sw=sw, pb=pb, r=r)
+        prologue = (f"    xq = T.alloc_buffer(({total},), \"float32\")\n"
+                    + _flat_pad(geo, a.in_block, L).replace("xp[", "xq[").replace("xp.access_ptr", "xq.access_ptr")
+                    + (f"    for e in range({total - N * xs}):\n        xq[{N * xs} + e] = T.float32(0)\n"
+                       if total > N * xs else ""))
     span, Cr, pd, Dm = ring["span"], ring["Cp"], ring["pd"], ring["D"]
     if Dm != D or Cr < M:
         raise BuildError(f"fused sparse convs: {pre} does not produce the second conv's input")
@@ -615,36 +639,55 @@ def _first_stage(pre: Node, target, TJ: int, V: int, Hf: int, Wf: int, ring: dic
     act = _activation(f"(acc1[i, v]{bias})", a.act, tuple(a.act_params), 1)
     I = " " * 16
     sl = f"dq % {span} * {Cr * TJ}"
-    fill = [f"{I}if dq >= {pd} and dq < {pd + Dm}:",
-            f"{I}    xt1: T.let = n * {xs} + (dq - {pd}) * {plane} + jt * {TJ}",
-            f"{I}    for kk1 in range({P}):",
-            f"{I}        k1: T.let = order1[kk1]",
-            f"{I}        for i in T.unroll({GM}):",
-            f"{I}            for v in T.vectorized({TJ}):",
-            f"{I}                acc1[i, v] = T.float32(0)",
-            *_column_loop(I + " " * 8, "indptr1[k1]", "indptr1[k1 + 1]", "xo1", "xt1 + off1[b]", "acc1", "wk1", "xq",
-                          cs, GN, GM, V, L, fm),
-            # row i of the block is channel outch1[..] of the ring slot: one contiguous row per filter
-            f"{I}        for i in range({GM}):",
-            f"{I}            oc1: T.let = outch1[k1 * {GM} + i]",
-            f"{I}            if oc1 >= 0:",
-            f"{I}                for v in T.vectorized({TJ}):",
-            f"{I}                    xp[{sl} + oc1 * {TJ} + v] = {act}",
-            *_zero_slot(I, sl, Cr * TJ, L)]
-    init = []
+    fill = [f"{I}if dq >= {pd} and dq < {pd + Dm}:"]
+    if window:
+        # per channel block and vector of window positions: L loads of a position's L channels (from the clamped
+        # input position), the L x L transpose, and L stores of a channel's positions, zero off the input (the
+        # condition is not let-bound: TVM's codegen cannot bind a vector of bools loaded from a buffer)
+        CB, XB, J4 = -(-Cp // L), -(-C // L), I + " " * 12
+        fill += [f"{I}    for cb in range({CB}):",
+                 f"{I}        xb: T.let = ((n * {XB} + cb) * {D} + dq - {pd}) * {H * W * L}",
+                 f"{I}        for l0 in range({WLp // L}):",
+                 f"{J4}q0: T.let = jt * {TJ} + l0 * {L}"]
+        loads, wcols = _load_transposed(J4, lambda t: f"xb + wsrc[q0 + {t}] * {L}", L)
+        fill += loads
+        on = f"wok[T.Ramp(q0, 1, {L})] > T.Broadcast(0, {L})"
+        for c in range(L):
+            st = (f"xq[T.Ramp((cb * {L} + {c}) * {WLp} + l0 * {L}, 1, {L})] = "
+                  f"T.Select({on}, {wcols[c]}, T.Broadcast(T.float32(0), {L}))")
+            fill += [f"{J4}{st}"] if (CB - 1) * L + c < Cp else [f"{J4}if cb * {L} + {c} < {Cp}:", f"{J4}    {st}"]
+    fill += [f"{I}    xt1: T.let = {'0' if window else f'n * {xs} + (dq - {pd}) * {plane} + jt * {TJ}'}",
+             f"{I}    for kk1 in range({P}):",
+             f"{I}        k1: T.let = order1[kk1]",
+             f"{I}        for i in T.unroll({GM}):",
+             f"{I}            for v in T.vectorized({TJ}):",
+             f"{I}                acc1[i, v] = T.float32(0)",
+             *_column_loop(I + " " * 8, "indptr1[k1]", "indptr1[k1 + 1]", "xo1", "xt1 + off1[b]", "acc1", "wk1", "xq",
+                           cs, GN, GM, V, L, fm),
+             # row i of the block is channel outch1[..] of the ring slot: one contiguous row per filter
+             f"{I}        for i in range({GM}):",
+             f"{I}            oc1: T.let = outch1[k1 * {GM} + i]",
+             f"{I}            if oc1 >= 0:",
+             f"{I}                for v in T.vectorized({TJ}):",
+             f"{I}                    xp[{sl} + oc1 * {TJ} + v] = {act}",
+             *_zero_slot(I, sl, Cr * TJ, L)]
+    init = [f"        xq = T.decl_buffer(({Cp * WLp},), \"float32\")"] if window else []  # the unit's window
     if Cr > M:  # ring rows of the channels past M (the second conv's padded channels) stay zero
-        init = [f"        for e in range({span}):", f"            for c in range({M}, {Cr}):",
-                f"                for v in T.vectorized({TJ}):",
-                f"                    xp[e * {Cr * TJ} + c * {TJ} + v] = T.float32(0)"]
+        init += [f"        for e in range({span}):", f"            for c in range({M}, {Cr}):",
+                 f"                for v in T.vectorized({TJ}):",
+                 f"                    xp[e * {Cr * TJ} + c * {TJ} + v] = T.float32(0)"]
     params = [f"wk1: T.Buffer(({wk.size},), \"float32\")", f"off1: T.Buffer(({off.size},), \"int32\")",
               f"indptr1: T.Buffer(({P + 1},), \"int32\")", f"order1: T.Buffer(({P},), \"int32\")",
               f"outch1: T.Buffer(({P * GM},), \"int32\")"]
     args = [wk, off, indptr, order, outch]
+    if window:
+        params += [f"wsrc: T.Buffer(({QM},), \"int32\")", f"wok: T.Buffer(({QM},), \"int32\")"]
+        args += [wsrc, wok]
     if has_bias:
         params.append(f"bias1: T.Buffer(({M},), \"float32\")")
         args.append(pre.inputs[3])
     dens = sum(a.kept) / max(1, P * (Cp // GN) * KH * KW)
-    impl = f"{a.sparsity or 'kgs'} {'x'.join(map(str, a.kernel))} kept={dens:.0%}"
+    impl = f"{a.sparsity or 'kgs'} {'x'.join(map(str, a.kernel))} kept={dens:.0%}{' windowed' if window else ''}"
     return _FirstStage(params, args, prologue, fill, init, impl)
 
 
