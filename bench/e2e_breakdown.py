@@ -17,7 +17,7 @@ HERE = Path(__file__).parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))
 from engines import ENGINES, write_json, write_text  # noqa: E402
-from peer_benchmark import MODELS, export_models  # noqa: E402
+from peer_benchmark import MODELS, model_inputs  # noqa: E402
 
 
 def family(impl: str) -> str:
@@ -68,12 +68,8 @@ def main(argv=None) -> int:
     bad = [e for e in engines if e not in ENGINES or not e.startswith("rt3d")]
     if bad:
         ap.error(f"not rt3d engines: {bad}; known: {', '.join(e for e in ENGINES if e.startswith('rt3d'))}")
-    cache = Path(args.cache)
-    cache.mkdir(parents=True, exist_ok=True)
-    import numpy as np
     res = {"date": time.strftime("%Y-%m-%d %H:%M"), "rounds": args.rounds, "models": {}}
-    for name, (path, module, shape) in export_models(args.models.split(","), cache).items():
-        x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
+    for name, path, module, shape, x in model_inputs(args.models, args.cache):
         res["models"][name] = {}
         for eng in engines:
             mod = ENGINES[eng](path, module, shape).info["module"]

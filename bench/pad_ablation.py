@@ -22,7 +22,7 @@ HERE = Path(__file__).parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))
 from engines import ENGINES, SPARSE_RATES, write_json, write_text  # noqa: E402
-from peer_benchmark import MODELS, export_models  # noqa: E402
+from peer_benchmark import MODELS, model_inputs  # noqa: E402
 
 PADDED = ("sparse_conv3d.flat3", "sparse_conv3d.flat2", "sparse_conv3d.sep")  # kernels that may pad a copy...
 
@@ -102,12 +102,8 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default=str(HERE / "results" / "sparse"))
     ap.add_argument("--cache", default=str(HERE / ".cache"))
     args = ap.parse_args(argv)
-    cache = Path(args.cache)
-    cache.mkdir(parents=True, exist_ok=True)
-    import numpy as np
     res = {"date": time.strftime("%Y-%m-%d %H:%M"), "rounds": args.rounds, "models": {}}
-    for name, (path, module, shape) in export_models(args.models.split(","), cache).items():
-        x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
+    for name, path, module, shape, x in model_inputs(args.models, args.cache):
         mods = {"dense": ENGINES["rt3d"](path, module, shape).info["module"],
                 "kgs": ENGINES["rt3d-kgs"](path, module, shape).info["module"]}
         with padding_left_out():

@@ -44,6 +44,15 @@ def export_models(names: list[str], cache: Path) -> dict:
     return out
 
 
+def model_inputs(models: str, cache: str):
+    """For each of the comma-separated ``models``: its name, its ONNX file (exported into the ``cache`` folder
+    unless already there), torch module and input shape, and the benchmarks' fixed random input."""
+    cache_dir = Path(cache)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    for name, (path, module, shape) in export_models(models.split(","), cache_dir).items():
+        yield name, path, module, shape, np.random.default_rng(0).standard_normal(shape).astype(np.float32)
+
+
 def bench_model(name, path, module, shape, engines, rounds, warmup, log) -> dict:
     from rt3d.ir.flops import graph_macs
     macs = graph_macs(rt3d.import_onnx(path))
