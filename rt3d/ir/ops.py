@@ -322,6 +322,13 @@ def sep_pair_problem(first: "SparseConvAttrs", second: "SparseConvAttrs", lanes:
     return ""
 
 
+def sep_first_windowed(first: "SparseConvAttrs", lanes: int) -> bool:
+    """Whether the first conv of a fused pair reads a copy of its position tile's window (unit spatial stride, an
+    input blocked by ``lanes`` channels) rather than a padded copy of the whole input. The fused kernel
+    (targets/arm_neon/sparse_conv3d.py) builds its input that way and fuse-sep-convs weighs the pair by it."""
+    return tuple(first.stride[-2:]) == (1, 1) and first.in_block == lanes
+
+
 def blocked_shape(shape: tuple[int, ...], block: int) -> tuple[int, ...]:
     if not block:
         return tuple(shape)

@@ -25,7 +25,8 @@ from typing import ClassVar
 import numpy as np
 
 from ..ir import Graph
-from ..ir.ops import SparseConvAttrs, filters_fill_vectors, sep_attrs, sep_pair_problem, spatially_pointwise
+from ..ir.ops import (SparseConvAttrs, filters_fill_vectors, sep_attrs, sep_first_windowed, sep_pair_problem,
+                      spatially_pointwise)
 from ..ir.sparsity import Packed, Sparsity, block_macs, chunk_sizes, detect, pack, unpack
 from .base import Pass, PassReport, register_pass
 
@@ -289,7 +290,7 @@ class FuseSepConvs(Pass):
             w_bytes = sum(v.data.nbytes for v in prod.inputs[1:3] if v.data is not None)
             why = ("the intermediate has other users" if len(users.get(mid, [])) != 1 or mid in graph.outputs
                    else sep_pair_problem(prod.attrs, node.attrs, self.lanes))
-            windowed = tuple(prod.attrs.stride[-2:]) == (1, 1) and prod.attrs.in_block == self.lanes
+            windowed = sep_first_windowed(prod.attrs, self.lanes)
             if not why and self.cost_model and mid_bytes < 2 * l2 and not windowed:
                 why = (f"the intermediate ({mid_bytes / 2**20:.1f} MiB) stays in cache and the fused kernel would "
                        "copy the whole input padded")

@@ -578,3 +578,8 @@ def test_sep_pair_problem_names_what_the_fused_kernel_lacks():
     assert "blocked by 8 channels, not 16" in sep_pair_problem(replace(spatial, in_block=8), temporal, 16)
     assert "kx1x1" in sep_pair_problem(spatial, spatial, 16)
     assert "residual" in sep_pair_problem(replace(spatial, residual=True), temporal, 16)
+    # which first convs read their tile's window rather than a padded copy of the whole input
+    from rt3d.ir.ops import sep_first_windowed
+    assert sep_first_windowed(spatial, 16) and sep_first_windowed(replace(spatial, stride=(1, 1, 1)), 16)
+    assert not sep_first_windowed(replace(spatial, stride=(1, 2, 2)), 16)
+    assert not sep_first_windowed(replace(spatial, in_block=0), 16) and not sep_first_windowed(spatial, 8)

@@ -80,7 +80,7 @@ from ...errors import BuildError
 from ...ir import Node
 from ...ir.graph import sep_nodes
 from ...ir.interpreter import node_out_spatial
-from ...ir.ops import logical_shape, sep_pair_problem, spatially_pointwise
+from ...ir.ops import logical_shape, sep_first_windowed, sep_pair_problem, spatially_pointwise
 from ...ir.sparsity import chunk_sizes
 from ..base import Kernel
 from .common import spatial_5d, to_5d
@@ -609,7 +609,7 @@ def _first_stage(pre: Node, target, TJ: int, V: int, Hf: int, Wf: int, ring: dic
     kh, kw = s // KW * dh, s % KW * dw
     # a unit-stride conv on a blocked input reads a copy of its tile's window instead (see _FirstStage): the
     # positions jt * TJ .. + WL of the padded plane, one row of WLp per channel
-    window = sh == sw == 1 and a.in_block == L
+    window = sep_first_windowed(a, L)
     if window:
         WLp = -(-(TJ + (KH - 1) * dh * Wf + (KW - 1) * dw) // L) * L
         cs = WLp
