@@ -1,10 +1,10 @@
 """What the sparse kernels' padding stages cost in the model: each model pruned as in the sparse peer run
 (bench/engines.py, KGS 8x4) built twice, as rt3d builds it and with the padding stage of every flat-mode and fused
-(sep) sparse kernel left out (the kernel then reads its padded copy uninitialized: outputs wrong, work otherwise the
-same), and the dense build beside them; end to end and every kernel in the model (Module.benchmark(layer_mode=
-"in-model")), interleaved rounds. Against the end-to-end bar of the KGS issue (speedup over dense at least 0.85x the
-FLOPs reduction) it says how much of the gap the padding stages are: the time a sparse layer that is fed its input
-already padded (by the layer before it writing that layout) would not spend.
+(sep) sparse kernel left out (the kernel then reads whatever its padded copy's memory holds: outputs wrong, work
+otherwise the same), and the dense build beside them; end to end and every kernel in the model
+(Module.benchmark(layer_mode="in-model")), interleaved rounds. Against the end-to-end bar of the KGS issue
+(speedup over dense at least 0.85x the FLOPs reduction) it says how much of the gap the padding stages are: the time
+a sparse layer that is fed its input already padded (by the layer before it writing that layout) would not spend.
 Run: TVM_NUM_THREADS=2 .venv/bin/python bench/pad_ablation.py [--models c3d,r2plus1d_18,s3d] [--rounds 5]
      [--out bench/results/sparse]
 """
