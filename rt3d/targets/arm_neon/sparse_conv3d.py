@@ -414,6 +414,12 @@ def _zip_transpose(ind: str, rows: list[str], L: int, prefix: str) -> tuple[list
     return lines, cur
 
 
+def _channel_store(ind: str, st: str, c: int, CB: int, bi: int, Cp: int) -> list[str]:
+    """Lines (at indentation ``ind``) of statement ``st`` for channel c of channel block cb of a copy's CB blocks of
+    ``bi``: guarded where the last block's channel c falls past the copy's Cp channels."""
+    return [f"{ind}{st}"] if (CB - 1) * bi + c < Cp else [f"{ind}if cb * {bi} + {c} < {Cp}:", f"{ind}    {st}"]
+
+
 def _pw_fill(dims: dict, bi: int, L: int) -> list[str]:
     """Lines (inside ``for dq``, at 16 spaces) copying padded input depth dq of tile (n, jt) into ring slot
     dq % span: row c of the slot holds channel c at the tile's TJ positions, zeros for depth padding, channels past
@@ -439,7 +445,7 @@ def _pw_fill(dims: dict, bi: int, L: int) -> list[str]:
         lines += loads
         for c in range(L):
             st = f"xp[T.Ramp({sl} + (cb * {bi} + {c}) * {TJ} + l0 * {L}, 1, {L})] = {cols[c]}"
-            lines.append(f"{J8}{st}" if (CB - 1) * bi + c < Cp else f"{J8}if cb * {bi} + {c} < {Cp}:\n{J8}    {st}")
+            lines += _channel_store(J8, st, c, CB, bi, Cp)
     else:
         if bi:
             at = (f"x[n, T.min(c, {C - 1}) // {bi}, dq - {pd}, T.min(jl // {OW}, {J // OW - 1}) * {sh}, "
@@ -499,9 +505,6 @@ def _flat_pad(g: dict, bi: int, L: int) -> str:
     def row(c):  # start of row i of channel cb * bi + c, phase ph, depth dq in xp
         return f"(((n * {Cp} + cb * {bi} + {c}) * {NPH} + ph) * {Dp} + dq) * {plane} + i * {Wf}"
 
-    def guarded(c, ind, st):
-        return [f"{ind}{st}"] if (CB - 1) * bi + c < Cp else [f"{ind}if cb * {bi} + {c} < {Cp}:", f"{ind}    {st}"]
-
     for tail in (False, True):
         if tail and not Wf % L:
             continue
@@ -521,10 +524,11 @@ def _flat_pad(g: dict, bi: int, L: int) -> str:
                       f"xp.access_ptr(\"w\", offset={at}), {mask}))")
             else:
                 st = f"xp[T.Ramp({at}, 1, {L})] = {val}"
-            lines += guarded(c, J, st)
+            lines += _channel_store(J, st, c, CB, bi, Cp)
     lines.append("            else:")
     for c in range(L):
-        lines += guarded(c, I, f"for e in T.vectorized({Wf}):\n{I}        xp[{row(c)} + e] = T.float32(0)")
+        lines += _channel_store(I, f"for e in T.vectorized({Wf}):\n{I}        xp[{row(c)} + e] = T.float32(0)", c,
+                                CB, bi, Cp)
     return "\n".join(lines) + "\n"
 
 
@@ -655,7 +659,7 @@ def _first_stage(pre: Node, target, TJ: int, V: int, Hf: int, Wf: int, ring: dic
         for c in range(L):
             st = (f"xq[T.Ramp((cb * {L} + {c}) * {WLp} + l0 * {L}, 1, {L})] = "
                   f"T.Select({on}, {wcols[c]}, T.Broadcast(T.float32(0), {L}))")
-            fill += [f"{J4}{st}"] if (CB - 1) * L + c < Cp else [f"{J4}if cb * {L} + {c} < {Cp}:", f"{J4}    {st}"]
+            fill += _channel_store(J4, st, c, CB, L, Cp)
     fill += [f"{I}    xt1: T.let = {'0' if window else f'n * {xs} + (dq - {pd}) * {plane} + jt * {TJ}'}",
              f"{I}    for kk1 in range({P}):",
              f"{I}        k1: T.let = order1[kk1]",
