@@ -111,6 +111,12 @@ PASS_COLUMNS = 12
 # register tiles ran about as 2; reusing the lines across row blocks instead (the reduction split in L1-sized
 # chunks that groups of 2-8 row blocks run through) cost more in parked accumulators than it saved
 WIDE_TILE = 2
+# bytes of packed weights the fc mode prefetches ahead of the column it computes: the stream comes from memory in
+# the model (C3D's fc6 and fc7 weights, 35 and 17 MB at 26 % kept, are evicted by the convs before them), where
+# the hardware prefetcher alone kept it at 17-19 GB/s against the dense fc kernel's 29; C3D's three fc layers in the
+# model (bench/e2e_breakdown.py, two runs each): 3.08 / 3.28 ms -> 2.60 / 2.58 with 4 KiB, 2.81 with 8 KiB;
+# prefetchnta instead of prefetcht0 made them 1.5-4x slower
+FC_PREFETCH = 4 << 10
 COLUMN_BODY = 96  # FMAs of one kept column (gN x gM x V), unrolled: beyond this LLVM's code for it got 2x slower
 # (8x8 groups with V=3 against V=1, measured with `rt3d tune` on a 128->256 C3D layer)
 
@@ -1154,6 +1160,9 @@ def _lower_sparse_fc(node: Node, values: np.ndarray, cols: np.ndarray, has_bias:
     wk, indptr, order, outch = _packed_arrays(a, values)
     off = (cols * GN).astype(np.int32) if cols.size else np.zeros(1, np.int32)  # first input of each column
     val = "acc[i]" + (" + bias[oc]" if has_bias else "") + (" + res[n, oc]" if has_res else "")
+    ahead = max(1, FC_PREFETCH // (GN * GM * 4))  # columns
+    prefetch = (f"T.evaluate(T.call_llvm_intrin(\"void\", \"llvm.prefetch.p0\", "
+                f"T.address_of(wk[T.min((b + {ahead}) * {GN * GM}, {wk.size - 1})]), 0, 3, 1))")
     params = [f"x: T.Buffer(({N}, {K}), \"float32\")", f"wk: T.Buffer(({wk.size},), \"float32\")",
               f"off: T.Buffer(({off.size},), \"int32\")", f"indptr: T.Buffer(({P + 1},), \"int32\")",
               f"order: T.Buffer(({P},), \"int32\")", f"outch: T.Buffer(({P * GM},), \"int32\")"]
@@ -1175,6 +1184,7 @@ def main({", ".join(params)}):
                 acc[i] = T.float32(0)
             for b in range(indptr[k], indptr[k + 1]):
                 xo: T.let = n * {Kp} + off[b]
+                {prefetch}
                 for c in T.unroll({GN}):
                     for i in T.vectorized({GM}):
                         acc[i] = acc[i] + wk[(b * {GN} + c) * {GM} + i] * xp[xo + c]
