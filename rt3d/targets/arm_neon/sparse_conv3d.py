@@ -420,6 +420,12 @@ def _zip_transpose(ind: str, rows: list[str], L: int, prefix: str) -> tuple[list
     return lines, cur
 
 
+def _prefetch(element: str, locality: int) -> str:
+    """A TVMScript statement prefetching the cache line of buffer element ``element`` for reading (locality 3: into
+    L1, as prefetcht0; 2: L2)."""
+    return f"T.evaluate(T.call_llvm_intrin(\"void\", \"llvm.prefetch.p0\", T.address_of({element}), 0, {locality}, 1))"
+
+
 def _channel_store(ind: str, st: str, c: int, CB: int, bi: int, Cp: int) -> list[str]:
     """Lines (at indentation ``ind``) of statement ``st`` for channel c of channel block cb of a copy's CB blocks of
     ``bi``: guarded where the last block's channel c falls past the copy's Cp channels."""
@@ -1086,9 +1092,9 @@ def lower_sparse_conv3d(node: Node, target, pre: Node | None = None, sep_tile: S
         per = -(-XB * LPB // max(1, -(-P // CH)))
         prefetch = (f"            if pf:\n                for li in range((kk - bounds[ch]) * {per}, "
                     f"T.min((kk - bounds[ch]) * {per} + {per}, {XB * LPB})):\n"
-                    f"                    T.evaluate(T.call_llvm_intrin(\"void\", \"llvm.prefetch.p0\", "
-                    f"T.address_of(xf[pfb + li // {LPB} * {D * HWb} + T.min(jt * {TJ * bi} + li % {LPB} * 16, "
-                    f"{HWb - 1})]), 0, {PF_LOCALITY}, 1))\n")
+                    f"                    "
+                    + _prefetch(f"xf[pfb + li // {LPB} * {D * HWb} + T.min(jt * {TJ * bi} + li % {LPB} * 16, "
+                                f"{HWb - 1})]", PF_LOCALITY) + "\n")
     body = body.replace("{prefetch}", prefetch)
     if mode == "pw":
         dims = dict(N=N, C=C, D=D, H=H, W=W, Cp=Cp, pd=pb[0], TJ=TJ, J=J, OW=OW, sh=sh, sw=sw, span=span)
@@ -1161,8 +1167,7 @@ def _lower_sparse_fc(node: Node, values: np.ndarray, cols: np.ndarray, has_bias:
     off = (cols * GN).astype(np.int32) if cols.size else np.zeros(1, np.int32)  # first input of each column
     val = "acc[i]" + (" + bias[oc]" if has_bias else "") + (" + res[n, oc]" if has_res else "")
     ahead = max(1, FC_PREFETCH // (GN * GM * 4))  # columns
-    prefetch = (f"T.evaluate(T.call_llvm_intrin(\"void\", \"llvm.prefetch.p0\", "
-                f"T.address_of(wk[T.min((b + {ahead}) * {GN * GM}, {wk.size - 1})]), 0, 3, 1))")
+    prefetch = _prefetch(f"wk[T.min((b + {ahead}) * {GN * GM}, {wk.size - 1})]", 3)
     params = [f"x: T.Buffer(({N}, {K}), \"float32\")", f"wk: T.Buffer(({wk.size},), \"float32\")",
               f"off: T.Buffer(({off.size},), \"int32\")", f"indptr: T.Buffer(({P + 1},), \"int32\")",
               f"order: T.Buffer(({P},), \"int32\")", f"outch: T.Buffer(({P * GM},), \"int32\")"]
