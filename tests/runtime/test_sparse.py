@@ -583,3 +583,19 @@ def test_sep_pair_problem_names_what_the_fused_kernel_lacks():
     assert sep_first_windowed(spatial, 16) and sep_first_windowed(replace(spatial, stride=(1, 1, 1)), 16)
     assert not sep_first_windowed(replace(spatial, stride=(1, 2, 2)), 16)
     assert not sep_first_windowed(replace(spatial, in_block=0), 16) and not sep_first_windowed(spatial, 8)
+
+
+def test_position_tiles_are_chosen_for_the_busiest_thread():
+    """Where the threads split a flat mode's position tiles, the tile size is chosen for the thread with the most
+    tiles: C3D's 4x14x14 geometry (884 flat positions) is 19 tiles of 3 vectors on one thread, but 28 tiles of 2
+    on two (14 each; 19 tiles of 3 leave one thread 10 and the other 9, 960 positions' time for 912). Where the
+    input fits the L2's share, the threads split the row blocks instead, and the tiles stay as few as they can be."""
+    from rt3d.targets.arm_neon.sparse_conv3d import sparse_plan
+    from tests.targets.test_registers import layer
+    node = layer(VECTOR, cin=256, cout=16, sparse=True, shape=(1, 256, 4, 14, 14))  # a 1.4 MB padded copy
+    one, two = (sparse_plan(node, 16, cores, 1 << 20).default for cores in (1, 2))
+    assert sparse_plan(node, 16, 2, 1 << 20).positions == 884
+    assert one.v == 3 and two.v == 2 and two.chunks == 1, (one, two)
+    assert -(-884 // (16 * two.v)) % 2 == 0
+    fits = sparse_plan(node, 16, 2, 8 << 20).default
+    assert fits.v == 3 and fits.tiles > 1 and fits.chunks == 2, fits

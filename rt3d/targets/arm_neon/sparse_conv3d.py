@@ -163,13 +163,19 @@ def max_v(gm: int, gn: int, registers: int) -> int:
     return max(1, min(fit, COLUMN_BODY // (fm * gn)))
 
 
-def _choose_v(gm: int, lanes: int, positions: int, gn: int = 4, registers: int = 32, wide: int = 1) -> int:
+def _choose_v(gm: int, lanes: int, positions: int, gn: int = 4, registers: int = 32, wide: int = 1,
+              outer: int = 0, cores: int = 1) -> int:
     """Vectors per position tile: up to max_v, fewer when the positions are few; with ``wide`` > 1, also up to
-    ``wide`` register tiles of max_v vectors (run in passes)."""
+    ``wide`` register tiles of max_v vectors (run in passes). With ``outer`` (the flat modes: what the tiles repeat
+    over), the tiles are counted as the busiest of ``cores`` threads sees them where the threads split the tiles:
+    C3D's 512->512 4x14x14 layer has 19 tiles of 3 vectors (one thread runs 10) or 28 of 2 (14 each); KGS 8x4 at
+    26 %, sparse/dense GFLOP/s 0.79 -> 0.82 with 2 vectors (Zen 4, bench/sparse_layers.py)."""
     vmax = max_v(gm, gn, registers)
     best, best_cost = 1, None
     for v in list(range(1, vmax + 1)) + [vmax * k for k in range(2, wide + 1)]:
         tiles = -(-positions // (lanes * v))
+        if outer and outer * tiles >= 4 * cores:  # vector_plan's threads split the tiles, not the row blocks
+            tiles = -(-outer * tiles // cores) * cores / outer
         # computed positions, with a penalty for short tiles (fewer FMAs per loaded input vector)
         cost = tiles * lanes * v * (1 + 0.5 / v)
         if best_cost is None or cost < best_cost - 1e-9:
@@ -275,20 +281,24 @@ def vector_plan(node: Node, lanes: int, cores: int, l2_bytes: int = 0, registers
     # the flat modes' wide position tiles where the filters already run in passes (see WIDE_TILE); the pw mode's
     # ring rows are whole aligned lines, and 32-register targets (one pass) are not measured with them
     wide = WIDE_TILE if fm and mode != "pw" else 1
-    V, vmax = _choose_v(GM, lanes, J, a.group[1], registers, wide), max_v(GM, a.group[1], registers)
+    GN, (KD, KH, KW) = a.group[1], spatial_5d(a.kernel, 1, r)
+    Cp = -(-C // GN) * GN
+    per_n = Cp * sh * sw * (D + pb[0] + pe[0]) * Hf * Wf * 4  # bytes of one sample's padded copy (flat modes)
+    budget = window_budget(l2_bytes)
+    # the threads split the position tiles unless the input stays in cache (the order below where it does: each
+    # row block through all tiles, the threads splitting the row blocks)
+    balance = dict(outer=outer, cores=cores) if mode != "pw" and per_n > budget else {}
+    V, vmax = _choose_v(GM, lanes, J, a.group[1], registers, wide, **balance), max_v(GM, a.group[1], registers)
     if V > vmax and outer * -(-J // (lanes * V)) < 4 * cores:
-        V = _choose_v(GM, lanes, J, a.group[1], registers)  # few positions: the threads split tiles, not row blocks
+        V = _choose_v(GM, lanes, J, a.group[1], registers, **balance)  # few positions: one register tile
     vp = vmax if V > vmax else 0
     plan = SparsePlan(mode, (Hf, Wf), J, outer, SparseTile(V, fm=fm, vp=vp))
     P = len(a.kept)
     ch = min(cores, P) if plan.units(lanes, V) < 4 * cores else 1
     tiles = split = 1
     if mode != "pw":
-        GN, (KD, KH, KW) = a.group[1], spatial_5d(a.kernel, 1, r)
-        Cp = -(-C // GN) * GN
-        per_n = Cp * sh * sw * (D + pb[0] + pe[0]) * Hf * Wf * 4  # bytes of one sample's padded copy
         window = min(per_n, Cp * KD * KH * (lanes * V + KW - 1) * 4)  # the input bytes one position tile reads
-        JT, budget = -(-J // (lanes * V)), window_budget(l2_bytes)
+        JT = -(-J // (lanes * V))
         if per_n <= budget and JT > 1:
             # the whole input stays in cache: each row block runs through all the tiles, its weights read once
             tiles, ch = JT, min(cores, P)
