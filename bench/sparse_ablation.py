@@ -8,14 +8,17 @@ the arithmetic unchanged (the same kept columns, weights and FMAs), against the 
                  positions, but a tile's input window is 4 channel blocks' instead of all of them;
   * one row    - every offset 0: all columns read the same gN rows (the micro-kernel with its inputs in L1);
   * no columns - no kept columns: the fixed costs (padding copy, zeroed accumulators, write-back).
-Outputs are wrong in every variant but the first: this is a measurement, not a model. Layers whose kernel splits the
-reduction (split=) or runs the pw mode index their columns differently and are left out.
+Outputs are wrong in every variant but the first: this is a measurement, not a model. The variants alter the column
+offsets of the plain loop order, so a layer whose default splits the reduction (split=, on a small L2) is built with
+the reduction unsplit (its row says so: "unsplit"); layers in the pw or direct mode index their columns differently
+and are left out.
 Run: TVM_NUM_THREADS=2 .venv/bin/python bench/sparse_ablation.py [--rounds 5] [--only conv2]
      [--out bench/results/sparse]
 """
 from __future__ import annotations
 
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +26,7 @@ import numpy as np
 HERE = Path(__file__).parent
 sys.path.insert(0, str(HERE.parent))
 from rt3d.targets import get_target  # noqa: E402
+from rt3d.targets.arm_neon.sparse_conv3d import sparse_plan  # noqa: E402
 from engines import interleaved, select, write_json  # noqa: E402
 from sparse_layers import GROUP, LAYERS, conv_layer, conv_ms, layer_args, layer_modules  # noqa: E402
 
@@ -82,7 +86,14 @@ def main(argv=None) -> int:
     rows = []
     for name, spec in select(LAYERS, args.only, "layer").items():
         d, hw, _, stride, pad, density = spec[2:]
-        mods, x = layer_modules(spec, target, rng, schemes=("kgs",))
+        split = []
+
+        def unsplit(node):  # the default schedule in the plain order
+            default = sparse_plan(node, target.vector_lanes, target.num_cores, target.l2_bytes,
+                                  target.vector_registers, target.l1_bytes).default
+            split.append(default.split)
+            return replace(default, split=1)
+        mods, x = layer_modules(spec, target, rng, schemes=("kgs",), retile=unsplit)
         dense, kgs = mods["dense"], mods["kgs"]
         impl = conv_layer(kgs).impl
         if "split=" in impl or ".pw(" in impl or ".flat" not in impl:
@@ -104,10 +115,11 @@ def main(argv=None) -> int:
         med = interleaved({c: c for c in ["dense"] + variants}, args.rounds, time_ms)
         dl, sl = conv_layer(dense), conv_layer(kgs)
         ratio = {v: (sl.macs / med[v]) / (dl.macs / med["dense"]) for v in variants if v != "no columns"}
-        rows.append({"layer": name, "density": density, "impl": impl, "dense_ms": med["dense"],
+        rows.append({"layer": name, "density": density, "impl": impl, "unsplit": split[0] > 1, "dense_ms": med["dense"],
                      "ms": {v: med[v] for v in variants}, "sparse_over_dense": ratio})
         print(f"{name:40s} dense {med['dense']:7.2f} ms  " + "  ".join(
-            f"{v} {med[v]:6.2f} ms" + (f" ({ratio[v]:.2f})" if v in ratio else "") for v in variants), flush=True)
+            f"{v} {med[v]:6.2f} ms" + (f" ({ratio[v]:.2f})" if v in ratio else "") for v in variants)
+            + ("  (unsplit)" if split[0] > 1 else ""), flush=True)
     path = write_json(args.out, "ablation.json", {"target": target.key(), "rounds": args.rounds, "layers": rows})
     print(f"wrote {path}")
     return 0

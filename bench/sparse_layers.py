@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +18,7 @@ sys.path.insert(0, str(HERE.parent))
 import rt3d  # noqa: E402
 from rt3d.ir.sparsity import Sparsity, random_mask  # noqa: E402
 from rt3d.targets import get_target  # noqa: E402
+from rt3d.targets.arm_neon.sparse_conv3d import sparse_workload_key  # noqa: E402
 from engines import interleaved, select, write_json  # noqa: E402
 
 # name: (in, out, depth, height/width, kernel, stride, pad, density): the layer shapes of the models at their
@@ -68,16 +70,22 @@ def layer_args(argv, doc: str, what: str = "layer") -> argparse.Namespace:
 GROUP = (8, 4)  # the masks' group: gM filters x gN channels
 
 
-def layer_modules(spec: tuple, target, rng, schemes=("kgs", "vanilla")) -> tuple[dict, np.ndarray]:
+def layer_modules(spec: tuple, target, rng, schemes=("kgs", "vanilla"), retile=None) -> tuple[dict, np.ndarray]:
     """A LAYERS entry built dense and with a random mask of each of ``schemes`` (GROUP, the sparse kernel forced
-    on), and an input for it."""
+    on), and an input for it; ``retile(node)``, where given, is the schedule record the sparse kernel is built with
+    (the node as the passes leave it), instead of the target's default."""
     cin, cout, d, hw, k, stride, pad, density = spec
     w = (rng.standard_normal((cout, cin) + k) * 0.05).astype(np.float32)
     mods = {"dense": rt3d.build(layer_model(cin, cout, d, hw, k, stride, pad, w), target=target)}
+    passes = target.default_passes(always_sparse=True)
     for scheme in schemes:
         ws = (w * random_mask(w.shape, Sparsity(scheme, GROUP), density, rng)).astype(np.float32)
-        mods[scheme] = rt3d.build(layer_model(cin, cout, d, hw, k, stride, pad, ws), target=target,
-                                  passes=target.default_passes(always_sparse=True))
+        model, built_for = layer_model(cin, cout, d, hw, k, stride, pad, ws), target
+        if retile is not None:
+            node = next(n for n in rt3d.passes.run_pipeline(rt3d.import_onnx(model), passes).nodes
+                        if n.op == "sparse_conv3d")
+            built_for = replace(target, tuned={sparse_workload_key(node): retile(node)})
+        mods[scheme] = rt3d.build(model, target=built_for, passes=passes)
     return mods, rng.standard_normal((1, cin, d, hw, hw)).astype(np.float32)
 
 

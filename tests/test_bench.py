@@ -95,6 +95,7 @@ def test_sparse_ablation_times_the_variants(tmp_path, bench_module):
     assert sparse_ablation.main(["--only", "conv5b", "--rounds", "1", "--out", str(out)]) == 0
     (row,) = json.loads((out / "ablation.json").read_text())["layers"]
     assert set(row["ms"]) == set(sparse_ablation.VARIANTS) and row["impl"].startswith("sparse_conv3d.flat")
+    assert "split=" not in row["impl"]  # a small L2's split reduction is built unsplit (the variants' offsets)
     # the folded variant keeps each column's kernel position and maps its channel block onto the first four
     cs = sparse_ablation.channel_stride(2, 7, (1, 1, 1), (1, 1, 1))
     assert cs == 4 * 8 * 8 and sparse_ablation.channel_stride(16, 56, (1, 2, 2), (0, 1, 1)) is None
