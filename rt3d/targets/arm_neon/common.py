@@ -155,3 +155,9 @@ def spatial_5d(vals, fill, rank_spatial: int) -> tuple:
 
 def make_func(tensors: list[te.Tensor], name: str):
     return te.create_prim_func(tensors).with_attr("global_symbol", name)
+
+
+def threads_split_units(units: int, cores: int) -> bool:
+    """Whether a sparse kernel's threads share its parallel units (position tiles) among themselves, each running
+    all row blocks; with fewer than 4 units per thread they split the row blocks into chunks instead."""
+    return units >= 4 * cores

@@ -83,7 +83,7 @@ from ...ir.interpreter import node_out_spatial
 from ...ir.ops import logical_shape, sep_first_windowed, sep_pair_problem, spatially_pointwise
 from ...ir.sparsity import chunk_sizes
 from ..base import Kernel
-from .common import spatial_5d, to_5d
+from .common import spatial_5d, threads_split_units, to_5d
 from .sparse_direct import direct_default, direct_problem, lower_sparse_direct
 
 PF_LOCALITY = 2  # pw mode's prefetch of the next input depth goes to L2 (1 and 3 measured the same)
@@ -175,7 +175,7 @@ def _choose_v(gm: int, lanes: int, positions: int, gn: int = 4, registers: int =
     best, best_cost = 1, None
     for v in list(range(1, vmax + 1)) + [vmax * k for k in range(2, wide + 1)]:
         tiles = -(-positions // (lanes * v))
-        if outer and outer * tiles >= 4 * cores:  # vector_plan's threads split the tiles, not the row blocks
+        if outer and threads_split_units(outer * tiles, cores):
             tiles = -(-outer * tiles // cores) * cores / outer
         # computed positions, with a penalty for short tiles (fewer FMAs per loaded input vector)
         cost = tiles * lanes * v * (1 + 0.5 / v)
@@ -289,13 +289,13 @@ def vector_plan(node: Node, lanes: int, cores: int, l2_bytes: int = 0, registers
     # the threads split the position tiles unless the input stays in cache (the order below where it does: each
     # row block through all tiles, the threads splitting the row blocks)
     balance = dict(outer=outer, cores=cores) if mode != "pw" and per_n > budget else {}
-    V, vmax = _choose_v(GM, lanes, J, a.group[1], registers, wide, **balance), max_v(GM, a.group[1], registers)
-    if V > vmax and outer * -(-J // (lanes * V)) < 4 * cores:
-        V = _choose_v(GM, lanes, J, a.group[1], registers, **balance)  # few positions: one register tile
+    V, vmax = _choose_v(GM, lanes, J, GN, registers, wide, **balance), max_v(GM, GN, registers)
+    if V > vmax and not threads_split_units(outer * -(-J // (lanes * V)), cores):
+        V = _choose_v(GM, lanes, J, GN, registers, **balance)  # few positions: one register tile
     vp = vmax if V > vmax else 0
     plan = SparsePlan(mode, (Hf, Wf), J, outer, SparseTile(V, fm=fm, vp=vp))
     P = len(a.kept)
-    ch = min(cores, P) if plan.units(lanes, V) < 4 * cores else 1
+    ch = 1 if threads_split_units(plan.units(lanes, V), cores) else min(cores, P)
     tiles = split = 1
     if mode != "pw":
         window = min(per_n, Cp * KD * KH * (lanes * V + KW - 1) * 4)  # the input bytes one position tile reads

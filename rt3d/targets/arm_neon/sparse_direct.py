@@ -26,7 +26,7 @@ from ...errors import BuildError
 from ...ir import Node
 from ...ir.ops import filters_fill_vectors
 from ..base import Kernel
-from .common import spatial_5d
+from .common import spatial_5d, threads_split_units
 
 DEFAULT_L1 = 32 << 10  # a target that does not know its L1
 L1_SHARE = 1 / 2  # of the L1 a tile's input window may fill before the reduction is split into channel chunks
@@ -109,7 +109,7 @@ def direct_default(node: Node, lanes: int, cores: int, registers: int, l1_bytes:
     _, (N, C, *_), (OD, OH, OW), *_ = _geometry(node)
     th, tw = node_tiles(node, lanes, registers)[0]
     units = N * OD * (OH // th) * (OW // tw)
-    chunks = min(cores, len(node.attrs.kept)) if units < 4 * cores else 1
+    chunks = 1 if threads_split_units(units, cores) else min(cores, len(node.attrs.kept))
     budget = (l1_bytes or DEFAULT_L1) * L1_SHARE
     split = max(1, -(-window_bytes(node, lanes, th, tw) // int(budget)))
     return SparseTile(1, max(1, chunks), split=split, th=th, tw=tw)
