@@ -25,7 +25,8 @@ def build(model, target: str = "host", passes: str | list | None = None,
     ``tuning_db`` (a file written by ``rt3d.autotune`` / ``rt3d tune``) supplies the best measured schedule of every
     layer it has records for; the others keep the default heuristic.
     ``passes`` is a pipeline string of registered passes (built-in or your own); by default the target's own
-    (``fold-constants,fold-bn,fuse,block-layout{block=16},dce`` on an AVX-512 host). Example::
+    (``Target.default_passes()``: fold-constants, fold-bn, fuse, the sparse passes, block-layout, fuse-pool, ...).
+    Example::
 
         mod = rt3d.build("c3d.onnx", target="host")
         y = mod.run(clip)

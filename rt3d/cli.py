@@ -333,8 +333,9 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("model", help="ONNX file, zoo:NAME for a built-in model, or (run) an artifact folder")
         sp.add_argument("--target", default="host", choices=target_names(), help="compilation target")
         sp.add_argument("--passes", default=passes_default,
-                        help="pass pipeline (default: " + (passes_default or "the target's own, e.g. "
-                                                           "fold-constants,fold-bn,fuse,block-layout{block=16},dce") + ")")
+                        help="pass pipeline (default: " + (passes_default or "the target's own, e.g. fold-constants,"
+                                                           "fold-bn,fuse,...,block-layout{block=16},fuse-pool,...,dce")
+                        + ")")
         sp.add_argument("--plugin", action="append", default=[],
                         help="Python file or module to import first (e.g. one that registers custom passes)")
 

@@ -8,14 +8,14 @@ from __future__ import annotations
 import numpy as np
 
 from .graph import Graph, Node, sep_nodes
+from .interpreter import conv_out_spatial
 
 
 def node_macs(node: Node) -> int:
     if node.op == "conv3d":
         w = node.inputs[1].type.shape
-        out = node.output.type.shape
-        spatial = out[2:-1] if node.attrs.out_block else out[2:]  # blocked outputs count real channels only
-        positions = out[0] * int(np.prod(spatial, dtype=np.int64))
+        # the conv's own positions (a fused pool's windows each computed whole); blocked outputs: real channels only
+        positions = node.output.type.shape[0] * int(np.prod(conv_out_spatial(node), dtype=np.int64))
         return positions * w[0] * int(np.prod(w[1:], dtype=np.int64))
     if node.op == "sparse_conv3d":  # kept MACs: the nonzero weights of the packed array, applied per position
         a = node.attrs

@@ -73,14 +73,15 @@ def _from_blocked(node, args):
 @kernel("conv3d")
 def _conv(node: Node, args):
     a = node.attrs
-    if a.in_block or a.out_block:  # compute in NC(D)HW, then lay the result out as asked
-        x = from_blocked(args[0], args[1].shape[1] * a.groups) if a.in_block else args[0]
-        res = list(args)
-        if epilogue_inputs(a, len(args))[1] and a.out_block:
-            res[-1] = from_blocked(args[-1], args[1].shape[0])
-        y = _conv_plain(node, [x] + res[1:], (x.shape[0], args[1].shape[0]) + node_out_spatial(node, a.out_block))
-        return to_blocked(y, a.out_block) if a.out_block else y
-    return _conv_plain(node, args, node.output.type.shape)
+    x = from_blocked(args[0], args[1].shape[1] * a.groups) if a.in_block else args[0]
+    res = list(args)
+    if epilogue_inputs(a, len(args))[1] and a.out_block:
+        res[-1] = from_blocked(args[-1], args[1].shape[0])
+    y = _conv_plain(node, [x] + res[1:], (x.shape[0], args[1].shape[0]) + conv_out_spatial(node))
+    if a.pool:  # max over the disjoint windows: split each spatial dim into (windows, window) and reduce the latter
+        split = y.shape[:2] + tuple(v for o, p in zip(y.shape[2:], a.pool) for v in (o // p, p))
+        y = y.reshape(split).max(axis=tuple(range(3, len(split), 2)))
+    return to_blocked(y, a.out_block) if a.out_block else y
 
 
 @kernel("sparse_conv3d")
@@ -118,6 +119,13 @@ def _sparse_sep_conv(node: Node, args):
 def node_out_spatial(node: Node, block: int) -> tuple[int, ...]:
     shape = node.output.type.shape
     return shape[2:-1] if block else shape[2:]
+
+
+def conv_out_spatial(node: Node) -> tuple[int, ...]:
+    """A conv3d's own output positions: its output's, times the windows of a fused pool (ConvAttrs.pool)."""
+    sp = node_out_spatial(node, node.attrs.out_block)
+    pool = getattr(node.attrs, "pool", ()) or (1,) * len(sp)
+    return tuple(o * p for o, p in zip(sp, pool))
 
 
 def _conv_plain(node: Node, args, out_shape):

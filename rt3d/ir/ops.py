@@ -48,6 +48,9 @@ class ConvAttrs(Epilogue):
     # structured sparsity of the weights, e.g. "kgs(8x4)" (rt3d.ir.sparsity.Sparsity), set by the pruning stage
     # or the detect-sparsity pass; "" when dense or unknown
     sparsity: str = ""
+    # max pooling over disjoint windows of this shape (stride = window, no padding) after the epilogue, so that the
+    # output is the pooled tensor and the conv's own never reaches memory (set by the fuse-pool pass; () when none)
+    pool: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -361,8 +364,14 @@ def _conv(ts: list[TensorType], a: ConvAttrs) -> TensorType:
     out = [xl[0], w.shape[0]] + [
         _window_out(xl[2 + i], w.shape[2 + i], a.stride[i], a.pad[i], a.pad[r + i], a.dilation[i], False)
         for i in range(r)]
-    out = blocked_shape(tuple(out), a.out_block)
     has_bias, has_res = epilogue_inputs(a, len(ts))
+    if a.pool:
+        _check(len(a.pool) == r and all(p >= 1 for p in a.pool), f"pool={list(a.pool)} needs {r} windows >= 1")
+        _check(all(o % p == 0 for o, p in zip(out[2:], a.pool)),
+               f"pool={list(a.pool)} windows do not tile the conv's output {out[2:]}")
+        _check(not has_res, "a conv with a fused pool takes no residual")
+        out = out[:2] + [o // p for o, p in zip(out[2:], a.pool)]
+    out = blocked_shape(tuple(out), a.out_block)
     if has_bias:
         _check(ts[2].shape == (w.shape[0],), f"bias {ts[2]} must be [{w.shape[0]}]")
     if has_res:

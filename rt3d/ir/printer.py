@@ -18,7 +18,7 @@ import numpy as np
 
 INLINE_MAX = 16
 # epilogue fields print only when set, so a plain conv reads as plainly as the design's example
-_QUIET = {"act", "act_params", "residual", "in_block", "out_block", "block", "sparsity", "order", "perm"}
+_QUIET = {"act", "act_params", "residual", "in_block", "out_block", "block", "sparsity", "order", "perm", "pool"}
 
 
 def format_scalar(v) -> str:

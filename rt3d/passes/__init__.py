@@ -1,5 +1,6 @@
 """Passes, one per file, and the pass manager. ``PASSES`` maps each pass name to its class."""
-from . import block_layout, dce, fold_batchnorm, fold_constants, fp16, fuse, sparse  # noqa: F401  (register the built-in passes)
+# the built-in passes register themselves when imported
+from . import block_layout, dce, fold_batchnorm, fold_constants, fp16, fuse, fuse_pool, sparse  # noqa: F401
 from .base import PASSES, Pass, PassReport, register_pass
 from .manager import DEFAULT_PIPELINE, PassManager, parse_pipeline, run_pipeline
 

@@ -55,7 +55,7 @@ class FoldBatchNorm(Pass):
             return "its input is not produced by conv3d or dense"
         if len(users.get(prod.output, [])) != 1 or prod.output in graph.outputs:
             return f"%{prod.output.name} has other users"
-        if prod.attrs.act != "none" or prod.attrs.residual:
+        if prod.attrs.act != "none" or prod.attrs.residual or getattr(prod.attrs, "pool", ()):
             return f"%{prod.output.name} already has a fused epilogue"
         if prod.inputs[1].data is None or any(v.data is None for v in bn.inputs[1:]):
             return "weights or statistics are not constants with data"

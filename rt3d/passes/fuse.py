@@ -78,7 +78,8 @@ class Fuse(Pass):
                 node.inputs = node.inputs[:2] + [b]
                 self._absorb(graph, node, user)
                 return "bias"
-            if self.residual and other.type == node.output.type:
+            if self.residual and other.type == node.output.type and not getattr(a, "pool", ()):
+                # (a residual is per conv position; a fused pool's output has fewer)
                 node.inputs = node.inputs + [other]
                 node.attrs = replace(a, residual=True)
                 self._absorb(graph, node, user)

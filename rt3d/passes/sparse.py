@@ -80,6 +80,8 @@ def _sparse_weight_ok(node) -> str:
         return f"groups={a.groups} (only groups=1 has a sparse kernel)"
     if a.in_block or a.out_block:
         return "it is already in a blocked layout (run before block-layout)"
+    if a.pool:
+        return "it has a fused pool (run before fuse-pool)"
     return ""
 
 

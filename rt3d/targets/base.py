@@ -74,7 +74,8 @@ class Target:
                      else "eliminate-kgs-columns" + (f"{{lanes={self.vector_lanes}}}" if not self.gpu_threads else ""))
         sparse = (f"detect-sparsity,{eliminate},reorder-kernel-groups{{threads={self.num_cores}}},"
                   if "sparse_conv3d" in self.lowerings else "")
-        block = f"block-layout{{block={self.vector_lanes}}}," if not self.gpu_threads else ""  # GPUs: plain NCDHW
+        # GPUs: plain NCDHW, and their conv kernel has no fused pool
+        block = f"block-layout{{block={self.vector_lanes}}},fuse-pool," if not self.gpu_threads else ""
         if "sparse_sep_conv3d" in self.lowerings:
             block += f"fuse-sep-convs{{lanes={self.vector_lanes},l2={self.l2_bytes}}},"
         fp16 = "to-fp16," if self.precision == "float16" else ""

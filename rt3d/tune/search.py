@@ -13,6 +13,7 @@ import math
 
 import numpy as np
 
+from ..ir.interpreter import conv_out_spatial
 from .space import Task, config_key, features
 
 MIN_RECORDS = 6  # records needed before the model ranks candidates
@@ -25,7 +26,7 @@ def layer_class(task: Task) -> tuple:
     if n.op in ("sparse_conv3d", "sparse_sep_conv3d"):
         return (n.op, tuple(a.stride), tuple(a.group), tuple(a.kernel))
     w = n.inputs[1].type.shape
-    return (n.op, tuple(a.stride[-2:]), bool(a.in_block), tuple(w[2:]), n.output.type.shape[-2 if a.out_block else -1])
+    return (n.op, tuple(a.stride[-2:]), bool(a.in_block), tuple(w[2:]), conv_out_spatial(n)[-1])
 
 
 class CostModel:

@@ -15,7 +15,7 @@ import numpy as np
 
 from ..ir import Node
 from ..ir.flops import node_macs
-from ..ir.interpreter import node_out_spatial
+from ..ir.interpreter import conv_out_spatial
 from ..targets.arm_neon.conv3d import ConvTile, default_tile, workload_key
 from ..targets.arm_neon.sparse_conv3d import (WIDE_TILE, SparseTile, max_v, sep_plan, sparse_plan, vector_plan,
                                               sparse_workload_key)
@@ -72,7 +72,7 @@ def conv_space(node: Node, lanes: int, registers: int = 32) -> list[ConvTile]:
     """Register tiles that divide the output plane and fit the register file (accumulators, the tile's weight
     vectors and a broadcast), with and without unrolling the innermost reduction loop; the heuristic default
     first, then the closest to it in accumulator count."""
-    sp = node_out_spatial(node, node.attrs.out_block)
+    sp = conv_out_spatial(node)  # the conv's own plane, a fused pool's windows included
     oh, ow = (sp[-2] if len(sp) >= 2 else 1), sp[-1]
     default = default_tile(node, oh, ow, lanes, registers)
     tiles = []

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -17,7 +18,7 @@ import tvm
 from tvm import te, tirx
 
 from ...ir import Node
-from ...ir.interpreter import node_out_spatial
+from ...ir.interpreter import conv_out_spatial
 from ...ir.ops import logical_shape
 from ..base import Kernel
 from .common import epilogue, epilogue_placeholders, make_func, placeholder, schedule_default, spatial_5d, to_5d
@@ -40,6 +41,8 @@ def workload_key(node: Node) -> str:
     desc = {"op": node.op, "x": node.inputs[0].type.shape, "w": node.inputs[1].type.shape, "stride": a.stride,
             "pad": a.pad, "dilation": a.dilation, "in_block": a.in_block, "out_block": a.out_block,
             "dtype": node.inputs[0].type.dtype}
+    if a.pool:  # the records of a conv without one stay valid
+        desc["pool"] = a.pool
     return "conv3d-" + hashlib.sha1(json.dumps(desc, sort_keys=True).encode()).hexdigest()[:12]
 
 
@@ -123,7 +126,8 @@ class _Geometry:
         self.x5 = to_5d(xl)
         self.w5 = to_5d(w.type.shape)
         self.out = node.output.type.shape
-        self.o5 = to_5d((self.x5[0], w.type.shape[0]) + (node_out_spatial(node, a.out_block)))
+        self.o5 = to_5d((self.x5[0], w.type.shape[0]) + conv_out_spatial(node))
+        self.pool = spatial_5d(a.pool, 1, r) if a.pool else None
         self.stride = spatial_5d(a.stride, 1, r)
         self.dil = spatial_5d(a.dilation, 1, r)
         self.pb = spatial_5d(a.pad[:r], 0, r)
@@ -158,9 +162,11 @@ def _padded_input(g: _Geometry, X: te.Tensor) -> te.Tensor:
 def lower_conv3d(node: Node, target) -> Kernel:
     if node.attrs.groups == 1 and node.inputs[1].data is not None:
         return lower_blocked(node, target)
+    from ...errors import BuildError
     if node.attrs.in_block or node.attrs.out_block:
-        from ...errors import BuildError
         raise BuildError(f"blocked layouts need groups=1 and constant weights: {node}")
+    if node.attrs.pool:
+        raise BuildError(f"a fused pool needs groups=1 and constant weights (pool={list(node.attrs.pool)}): {node}")
     return lower_generic(node, target)
 
 
@@ -195,7 +201,7 @@ def lower_blocked(node: Node, target, tile: ConvTile | None = None) -> Kernel:
     X = placeholder(node.inputs[0], "x")
     Wp = te.placeholder(wp.shape, wp.dtype, name="w_packed")
     B, R = epilogue_placeholders(node)
-    if B is not None and g.out_block:  # bias padded to whole blocks so that the epilogue reads in bounds
+    if B is not None and (g.out_block or g.pool):  # bias padded to whole blocks so that the epilogue reads in bounds
         bias = np.zeros(-(-M // L) * L, np.float32)
         bias[:M] = node.inputs[2].data
         B = te.placeholder(bias.shape, "float32", name="bias")
@@ -220,28 +226,48 @@ def lower_blocked(node: Node, target, tile: ConvTile | None = None) -> Kernel:
                 axis=[rc, rd, rh, rw]),
             name="conv")
 
-    if g.out_block:
+    if g.pool:
+        # the epilogue per register tile into a buffer of one row of windows, then the max over each window
+        E = te.compute((N, -(-M // L), OD, OH, OW, L),
+                       lambda n, mo, d, h, w, v: epilogue(node, conv[n, mo, d, h, w, v], mo * L + v, (), B, None),
+                       name="out")
+        Y = te.compute(g.out, _window_max(g, E, L), name="pool")
+    elif g.out_block:
         def out_f(n, mo, *rest):
             *sp, v = rest
             d, h, w = ([tirx.const(0, "int32")] * (5 - g.rank)) + list(sp)
             return epilogue(node, conv[n, mo, d, h, w, v], mo * L + v, (n, mo, *rest), B, R)
+        Y = te.compute(g.out, out_f, name="out")
     else:
         def out_f(*idx):
             n, m, d, h, w = g.out_index5(idx)
             return epilogue(node, conv[n, m // L, d, h, w, m % L], m, idx, B, R)
-    Y = te.compute(g.out, out_f, name="out")
+        Y = te.compute(g.out, out_f, name="out")
     args = [X, Wp] + [t for t in (B, R) if t is not None] + [Y]
     sch = tvm.s_tir.Schedule(make_func(args, "main"))
     blk = sch.get_sblock("conv")
     loops = sch.get_loops(blk)
     n, mo, d, h, w, v = loops[:6]
     red = loops[6:]
-    ho, hi = sch.split(h, [None, tile.th])
-    wo, wi = sch.split(w, [None, tile.tw])
     mo, mi = sch.split(mo, [None, tile.tm])
-    sch.reorder(n, mo, d, ho, wo, *red, hi, wi, mi, v)
+    if g.pool:
+        # a parallel unit is a depth of windows; each row of windows is computed in rows of register tiles, then
+        # pooled while it is in cache (the register tile's rows divide the window's)
+        kd, kh, _ = g.pool
+        th = math.gcd(tile.th, kh)
+        d, dk = sch.split(d, [None, kd])
+        h, hk = sch.split(h, [None, kh])
+        ho, hi = sch.split(hk, [None, th])
+        wo, wi = sch.split(w, [None, tile.tw])
+        sch.reorder(n, mo, d, h, dk, ho, wo, *red, hi, wi, mi, v)
+    else:
+        ho, hi = sch.split(h, [None, tile.th])
+        wo, wi = sch.split(w, [None, tile.tw])
+        sch.reorder(n, mo, d, ho, wo, *red, hi, wi, mi, v)
     sch.parallel(sch.fuse(n, mo, d))
     sch.reverse_compute_at(sch.get_sblock("out"), wo)
+    if g.pool:
+        sch.reverse_compute_at(sch.get_sblock("pool"), h)
     sch.set_scope(blk, 0, "local")
     if xp is not X:
         pad = sch.get_sblock("pad")
@@ -249,8 +275,10 @@ def lower_blocked(node: Node, target, tile: ConvTile | None = None) -> Kernel:
         sch.parallel(sch.fuse(*pl[:3]))
         if g.in_block:
             sch.vectorize(pl[-1])
-    if g.out_block:
+    if g.out_block or g.pool:
         sch.vectorize(sch.get_loops(sch.get_sblock("out"))[-1])
+    if g.pool and g.out_block:
+        sch.vectorize(sch.get_loops(sch.get_sblock("pool"))[-1])
     sch.unroll(hi)
     sch.unroll(wi)
     sch.unroll(mi)
@@ -260,13 +288,38 @@ def lower_blocked(node: Node, target, tile: ConvTile | None = None) -> Kernel:
     sch.decompose_reduction(blk, red[0])
     args_v = [node.inputs[0], wp]
     if B is not None:
-        args_v.append(bias if g.out_block else node.inputs[2])
+        args_v.append(bias if g.out_block or g.pool else node.inputs[2])
     if R is not None:
         args_v.append(node.inputs[-1])
     layout = f"{'b' if g.in_block else 'p'}->{'b' if g.out_block else 'p'}"
+    pool = f", max_pool={'x'.join(map(str, node.attrs.pool))}" if g.pool else ""
     return Kernel(sch.mod["main"], args_v,
                   f"conv3d.direct({layout}, lanes={L}, tile={tile.th}x{tile.tw}x{tile.tm}"
-                  f"{', unroll' if tile.ur else ''})")
+                  f"{', unroll' if tile.ur else ''}{pool})")
+
+
+def _window_max(g: _Geometry, E: te.Tensor, L: int):
+    """The compute of a fused pool's output (blocked or plain) from E, the epilogue's [N, M/L, D, H, W, L]: the max
+    of each disjoint window, written out as a chain (a window has a few elements: 4 or 8 for C3D's pools)."""
+    pd, ph, pw = g.pool
+    offsets = [(i, j, k) for i in range(pd) for j in range(ph) for k in range(pw)]
+
+    def window(n, mo, v, d, h, w):
+        vals = [E[n, mo, d * pd + i, h * ph + j, w * pw + k, v] for i, j, k in offsets]
+        out = vals[0]
+        for x in vals[1:]:
+            out = tirx.max(out, x)
+        return out
+    if g.out_block:
+        def f(n, mo, *rest):
+            *sp, v = rest
+            d, h, w = ([tirx.const(0, "int32")] * (5 - g.rank)) + list(sp)
+            return window(n, mo, v, d, h, w)
+    else:
+        def f(*idx):
+            n, m, d, h, w = g.out_index5(idx)
+            return window(n, m // L, m % L, d, h, w)
+    return f
 
 
 def direct_conv(node: Node, g: _Geometry, acc_dtype: str | None = None):

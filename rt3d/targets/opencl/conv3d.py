@@ -41,6 +41,9 @@ def lower_conv3d(node: Node, target) -> Kernel:
     if g.in_block or g.out_block:
         raise BuildError(f"target '{target.name}' computes plain NCDHW layouts (no block-layout pass): {node}")
     a = node.attrs
+    if a.pool:
+        raise BuildError(f"target '{target.name}': its conv3d kernel computes no fused pool (pool={list(a.pool)}; "
+                         f"run without the fuse-pool pass): {node}")
     M, OW = g.w5[0], g.o5[4]
     X, Wt, B, R, conv = direct_conv(node, g, acc_dtype="float32")
     odt = node.output.type.dtype
