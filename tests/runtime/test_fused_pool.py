@@ -2,6 +2,8 @@
 and what cannot be fused or lowered says why."""
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 from onnx import helper
 
@@ -83,3 +85,21 @@ def test_opencl_refuses_a_fused_pool_by_name():
     m = conv_pool(3, 8, (2, 4, 4), (3, 3, 3), (1, 1, 1), (1, 2, 2))
     with pytest.raises(BuildError, match="no fused pool.*fuse-pool"):
         rt3d.build(m, target="android-gpu", passes="fold-constants,fuse,fuse-pool,dce")
+
+
+def test_tuning_space_tiles_the_conv_not_its_pooled_output():
+    """The register tiles a pooled conv is tuned over divide the conv's own 8 x 8 plane (not the 4 x 4 pooled one),
+    and a tile whose rows do not divide the window's builds with rows cut to fit (4 rows in windows of 2)."""
+    from rt3d.targets.arm_neon.conv3d import ConvTile, lower_blocked, workload_key
+    from rt3d.tune.space import conv_space
+    m = conv_pool(16, 32, (2, 8, 8), (3, 3, 3), (1, 1, 1), (1, 2, 2))
+    target = rt3d.targets.get_target("host")
+    g = PassManager(target.default_passes()).run(rt3d.import_onnx(m))
+    node = next(n for n in g.nodes if n.attrs.__class__.__name__ == "ConvAttrs" and n.attrs.pool)
+    tiles = conv_space(node, target.vector_lanes, target.vector_registers)
+    assert any(t.tw == 8 for t in tiles) and all(8 % t.tw == 0 and 8 % t.th == 0 for t in tiles)
+    assert "tile=2x2x1" in lower_blocked(node, target, ConvTile(4, 2, 1)).impl
+    x = rand(1, 16, 2, 8, 8, seed=5)
+    expected = run_graph(rt3d.import_onnx(m), x)[0]
+    tuned = replace(target, tuned={workload_key(node): ConvTile(4, 2, 1)})
+    assert_close(rt3d.build(m, target=tuned).run(x), expected)

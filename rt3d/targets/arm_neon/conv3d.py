@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import tvm
@@ -254,10 +254,10 @@ def lower_blocked(node: Node, target, tile: ConvTile | None = None) -> Kernel:
         # a parallel unit is a depth of windows; each row of windows is computed in rows of register tiles, then
         # pooled while it is in cache (the register tile's rows divide the window's)
         kd, kh, _ = g.pool
-        th = math.gcd(tile.th, kh)
+        tile = replace(tile, th=math.gcd(tile.th, kh))
         d, dk = sch.split(d, [None, kd])
         h, hk = sch.split(h, [None, kh])
-        ho, hi = sch.split(hk, [None, th])
+        ho, hi = sch.split(hk, [None, tile.th])
         wo, wi = sch.split(w, [None, tile.tw])
         sch.reorder(n, mo, d, h, dk, ho, wo, *red, hi, wi, mi, v)
     else:
