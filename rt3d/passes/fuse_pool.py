@@ -14,6 +14,7 @@ from typing import ClassVar
 from ..ir import Graph
 from ..ir.interpreter import conv_out_spatial
 from .base import Pass, PassReport, register_pass
+from .fuse import Fuse
 
 
 def pool_problem(conv, pool, graph: Graph, users: dict) -> str:
@@ -60,9 +61,7 @@ class FusePool(Pass):
                 continue
             conv.attrs = replace(conv.attrs, pool=tuple(pool.attrs.kernel))
             conv.output.type = pool.output.type
-            graph.nodes.remove(conv)
-            graph.nodes[graph.nodes.index(pool)] = conv
-            graph.replace_uses(pool.output, conv.output)
+            Fuse._absorb(graph, conv, pool)
             fused += 1
         report.note(f"{fused} pool(s) fused")
         return graph

@@ -250,20 +250,18 @@ def lower_blocked(node: Node, target, tile: ConvTile | None = None) -> Kernel:
     n, mo, d, h, w, v = loops[:6]
     red = loops[6:]
     mo, mi = sch.split(mo, [None, tile.tm])
+    rows, windows = h, []
     if g.pool:
         # a parallel unit is a depth of windows; each row of windows is computed in rows of register tiles, then
         # pooled while it is in cache (the register tile's rows divide the window's)
         kd, kh, _ = g.pool
         tile = replace(tile, th=math.gcd(tile.th, kh))
         d, dk = sch.split(d, [None, kd])
-        h, hk = sch.split(h, [None, kh])
-        ho, hi = sch.split(hk, [None, tile.th])
-        wo, wi = sch.split(w, [None, tile.tw])
-        sch.reorder(n, mo, d, h, dk, ho, wo, *red, hi, wi, mi, v)
-    else:
-        ho, hi = sch.split(h, [None, tile.th])
-        wo, wi = sch.split(w, [None, tile.tw])
-        sch.reorder(n, mo, d, ho, wo, *red, hi, wi, mi, v)
+        h, rows = sch.split(h, [None, kh])
+        windows = [h, dk]
+    ho, hi = sch.split(rows, [None, tile.th])
+    wo, wi = sch.split(w, [None, tile.tw])
+    sch.reorder(n, mo, d, *windows, ho, wo, *red, hi, wi, mi, v)
     sch.parallel(sch.fuse(n, mo, d))
     sch.reverse_compute_at(sch.get_sblock("out"), wo)
     if g.pool:
