@@ -11,7 +11,8 @@ the arithmetic unchanged (the same kept columns, weights and FMAs), against the 
 Outputs are wrong in every variant but the first: this is a measurement, not a model. The variants alter the column
 offsets of the plain loop order, so a layer whose default splits the reduction (split=, on a small L2) is built with
 the reduction unsplit (its row says so: "unsplit"); layers in the pw or direct mode index their columns differently
-and are left out.
+and are left out. The flat3 layers are built on padded rows (sparse_conv3d.MASKED_ROWS off): on rows without pad
+columns a row block's columns run in runs of one kw through bounds of their own, which these variants do not alter.
 Run: TVM_NUM_THREADS=2 .venv/bin/python bench/sparse_ablation.py [--rounds 5] [--only conv2]
      [--out bench/results/sparse]
 """
@@ -26,6 +27,7 @@ import numpy as np
 HERE = Path(__file__).parent
 sys.path.insert(0, str(HERE.parent))
 from rt3d.targets import get_target  # noqa: E402
+from rt3d.targets.arm_neon import sparse_conv3d  # noqa: E402
 from rt3d.targets.arm_neon.sparse_conv3d import sparse_plan  # noqa: E402
 from engines import interleaved, select, write_json  # noqa: E402
 from sparse_layers import GROUP, LAYERS, conv_layer, conv_ms, layer_args, layer_modules  # noqa: E402
@@ -82,6 +84,7 @@ def main(argv=None) -> int:
     import tvm
     args = layer_args(argv, __doc__)
     target = get_target("host")
+    sparse_conv3d.MASKED_ROWS = False  # (see the docstring: the variants alter the padded rows' plain loop)
     rng = np.random.default_rng(0)
     rows = []
     for name, spec in select(LAYERS, args.only, "layer").items():

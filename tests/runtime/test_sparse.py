@@ -433,6 +433,26 @@ def check_blocked_kernel(k, stride, pad, dil, cout, residual, mode, tile=None, s
     got = y.numpy()
     assert not np.isnan(got).any(), "the kernel left elements of its blocked output unwritten"
     assert_close(got, want, rtol=1e-4)
+    return kernel.impl
+
+
+@pytest.mark.parametrize("masked", [True, False], ids=["masked", "padded"])
+@pytest.mark.parametrize("k,pad,dil,tile", [
+    (K3, P1, (1, 1, 1), None), ((3, 3, 3), (1, 1, 2, 1, 1, 0), (1, 1, 1), None),  # a left pad only: kw 0, 1 off
+    ((3, 3, 3), (1, 1, 2, 1, 1, 2), (1, 1, 2), None), ((1, 3, 5), (0, 1, 2, 0, 1, 2), (1, 1, 1), None),
+    (K3, P1, (1, 1, 1), (2, 1, 1, 3)), (K3, P1, (1, 1, 1), (1, 2, 40, 1)), (K3, P1, (1, 1, 1), (3, 1, 1, 1))],
+    ids=["3x3x3", "left-pad", "dilated", "1x3x5", "split3", "tiles", "v3"])
+def test_rows_without_pad_columns_compute_the_same(monkeypatch, masked, k, pad, dil, tile):
+    """flat3 on rows without pad columns (SparsePlan.masked): a column's lanes whose kw reads off the row (the
+    previous row's last columns, the next one's first) are masked to zero; kw at a dilation and uneven pads, a
+    1x3x5 kernel, and the schedules that run a row block's columns in runs of one kw per reduction chunk (split into
+    3), through a group of tiles, and 3 vectors per tile. Against the interpreter, padded rows alike."""
+    from rt3d.targets.arm_neon import sparse_conv3d
+    from rt3d.targets.arm_neon.sparse_conv3d import SparseTile
+    monkeypatch.setattr(sparse_conv3d, "MASKED_ROWS", masked)
+    record = SparseTile(*tile) if tile else None
+    impl = check_blocked_kernel(k, (1, 1, 1), pad, dil, 20, True, "flat3", record, shape=(2, 20, 5, 15, 23))
+    assert (", masked" in impl) == masked, impl
 
 
 @pytest.mark.parametrize("target,tile,mode,k,stride,pad,dil", [
@@ -585,16 +605,23 @@ def test_sep_pair_problem_names_what_the_fused_kernel_lacks():
     assert not sep_first_windowed(replace(spatial, in_block=0), 16) and not sep_first_windowed(spatial, 8)
 
 
-def test_position_tiles_are_chosen_for_the_busiest_thread():
+def test_position_tiles_are_chosen_for_the_busiest_thread(monkeypatch):
     """Where the threads split a flat mode's position tiles, the tile size is chosen for the thread with the most
-    tiles: C3D's 4x14x14 geometry (884 flat positions) is 19 tiles of 3 vectors on one thread, but 28 tiles of 2
-    on two (14 each; 19 tiles of 3 leave one thread 10 and the other 9, 960 positions' time for 912). Where the
+    tiles: C3D's 4x14x14 geometry on padded rows (884 flat positions) is 19 tiles of 3 vectors on one thread, but 28
+    tiles of 2 on two (14 each; 19 tiles of 3 leave one thread 10 and the other 9, 960 positions' time for 912). On
+    rows without pad columns (826 positions, SparsePlan.masked) 18 tiles of 3 split evenly and are kept. Where the
     input fits the L2's share, the threads split the row blocks instead, and the tiles stay as few as they can be."""
-    from rt3d.targets.arm_neon.sparse_conv3d import sparse_plan
+    from rt3d.targets.arm_neon import sparse_conv3d
+    from rt3d.targets.arm_neon.sparse_conv3d import computed_positions, sparse_plan
     from tests.targets.test_registers import layer
     node = layer(VECTOR, cin=256, cout=16, sparse=True, shape=(1, 256, 4, 14, 14))  # a 1.4 MB padded copy
+    masked = sparse_plan(node, 16, 2, 1 << 20)
+    assert masked.masked and masked.positions == 826 and masked.default.v == 3, masked
+    assert computed_positions(masked, 16) == 864 and -(-826 // 48) % 2 == 0
+    monkeypatch.setattr(sparse_conv3d, "MASKED_ROWS", False)
     one, two = (sparse_plan(node, 16, cores, 1 << 20).default for cores in (1, 2))
-    assert sparse_plan(node, 16, 2, 1 << 20).positions == 884
+    padded = sparse_plan(node, 16, 2, 1 << 20)
+    assert not padded.masked and padded.positions == 884 and computed_positions(padded, 16) == 896
     assert one.v == 3 and two.v == 2 and two.chunks == 1, (one, two)
     assert -(-884 // (16 * two.v)) % 2 == 0
     fits = sparse_plan(node, 16, 2, 8 << 20).default

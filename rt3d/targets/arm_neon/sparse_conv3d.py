@@ -117,6 +117,14 @@ WIDE_TILE = 2
 # model (bench/e2e_breakdown.py, two runs each): 3.08 / 3.28 ms -> 2.60 / 2.58 with 4 KiB, 2.81 with 8 KiB;
 # prefetchnta instead of prefetcht0 made them 1.5-4x slower
 FC_PREFETCH = 4 << 10
+# flat3 rows without pad columns (rows of pitch W instead of W + 1: C3D's 14x14 planes compute 826 positions for
+# their 784 outputs instead of 884, 28x28 ones 6698 -> 6475 of 6272): a kept column whose kw reads off its row loads
+# the tile's inputs with those lanes masked to zero (per tile, a mask per vector and kw; a row block's columns run
+# in runs of one kw). Where the tiles compute fewer positions that way (vector_plan). C3D's layers, KGS 8x4 at 26 %,
+# Zen 4, 7 interleaved rounds of the kernels alone (scratch over bench/sparse_layers.py's builders), padded ->
+# masked: 64->128 56x56 30.11 -> 30.08 ms, 256->256 8x28x28 28.80 -> 27.44, 512->512 4x14x14 17.26 -> 16.56;
+# 512->512 2x7x7 2.18 -> 2.25 (whole tiles compute 128 positions either way: it stays padded)
+MASKED_ROWS = True
 COLUMN_BODY = 96  # FMAs of one kept column (gN x gM x V), unrolled: beyond this LLVM's code for it got 2x slower
 # (8x8 groups with V=3 against V=1, measured with `rt3d tune` on a 128->256 C3D layer)
 
@@ -214,6 +222,7 @@ class SparsePlan:
     positions: int  # positions along the vectorized dimension
     outer: int  # batch (flat3) or batch x output depths (flat2, pw): what the position tiles repeat over
     default: SparseTile
+    masked: bool = False  # flat3 rows without pad columns: the kernel masks the lanes a column reads off its row
 
     def units(self, lanes: int, v: int) -> int:
         """Parallel units before row-block chunking: outer x position tiles of lanes x v."""
@@ -257,20 +266,48 @@ def _vector_preferred(node: Node, lanes: int, registers: int) -> bool:
     return node.attrs.group[0] == lanes and filter_pass(lanes, registers) < lanes
 
 
-def vector_plan(node: Node, lanes: int, cores: int, l2_bytes: int = 0, registers: int = 32) -> SparsePlan:
-    """sparse_plan of the position-vectorized modes (flat3, flat2, pw)."""
+def masked_rows_problem(node: Node, registers: int) -> str:
+    """Why the flat3 mode cannot run ``node`` on rows without pad columns (SparsePlan.masked; '' when it can)."""
+    a = node.attrs
+    r, (_, _, _, _, W), (_, _, OW) = _shapes(node)
+    sd, sh, sw = spatial_5d(a.stride, 1, r)
+    if spatially_pointwise(tuple(a.kernel), tuple(a.pad)) or sd != 1 or (sh, sw) != (1, 1):
+        return "not the flat3 mode at unit spatial stride"
+    if OW != W or not (a.pad[r - 1] or a.pad[2 * r - 1]):
+        return "its rows are not padded to their own width"
+    if filter_pass(a.group[0], registers) != a.group[0]:
+        return "a row block's filters run in passes"
+    return ""
+
+
+def computed_positions(plan: SparsePlan, lanes: int) -> int:
+    """Positions a plan's default computes, padding included: whole tiles of its vectors."""
+    return plan.units(lanes, plan.default.v) * lanes * plan.default.v
+
+
+def vector_plan(node: Node, lanes: int, cores: int, l2_bytes: int = 0, registers: int = 32,
+                masked: bool | None = None) -> SparsePlan:
+    """sparse_plan of the position-vectorized modes (flat3, flat2, pw). ``masked``: rows without pad columns
+    (SparsePlan.masked) or with; by default without where masked_rows_problem allows it and the tiles then compute
+    fewer positions (MASKED_ROWS)."""
+    if masked is None:
+        padded = vector_plan(node, lanes, cores, l2_bytes, registers, masked=False)
+        if not MASKED_ROWS or masked_rows_problem(node, registers):
+            return padded
+        rows = vector_plan(node, lanes, cores, l2_bytes, registers, masked=True)
+        return rows if computed_positions(rows, lanes) < computed_positions(padded, lanes) else padded
     a = node.attrs
     r, (N, C, D, H, W), (OD, OH, OW) = _shapes(node)
     sd, sh, sw = spatial_5d(a.stride, 1, r)
     pb = spatial_5d(a.pad[:r], 0, r)
     pe = spatial_5d(a.pad[r:], 0, r)
+    GM = a.group[0]
     if sh == sw == 1:
         # rows of pitch Wf hold W columns then zeros, which are both the right pad of one row and the left pad of
         # the next (column -1 of row h is the last column of row h - 1); so do the rows of a depth plane
-        Hf, Wf = max(H + max(pb[1], pe[1]), OH), max(W + max(pb[2], pe[2]), OW)
+        Hf, Wf = max(H + max(pb[1], pe[1]), OH), (W if masked else max(W + max(pb[2], pe[2]), OW))
     else:
         Hf, Wf = -(-(H + pb[1] + pe[1]) // sh), -(-(W + pb[2] + pe[2]) // sw)  # a phase plane of the flat copy
-    GM = a.group[0]
     if spatially_pointwise(tuple(a.kernel), tuple(a.pad)):
         # no spatial reach: positions tile the output plane, read from a tile-major copy of the input
         mode, J, outer = "pw", OH * OW, N * OD
@@ -293,7 +330,7 @@ def vector_plan(node: Node, lanes: int, cores: int, l2_bytes: int = 0, registers
     if V > vmax and not threads_split_units(outer * -(-J // (lanes * V)), cores):
         V = _choose_v(GM, lanes, J, GN, registers, **balance)  # few positions: one register tile
     vp = vmax if V > vmax else 0
-    plan = SparsePlan(mode, (Hf, Wf), J, outer, SparseTile(V, fm=fm, vp=vp))
+    plan = SparsePlan(mode, (Hf, Wf), J, outer, SparseTile(V, fm=fm, vp=vp), masked=masked)
     P = len(a.kept)
     ch = 1 if threads_split_units(plan.units(lanes, V), cores) else min(cores, P)
     tiles = split = 1
@@ -347,7 +384,7 @@ def sep_plan(node: Node, lanes: int, cores: int, registers: int = 32) -> SepPlan
 def _sep_plan(first: Node, second: Node, lanes: int, cores: int, registers: int = 32) -> SepPlan:
     gm, gn = max(first.attrs.group[0], second.attrs.group[0]), max(first.attrs.group[1], second.attrs.group[1])
     _, (N, *_), (OD, OH, OW) = _shapes(second)
-    Hf, Wf = vector_plan(first, lanes, cores).plane
+    Hf, Wf = vector_plan(first, lanes, cores, masked=False).plane  # (the first stage computes padded rows)
     J = (OH - 1) * Wf + OW
     V = _choose_v(gm, lanes, J, gn, registers)
     fm = filter_pass(gm, registers) % gm  # 0: one pass (a conv of the pair whose gM it does not divide runs one)
@@ -596,6 +633,31 @@ def _column_loop(ind: str, lo: str, hi: str, xo: str, base: str, acc: str, wk: s
     return lines
 
 
+def _masked_columns(ind: str, seg: str, KW: int, dw: int, pad: int, GN: int, GM: int, V: int, L: int,
+                    cs: int) -> str:
+    """The column loop over rows without pad columns (SparsePlan.masked): a row block's columns of one reduction
+    chunk in runs of one kw (segment starts cpk[seg + kw]); a run whose kw reads off the row loads the tile's
+    inputs with the lanes of the columns outside the row masked to zero (mk<kw>_<vector>, made per tile), the
+    others plainly."""
+    lines = []
+    for w in range(KW):
+        shift = w * dw - pad
+        lines += [f"{ind}for b in range(cpk[{seg} + {w}], cpk[{seg} + {w + 1}]):", f"{ind}    xo: T.let = xt + off[b]"]
+        for c in range(GN):
+            for vo in range(V):
+                at = f"xo + {c * cs + vo * L}"
+                # (a select over a plain load, which stays in bounds: LLVM makes it a zero-masking load; the
+                # llvm.masked.load intrinsic through a pointer kept the accumulators in memory, 2x slower)
+                load = (f"xp[T.Ramp({at}, 1, {L})]" if not shift else
+                        f"T.Select(mk{w}_{vo}, xp[T.Ramp({at}, 1, {L})], T.Broadcast(T.float32(0), {L}))")
+                lines.append(f"{ind}    x{c}_{vo}: T.let = {load}")
+            for i in range(GM):
+                for vo in range(V):
+                    a = f"acc[{i}, T.Ramp({vo * L}, 1, {L})]"
+                    lines.append(f"{ind}    {a} = {a} + T.Broadcast(wk[(b * {GN} + {c}) * {GM} + {i}], {L}) * x{c}_{vo}")
+    return "\n".join(lines) + "\n"
+
+
 @dataclass
 class _FirstStage:
     """The first conv of a fused pair: where it reads its input (xq: at unit stride on a blocked input, the
@@ -786,6 +848,10 @@ def lower_sparse_conv3d(node: Node, target, pre: Node | None = None, sep_tile: S
     V, CH = tile.v, min(max(1, tile.chunks), max(1, P))
     # filters and position vectors per pass over a row block's columns (the pw mode's tiles are one register tile)
     FM, VP = pass_filters(GM, tile.fm), pass_vectors(V, tile.vp if mode != "pw" else 0)
+    masked = plan.masked and pre is None and mode == "flat3"
+    if masked:
+        FM, VP = GM, V  # (the masked column body runs a row block's filters and the tile's vectors in one pass)
+    FS = pb[2] if masked else 0  # masked rows: zeros before the copy, which the first row's left taps point into
     TJ = L * V
     JT = -(-J // TJ)
     Q = Cp // GN  # channel blocks
@@ -816,9 +882,22 @@ def lower_sparse_conv3d(node: Node, target, pre: Node | None = None, sep_tile: S
     if mode == "pw":
         off, kdo = (q * GN * TJ).astype(np.int32), (kd * dd).astype(np.int32)
     else:
+        # (masked rows hold the input's columns unshifted: tap kw reads column w + kw * dw - pad)
         off = (q * GN * cs + ((kh * dh) % sh * sw + (kw * dw) % sw) * PS + kd * dd * plane
-               + (kh * dh) // sh * Wf + (kw * dw) // sw).astype(np.int32)
+               + (kh * dh) // sh * Wf + ((kw * dw - pb[2] + FS) if masked else (kw * dw) // sw)).astype(np.int32)
     wk, indptr, order, outch = _packed_arrays(a, values)
+    if masked:
+        # each row block's columns in runs of one kw (within each reduction chunk), so that a run's lanes share a
+        # mask: cpk[k * (NS * KW + 1) + c * KW + w] is where chunk c's run of kw = w starts
+        key = (q // QS) * KW + kw
+        perm = np.concatenate([indptr[k] + np.argsort(key[indptr[k]:indptr[k + 1]], kind="stable")
+                               for k in range(P)]).astype(np.int64) if cols.size else np.zeros(0, np.int64)
+        off, kw, q = off[perm], kw[perm], q[perm]
+        wk = np.ascontiguousarray(wk.reshape(-1, GN * GM)[perm]).reshape(-1)
+        cpk = np.zeros(P * (NS * KW + 1), np.int32)
+        for k in range(P):
+            cpk[k * (NS * KW + 1):(k + 1) * (NS * KW + 1)] = indptr[k] + np.searchsorted(
+                key[perm][indptr[k]:indptr[k + 1]], np.arange(NS * KW + 1))
     bounds = np.concatenate([[0], np.cumsum(chunk_sizes(P, CH))]).astype(np.int32)
     # reduction chunks: row block k's columns of chunk c (channel blocks c * QS ..) are cp[k * (NS + 1) + c] ..
     cp = np.zeros(P * (NS + 1), np.int32)
@@ -842,8 +921,8 @@ def lower_sparse_conv3d(node: Node, target, pre: Node | None = None, sep_tile: S
         base = f"n * {xs} + od * {sd * plane} + jt * {TJ}"
         max_base = (N - 1) * xs + (OD - 1) * sd * plane + (JT - 1) * TJ
     max_read = max_base + TJ - 1 + int(off.max()) + (GN - 1) * cs
-    total = max(N * xs, max_read + 1) if mode != "pw" else 0
-    slack = total - N * xs
+    total = max(FS + N * xs, max_read + 1) if mode != "pw" else 0
+    slack = total - FS - N * xs
 
     jg = "jt" if TG == 1 else "g"  # the parallel unit's position tile, or group of tiles
     if mode == "flat3":
@@ -1018,8 +1097,10 @@ def lower_sparse_conv3d(node: Node, target, pre: Node | None = None, sep_tile: S
               f"bounds: T.Buffer(({CH + 1},), \"int32\")", f"outch: T.Buffer(({P * GM},), \"int32\")"]
     if fast:
         params.append(f"run0: T.Buffer(({P},), \"int32\")")
-    if NS > 1:
+    if NS > 1 and not masked:
         params.append(f"cp: T.Buffer(({cp.size},), \"int32\")")
+    if masked:
+        params.append(f"cpk: T.Buffer(({cpk.size},), \"int32\")")
     if mode == "pw" and span > 1:
         params.append(f"kdo: T.Buffer(({kdo.size},), \"int32\")")
     if has_bias:
@@ -1049,9 +1130,23 @@ def lower_sparse_conv3d(node: Node, target, pre: Node | None = None, sep_tile: S
             f"            yf[((e // {osp} * {Mb} + {Mb - 1}) * {osp} + e % {osp}) * {bo} + c] = T.float32(0)\n"
             if bo and M % bo else "")
     tile_text = "\n".join(tl)
-    geo = dict(N=N, C=C, D=D, H=H, W=W, Cp=Cp, Dp=Dp, Hf=Hf, Wf=Wf, sh=sh, sw=sw, pb=pb, r=r)
+    geo = dict(N=N, C=C, D=D, H=H, W=W, Cp=Cp, Dp=Dp, Hf=Hf, Wf=Wf, sh=sh, sw=sw, r=r,
+               pb=(pb[0], pb[1], 0) if masked else pb)  # (masked rows: the columns unshifted)
     pad_stage = "" if mode == "pw" else _flat_pad(geo, bi, L)
-    zero_slack = (f"    for e in range({slack}):\n        xp[{N * xs} + e] = T.float32(0)\n" if slack > 0 else "")
+    zero_slack = (f"    for e in range({slack}):\n        xp[{FS + N * xs} + e] = T.float32(0)\n" if slack > 0 else "")
+    if FS:  # the copy starts FS elements into xp, after zeros
+        pad_stage = pad_stage.replace("xp[", "xq[").replace("xp.access_ptr", "xq.access_ptr")
+        zero_slack += f"    for e in range({FS}):\n        xp[e] = T.float32(0)\n"
+    if masked:
+        # per vector of the tile and kw that reads off the row: the lanes whose input column is in the row
+        for vo in range(V):
+            tl.append(f"{T8}cv_{vo}: T.let = T.Ramp(jt * {TJ} + {vo * L}, 1, {L}) % T.Broadcast({W}, {L})")
+            for w_ in range(KW):
+                d_ = w_ * dw - pb[2]
+                if d_:
+                    tl.append(f"{T8}mk{w_}_{vo}: T.let = cv_{vo} + T.Broadcast({d_}, {L}) >= T.Broadcast(0, {L}) "
+                              f"and cv_{vo} + T.Broadcast({d_}, {L}) < T.Broadcast({W}, {L})")
+        tile_text = "\n".join(tl)
     head = f"        xt: T.let = {base}\n{tile_text}"
     zero = (f"            for i in T.unroll({GM}):\n                for v in T.vectorized({TJ}):\n"
             "                    acc[i, v] = T.float32(0)\n")
@@ -1059,7 +1154,9 @@ def lower_sparse_conv3d(node: Node, target, pre: Node | None = None, sep_tile: S
         column_base = "xt + off[b]"
     else:
         column_base = f"(xt + kdo[b]) % {span} * {Cp * TJ} + off[b]" if span > 1 else "off[b]"
-    def columns(lo: str, hi: str) -> str:
+    def columns(lo: str, hi: str, chunk: str = "0") -> str:
+        if masked:
+            return _masked_columns(" " * 12, f"k * {NS * KW + 1} + {chunk} * {KW}", KW, dw, pb[2], GN, GM, V, L, cs)
         return "\n".join(_column_loop(" " * 12, lo, hi, "xo", column_base, "acc", "wk", "xp", cs, GN, GM, V, L,
                                       FM, VP)) + "\n"
 
@@ -1079,7 +1176,7 @@ def lower_sparse_conv3d(node: Node, target, pre: Node | None = None, sep_tile: S
                 + f"                else:\n                    for i in T.unroll({GM}):\n"
                 f"                        for v in T.vectorized({TJ}):\n"
                 f"                            acc[i, v] = park[{pk}]\n"
-                + textwrap.indent(columns(f"cp[k * {NS + 1} + sc]", f"cp[k * {NS + 1} + sc + 1]"),
+                + textwrap.indent(columns(f"cp[k * {NS + 1} + sc]", f"cp[k * {NS + 1} + sc + 1]", "sc"),
                                   " " * 4)
                 + f"\n                if sc < {NS - 1}:\n                    for i in T.unroll({GM}):\n"
                 f"                        for v in T.vectorized({TJ}):\n"
@@ -1126,6 +1223,8 @@ def lower_sparse_conv3d(node: Node, target, pre: Node | None = None, sep_tile: S
         xp_decl = stage1.prologue if stage1 else ""
     else:
         xp_decl = f"    xp = T.alloc_buffer(({total},), \"float32\")\n"
+        if FS:
+            xp_decl += f"    xq = T.decl_buffer(({total - FS},), \"float32\", data=xp.data, elem_offset={FS})\n"
     acc1 = (f"        acc1 = T.decl_buffer(({pre.attrs.group[0]}, {TJ}), \"float32\", scope=\"local\")\n"
             if stage1 else "")
     src = f'''
@@ -1144,7 +1243,8 @@ def main({", ".join(params)}):
         func = tvm.script.from_source(src)
     except Exception as e:  # a generator bug, not a user error: keep the source for the report
         raise BuildError(f"sparse_conv3d kernel generation failed for {node}: {e}\n{src}") from None
-    args = [xin, wk, off, indptr, order, bounds, outch] + ([run0] if fast else []) + ([cp] if NS > 1 else [])
+    args = [xin, wk, off, indptr, order, bounds, outch] + ([run0] if fast else []) + (
+        [cpk] if masked else [cp] if NS > 1 else [])
     if mode == "pw" and span > 1:
         args.append(kdo)
     if has_bias:
@@ -1157,7 +1257,7 @@ def main({", ".join(params)}):
     layout = f"{'b' if bi else 'p'}->{'b' if bo else 'p'}"
     runs = ODC if mode == "pw" else 1
     knobs = "".join(f", {k}={n}" for k, n in (("passes", GM // FM * (V // VP)), ("chunks", CH), ("tiles", TG),
-                                               ("split", NS), ("runs", runs)) if n > 1)
+                                               ("split", NS), ("runs", runs)) if n > 1) + (", masked" if masked else "")
     impl = (f"sparse_conv3d.{mode}({a.sparsity or 'kgs'}, {layout}, group={GM}x{GN}, kept={dens:.0%}, "
             f"tile={FM}x{V}x{L}{knobs})")
     if stage1:
