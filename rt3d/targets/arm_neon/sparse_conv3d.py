@@ -892,16 +892,17 @@ def lower_sparse_conv3d(node: Node, target, pre: Node | None = None, sep_tile: S
         key = (q // QS) * KW + kw
         perm = np.concatenate([indptr[k] + np.argsort(key[indptr[k]:indptr[k + 1]], kind="stable")
                                for k in range(P)]).astype(np.int64) if cols.size else np.zeros(0, np.int64)
-        off, kw, q = off[perm], kw[perm], q[perm]
+        off, key = off[perm], key[perm]
         wk = np.ascontiguousarray(wk.reshape(-1, GN * GM)[perm]).reshape(-1)
         cpk = np.zeros(P * (NS * KW + 1), np.int32)
         for k in range(P):
             cpk[k * (NS * KW + 1):(k + 1) * (NS * KW + 1)] = indptr[k] + np.searchsorted(
-                key[perm][indptr[k]:indptr[k + 1]], np.arange(NS * KW + 1))
+                key[indptr[k]:indptr[k + 1]], np.arange(NS * KW + 1))
     bounds = np.concatenate([[0], np.cumsum(chunk_sizes(P, CH))]).astype(np.int32)
     # reduction chunks: row block k's columns of chunk c (channel blocks c * QS ..) are cp[k * (NS + 1) + c] ..
+    # (masked rows: cpk's bounds at kw = 0 instead)
     cp = np.zeros(P * (NS + 1), np.int32)
-    for k in range(P if NS > 1 else 0):
+    for k in range(P if NS > 1 and not masked else 0):
         qk = cols[indptr[k]:indptr[k + 1]] // S  # sorted: columns are packed channel block by channel block
         cp[k * (NS + 1):(k + 1) * (NS + 1)] = indptr[k] + np.searchsorted(qk, np.arange(NS + 1) * QS)
     off = off if off.size else np.zeros(1, np.int32)
