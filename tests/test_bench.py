@@ -29,6 +29,7 @@ def test_peer_benchmark_harness_on_a_small_model(tmp_path, bench_module):
         r = m["engines"][eng]
         assert len(r["runs_ms"]) == 2 and r["median_ms"] > 0 and r["max_rel_diff_vs_first_engine"] < 1e-4
     assert m["engines"]["rt3d"]["layers"] and res["fma_peak"]["gflops"] > 0
+    assert len(res["fma_peak_between"]) == 1 and res["fma_peak_after"]["gflops"] > 0  # after each model, at the end
     table = (out / "peer.md").read_text()
     assert "| r2plus1d_small" in table and "rt3d conv layers" in table
     assert "Pruned models" in table and m["engines"]["rt3d-kgs"]["info"]["flops_reduction"] == 2.0
