@@ -31,6 +31,10 @@ LAYERS = {
     "r2plus1d layer1 64->144 1x3x3": (64, 144, 16, 56, (1, 3, 3), (1, 1, 1), (0, 1, 1), 0.31),
     "r2plus1d layer1 144->64 3x1x1": (144, 64, 16, 56, (3, 1, 1), (1, 1, 1), (1, 0, 0), 0.31),
     "r2plus1d layer2 64->230 1x3x3 stride 2": (64, 230, 16, 56, (1, 3, 3), (1, 2, 2), (0, 1, 1), 0.31),
+    "r2plus1d stem 45->64 3x1x1": (45, 64, 16, 56, (3, 1, 1), (1, 1, 1), (1, 0, 0), 0.31),
+    "r2plus1d layer2.1 128->288 1x3x3 8x28x28": (128, 288, 8, 28, (1, 3, 3), (1, 1, 1), (0, 1, 1), 0.31),
+    "r2plus1d layer3.0 128->460 1x3x3 stride 2": (128, 460, 8, 28, (1, 3, 3), (1, 2, 2), (0, 1, 1), 0.31),
+    "r2plus1d layer4.0 256->921 1x3x3 stride 2": (256, 921, 4, 14, (1, 3, 3), (1, 2, 2), (0, 1, 1), 0.31),
     "s3d 192->64 1x1x1": (192, 64, 8, 28, (1, 1, 1), (1, 1, 1), (0, 0, 0), 0.42),
 }
 
@@ -58,12 +62,14 @@ def conv_ms(mod, x) -> float:
     return next(t.ms for t in mod.benchmark(x, repeat=1, warmup=1, layer_repeat=3).layers if t.kernel == kernel)
 
 
-def layer_args(argv, doc: str, what: str = "layer") -> argparse.Namespace:
-    """The options of the single-layer benchmarks: --rounds, --out, --only."""
+def layer_args(argv, doc: str, what: str = "layer", extra=None) -> argparse.Namespace:
+    """The options of the single-layer benchmarks: --rounds, --out, --only, and those ``extra(parser)`` adds."""
     ap = argparse.ArgumentParser(description=doc.splitlines()[0])
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--out", default=str(HERE / "results" / "sparse"))
     ap.add_argument("--only", help=f"comma-separated substrings of the {what} names to run (default: all)")
+    if extra is not None:
+        extra(ap)
     return ap.parse_args(argv)
 
 
