@@ -134,7 +134,7 @@ def write_reports(res: dict, out: Path) -> None:
 def markdown(res: dict) -> str:
     # the peak is measured before the run, after each model and after the run; a neighbour's load on this shared
     # machine lowers a measurement, never raises it, so the highest one is the machine's (on the Zen 2 machine of
-    # 2026-12-06 it read 54 before a run and 96 after it, 148-190 alone, while the convs ran at up to 167)
+    # 2026-12-06 it read 54 before a run and 96 after it while the convs ran at up to 167; 191-193 in the next run)
     peaks = [res["fma_peak"]["gflops"]] + res.get("fma_peak_between", [])
     peaks += [res["fma_peak_after"]["gflops"]] if "fma_peak_after" in res else []
     peak = max(peaks)

@@ -76,13 +76,14 @@ def layer_args(argv, doc: str, what: str = "layer", extra=None) -> argparse.Name
 GROUP = (8, 4)  # the masks' group: gM filters x gN channels
 
 
-def layer_modules(spec: tuple, target, rng, schemes=("kgs", "vanilla"), retile=None) -> tuple[dict, np.ndarray]:
-    """A LAYERS entry built dense and with a random mask of each of ``schemes`` (GROUP, the sparse kernel forced
-    on), and an input for it; ``retile(node)``, where given, is the schedule record the sparse kernel is built with
-    (the node as the passes leave it), instead of the target's default."""
+def layer_modules(spec: tuple, target, rng, schemes=("kgs", "vanilla"), retile=None,
+                  dense: bool = True) -> tuple[dict, np.ndarray]:
+    """A LAYERS entry built dense (unless ``dense`` is False) and with a random mask of each of ``schemes`` (GROUP,
+    the sparse kernel forced on), and an input for it; ``retile(node)``, where given, is the schedule record the
+    sparse kernel is built with (the node as the passes leave it), instead of the target's default."""
     cin, cout, d, hw, k, stride, pad, density = spec
     w = (rng.standard_normal((cout, cin) + k) * 0.05).astype(np.float32)
-    mods = {"dense": rt3d.build(layer_model(cin, cout, d, hw, k, stride, pad, w), target=target)}
+    mods = {"dense": rt3d.build(layer_model(cin, cout, d, hw, k, stride, pad, w), target=target)} if dense else {}
     passes = target.default_passes(always_sparse=True)
     for scheme in schemes:
         ws = (w * random_mask(w.shape, Sparsity(scheme, GROUP), density, rng)).astype(np.float32)

@@ -25,16 +25,24 @@ def record_mode(t) -> str:
     return "direct" if t.th else "vector"
 
 
-def layer_space(spec: tuple, target) -> list:
-    """The sparse tuning space of a LAYERS entry's KGS node, as the passes leave it (the default first)."""
-    seen = []
+def space_modules(spec: tuple, target, modes: set, limit: int) -> tuple[list, list, dict, np.ndarray]:
+    """A LAYERS entry's sparse tuning space (its KGS node as the passes leave it; the default first), the indices
+    of the records of ``modes`` to time (the default always, at most ``limit`` in all, 0: no limit), and the layer
+    built dense and with each of those records (keys "dense" and the indices), all of the same random mask."""
+    space = []
 
-    def keep(node):
-        seen.extend(sparse_space(node, target.vector_lanes, target.num_cores, target.l2_bytes,
-                                 target.vector_registers, target.l1_bytes))
-        return seen[0]
-    layer_modules(spec, target, np.random.default_rng(0), schemes=("kgs",), retile=keep)
-    return seen
+    def default(node):  # the default's build also gives the space
+        space.extend(sparse_space(node, target.vector_lanes, target.num_cores, target.l2_bytes,
+                                  target.vector_registers, target.l1_bytes))
+        return space[0]
+    built, x = layer_modules(spec, target, np.random.default_rng(0), schemes=("kgs",), retile=default)
+    mods = {"dense": built["dense"], 0: built["kgs"]}
+    chosen = [i for i, t in enumerate(space) if i == 0 or record_mode(t) in modes][:limit or None]
+    for i in chosen[1:]:
+        built, _ = layer_modules(spec, target, np.random.default_rng(0), schemes=("kgs",),
+                                 retile=lambda node, t=space[i]: t, dense=False)
+        mods[i] = built["kgs"]
+    return space, chosen, mods, x
 
 
 def main(argv=None) -> int:
@@ -48,14 +56,7 @@ def main(argv=None) -> int:
     target = get_target("host")
     out = []
     for name, spec in select(LAYERS, args.only, "layer").items():
-        space = layer_space(spec, target)
-        chosen = [i for i, t in enumerate(space) if i == 0 or record_mode(t) in modes][:args.limit or None]
-        mods, x = {}, None
-        for i in chosen:
-            built, x = layer_modules(spec, target, np.random.default_rng(0), schemes=("kgs",),
-                                     retile=lambda node, t=space[i]: t)
-            mods.setdefault("dense", built["dense"])
-            mods[i] = built["kgs"]
+        space, chosen, mods, x = space_modules(spec, target, modes, args.limit)
         med = interleaved(mods, args.rounds, lambda mod: conv_ms(mod, x))
         dense = conv_layer(mods["dense"])
         rows = []
