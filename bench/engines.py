@@ -50,13 +50,29 @@ def write_json(out: str | Path, name: str, obj) -> Path:
     return write_text(out, name, json.dumps(obj, indent=1))
 
 
+def round_order(names: list, r: int) -> list:
+    """The order in which round ``r`` times ``names``: rows of a balanced Latin square (Williams' design: 0, 1, n-1,
+    2, n-2, ... shifted by r; for an odd n every other n rounds reversed), so that over n rounds (2n for an odd n)
+    each is timed right after each of the others equally often. In a fixed order (or a rotated one, which keeps who
+    follows whom) every engine follows the same one, whose traces in the caches it pays for: on the Zen 5 machine of
+    2026-12-06 (scratch, C3D, 9 rounds) rt3d-kgs took 57.8 ms right after OpenVINO and 56.0 right after itself, and
+    the peer run, where it always followed OpenVINO, had it at 1.09x Vanilla's time where bench/e2e_breakdown.py
+    measured 1.00x."""
+    n = len(names)
+    if n == 0:
+        return []
+    base = [0] + [(k + 1) // 2 if k % 2 else n - k // 2 for k in range(1, n)]
+    order = [names[(b + r) % n] for b in base]
+    return order[::-1] if n % 2 and (r // n) % 2 else order
+
+
 def interleaved(mods: dict, rounds: int, time_ms) -> dict[str, float]:
     """The median of ``time_ms(module)`` for each of ``mods`` (name -> module) over ``rounds`` rounds, each round
-    timing them in turn, so that a busy moment of a shared machine falls on all of them alike."""
+    timing them in turn (round_order), so that a busy moment of a shared machine falls on all of them alike."""
     times: dict[str, list[float]] = {name: [] for name in mods}
-    for _ in range(rounds):
-        for name, mod in mods.items():
-            times[name].append(time_ms(mod))
+    for r in range(rounds):
+        for name in round_order(list(mods), r):
+            times[name].append(time_ms(mods[name]))
     return {name: statistics.median(ts) for name, ts in times.items()}
 
 

@@ -1,8 +1,9 @@
 """The peer benchmark: rt3d against PyTorch, onnxruntime, OpenVINO (f32 and its default precision), MNN and TVM's
 own Relax ONNX pipeline, on C3D and R(2+1)D-18 at 1x3x16x112x112 and S3D at 1x3x16x224x224; fp32, batch 1, all cores.
 
-Engines are interleaved round by round in one process and each engine's median is reported, with GFLOP/s, the
-share of the machine's FMA peak (measured by a kernel rt3d builds with TVM) and rt3d's per-conv-layer GFLOP/s.
+Engines are interleaved round by round in one process (the order rotated each round: engines.round_order) and each
+engine's median is reported, with GFLOP/s, the share of the machine's FMA peak (measured by a kernel rt3d builds with
+TVM) and rt3d's per-conv-layer GFLOP/s.
 rt3d's per-kernel times are interleaved too (every rt3d engine's kernels timed alone, the modules taking turns
 round by round, median per kernel), so the sparse/dense per-layer ratios compare kernels timed side by side.
 Writes JSON, a markdown table and a PNG chart. Run: ``bash scripts/bench.sh`` (or this file with the venv python).
@@ -25,7 +26,7 @@ import numpy as np
 HERE = Path(__file__).parent
 sys.path.insert(0, str(HERE.parent))
 import rt3d  # noqa: E402  (sets TVM_NUM_THREADS before TVM starts)
-from engines import ENGINES, precision_name, write_json, write_text  # noqa: E402
+from engines import ENGINES, precision_name, round_order, write_json, write_text  # noqa: E402
 
 MODELS = ["c3d", "r2plus1d_18", "s3d"]
 LAYER_ROUNDS = 5  # rounds of the interleaved per-kernel timings (at most the benchmark's --rounds)
@@ -85,7 +86,8 @@ def bench_model(name, path, module, shape, engines, rounds, warmup, log) -> dict
         log(f"  {eng}: ready in {time.perf_counter() - t0:.1f} s"
             + (f", rel diff vs {engines[0]} {err:.1e}" if err is not None else " (pruned model)"))
     for r in range(rounds):
-        for eng, p in prepared.items():
+        for eng in round_order(list(prepared), r):
+            p = prepared[eng]
             if r > 0 and results[eng]["runs_ms"] and min(results[eng]["runs_ms"]) > SLOW_ENGINE_S * 1e3:
                 continue
             t0 = time.perf_counter()
@@ -112,9 +114,9 @@ def interleaved_layer_times(mods: dict, x, rounds: int) -> dict:
     from rt3d.runtime.module import LayerTime
     rounds = max(1, rounds)
     times: dict[str, list[list]] = {name: [] for name in mods}
-    for _ in range(rounds):
-        for name, mod in mods.items():
-            times[name].append(mod.layer_times(x, layer_repeat=3))
+    for r in range(rounds):
+        for name in round_order(list(mods), r):
+            times[name].append(mods[name].layer_times(x, layer_repeat=3))
     out = {}
     for name, per_round in times.items():
         out[name] = [LayerTime(lt.kernel, lt.op, lt.impl, statistics.median(r[k].ms for r in per_round), lt.macs,

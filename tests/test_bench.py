@@ -222,3 +222,18 @@ def test_fma_peak_kernel():
     from rt3d.targets.arm_neon.fma_peak import measure_fma_peak
     peak = measure_fma_peak(get_target("host"), repeat=2)
     assert peak["gflops"] > 1 and peak["cores"] >= 1 and peak["lanes"] in (4, 8, 16)
+
+
+def test_rounds_balance_who_follows_whom(bench_module):
+    from collections import Counter
+    from engines import interleaved, round_order
+    for n in (1, 2, 3, 4, 5):
+        names = [chr(97 + i) for i in range(n)]
+        rounds = [round_order(names, r) for r in range(n if n % 2 == 0 else 2 * n)]
+        assert all(sorted(o) == names for o in rounds)
+        pairs = Counter((o[i - 1], o[i]) for o in rounds for i in range(1, n))
+        assert len(pairs) == n * (n - 1) and len(set(pairs.values())) <= 1  # every ordered pair, equally often
+    assert round_order(["a", "b", "c", "d"], 0) == ["a", "b", "d", "c"] and round_order([], 3) == []
+    seen = []
+    med = interleaved({"a": 1.0, "b": 2.0, "c": 4.0}, 3, lambda m: seen.append(m) or m)
+    assert med == {"a": 1.0, "b": 2.0, "c": 4.0} and sorted(seen) == [1.0, 1.0, 1.0, 2.0, 2.0, 2.0, 4.0, 4.0, 4.0]
