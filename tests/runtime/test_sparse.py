@@ -485,6 +485,38 @@ def test_wide_position_tile_is_the_avx2_default_where_positions_are_many():
     assert sparse_plan(wide32, 16, 2, registers=32).default.vp == 0
 
 
+@pytest.mark.parametrize("masked", [True, False], ids=["masked", "padded"])
+@pytest.mark.parametrize("tile", [(7, 1, 1, 1, 3), (5, 2, 1, 3, 2), (4, 2, 3, 1, 3)],
+                         ids=["v7-passes-3-2-2", "v5-chunks-split", "v4-tiles"])
+def test_long_position_tiles_compute_the_same(monkeypatch, masked, tile):
+    """Long position tiles on 32 registers (LONG_TILE: all filters per pass, the vectors in passes of at most vp,
+    uneven ones where vp does not divide v), on rows with pad columns and without (the masked column body in passes too), with row-block
+    chunks, the reduction split and a row block through a group of tiles: the blocked output of the interpreter."""
+    from rt3d.targets.arm_neon import sparse_conv3d
+    from rt3d.targets.arm_neon.sparse_conv3d import SparseTile
+    monkeypatch.setattr(sparse_conv3d, "MASKED_ROWS", masked)
+    v, chunks, tiles, split, vp = tile
+    impl = check_blocked_kernel(K3, (1, 1, 1), P1, (1, 1, 1), 20, True, "flat3",
+                                SparseTile(v, chunks, tiles, split, vp=vp), shape=(2, 20, 5, 15, 23))
+    assert f"passes={-(-v // vp)}" in impl and (", masked" in impl) == masked, impl
+
+
+def test_long_position_tile_is_the_default_on_small_planes():
+    """On 32 registers a 2x7x7 plane (105 positions on rows without pad columns) takes one tile of 7 vectors in
+    3 passes (112 positions computed, 128 in tiles of 2); a 28x28 plane keeps tiles of max_v vectors, and so does
+    a plane where a long tile would not compute fewer positions."""
+    from rt3d.targets.arm_neon.sparse_conv3d import _choose_v, computed_positions, sparse_plan, vector_passes
+    from tests.targets.test_registers import layer
+    assert vector_passes(7, 3) == [range(0, 3), range(3, 5), range(5, 7)] and vector_passes(6, 3)[1] == range(3, 6)
+    plan = sparse_plan(layer(VECTOR, sparse=True, shape=(1, 64, 2, 7, 7)), 16, 2, registers=32)
+    assert (plan.default.v, plan.default.vp, plan.masked) == (7, 3, True)
+    assert computed_positions(plan, 16) == 112
+    big = sparse_plan(layer(VECTOR, sparse=True, shape=(1, 64, 8, 28, 28)), 16, 2, registers=32).default
+    assert (big.v, big.vp) == (3, 0)
+    assert _choose_v(8, 16, 247, registers=32, reach=12) == 2  # 256 positions either way (a 4x7x7 phase plane)
+    assert _choose_v(8, 16, 105, registers=32) == 2  # no reach: tiles of at most max_v
+
+
 @pytest.mark.parametrize("stride,lanes", [((1, 1, 1), None), ((1, 2, 2), None), ((1, 1, 1), 4)])
 def test_pointwise_spatial_kernel_in_the_plain_layout(stride, lanes):
     """The pw mode reading a plain NCDHW input (no block-layout in the pipeline): contiguous copies at unit stride,

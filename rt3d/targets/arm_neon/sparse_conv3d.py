@@ -125,6 +125,15 @@ FC_PREFETCH = 4 << 10
 # masked: 64->128 56x56 30.11 -> 30.08 ms, 256->256 8x28x28 28.80 -> 27.44, 512->512 4x14x14 17.26 -> 16.56;
 # 512->512 2x7x7 2.18 -> 2.25 (whole tiles compute 128 positions either way: it stays padded)
 MASKED_ROWS = True
+# flat modes on 32 registers (all gM filters in one pass): position tiles of up to LONG_TILE register tiles of
+# vectors, run in passes (_choose_v's reach), where whole tiles of max_v vectors would compute more padding
+# positions: a 2x7x7 plane on rows without pad columns (105 positions for 98 outputs) takes 128 in tiles of 2
+# vectors, 112 in one tile of 7 (passes of 3, 2, 2). Zen 5, KGS 8x4, kernels alone, 9 interleaved rounds (scratch
+# over bench/sparse_layers.py's builders), sparse/dense GFLOP/s tiles of 2 -> one of 7: C3D's 512->512 3x3x3 0.79 ->
+# 0.89, R(2+1)D's 512->1152 1x3x3 0.73 -> 0.81, S3D's 160->320 and 192->384 1x3x3 0.66 -> 0.75 and 0.68 -> 0.76
+LONG_TILE = 4
+PASS_PARKING = 0.05  # share of a long tile's time its passes spend parking accumulators (an estimate: 48 vector
+# loads and stores per PASS_COLUMNS columns of 96 FMAs)
 COLUMN_BODY = 96  # FMAs of one kept column (gN x gM x V), unrolled: beyond this LLVM's code for it got 2x slower
 # (8x8 groups with V=3 against V=1, measured with `rt3d tune` on a 128->256 C3D layer)
 
@@ -152,9 +161,19 @@ def filter_pass(gm: int, registers: int) -> int:
 
 
 def pass_vectors(v: int, vp: int) -> int:
-    """Vectors per pass a kernel runs for a position tile of ``v`` vectors and a record's ``vp`` (0, or one that
-    does not divide v: all v in one pass)."""
-    return vp if 0 < vp < v and v % vp == 0 else v
+    """The most vectors per pass a kernel runs for a position tile of ``v`` vectors and a record's ``vp`` (0, or not
+    under v: all v in one pass); vp need not divide v (vector_passes)."""
+    return vp if 0 < vp < v else v
+
+
+def vector_passes(v: int, vp: int) -> list[range]:
+    """The tile's vectors of each pass for ``v`` vectors in passes of at most pass_vectors(v, vp), as even as they
+    go: 7 in passes of 3 as 3, 2, 2, where 3, 3, 1 (a pass of one vector: a broadcast per FMA) took 2-4 % longer
+    on the four 2x7x7 layers of LONG_TILE's measurement."""
+    vp = pass_vectors(v, vp)
+    n = -(-v // vp)
+    sizes = [v // n + (i < v % n) for i in range(n)]
+    return [range(sum(sizes[:i]), sum(sizes[:i + 1])) for i in range(n)]
 
 
 def pass_filters(gm: int, fm: int) -> int:
@@ -172,13 +191,16 @@ def max_v(gm: int, gn: int, registers: int) -> int:
 
 
 def _choose_v(gm: int, lanes: int, positions: int, gn: int = 4, registers: int = 32, wide: int = 1,
-              outer: int = 0, cores: int = 1) -> int:
+              outer: int = 0, cores: int = 1, reach: int = 0) -> int:
     """Vectors per position tile: up to max_v, fewer when the positions are few; with ``wide`` > 1, also up to
     ``wide`` register tiles of max_v vectors (run in passes). With ``outer`` (the flat modes: what the tiles repeat
     over), the tiles are counted as the busiest of ``cores`` threads sees them where the threads split the tiles:
     C3D's 4x14x14 layers have 19 tiles of 3 vectors (one thread runs 10) or 28 of 2 (14 each); KGS 8x4 at 26 %,
     2 threads on Zen 4, 11 interleaved rounds of the kernels alone: 256->512 8.37 -> 7.94 ms, 512->512 15.86 ->
-    14.99 (sparse/dense GFLOP/s 0.79 -> 0.84)."""
+    14.99 (sparse/dense GFLOP/s 0.79 -> 0.84).
+    With ``reach``, also tiles of up to ``reach`` vectors run in passes of max_v (the last one shorter), which
+    compute fewer padding positions where a plane is small; each pass pays the short-tile penalty, and
+    PASS_PARKING for the accumulators the passes park."""
     vmax = max_v(gm, gn, registers)
     best, best_cost = 1, None
     for v in list(range(1, vmax + 1)) + [vmax * k for k in range(2, wide + 1)]:
@@ -188,6 +210,14 @@ def _choose_v(gm: int, lanes: int, positions: int, gn: int = 4, registers: int =
         # computed positions, with a penalty for short tiles (fewer FMAs per loaded input vector)
         cost = tiles * lanes * v * (1 + 0.5 / v)
         if best_cost is None or cost < best_cost - 1e-9:
+            best, best_cost = v, cost
+    # long tiles only where they compute fewer positions (where they would not, wide tiles of 2 x 3 vectors in
+    # passes measured slower than tiles of 2 on R(2+1)D's 256->921 stride-2 layer: bench/sparse_space.py)
+    computed = -(-positions // (lanes * best)) * best
+    for v in range(vmax + 1, reach + 1):
+        tiles = -(-positions // (lanes * v))
+        cost = tiles * lanes * (v + 0.5 * -(-v // vmax)) * (1 + PASS_PARKING)
+        if tiles * v < computed and cost < best_cost - 1e-9:
             best, best_cost = v, cost
     return best
 
@@ -326,8 +356,10 @@ def vector_plan(node: Node, lanes: int, cores: int, l2_bytes: int = 0, registers
     # the threads split the position tiles unless the input stays in cache (the order below where it does: each
     # row block through all tiles, the threads splitting the row blocks)
     balance = dict(outer=outer, cores=cores) if mode != "pw" and per_n > budget else {}
-    V, vmax = _choose_v(GM, lanes, J, GN, registers, wide, **balance), max_v(GM, GN, registers)
-    if V > vmax and not threads_split_units(outer * -(-J // (lanes * V)), cores):
+    vmax = max_v(GM, GN, registers)
+    reach = LONG_TILE * vmax if not fm and mode != "pw" else 0  # long tiles (all filters in one pass)
+    V = _choose_v(GM, lanes, J, GN, registers, wide, reach=reach, **balance)
+    if V > vmax and not reach and not threads_split_units(outer * -(-J // (lanes * V)), cores):
         V = _choose_v(GM, lanes, J, GN, registers, **balance)  # few positions: one register tile
     vp = vmax if V > vmax else 0
     plan = SparsePlan(mode, (Hf, Wf), J, outer, SparseTile(V, fm=fm, vp=vp), masked=masked)
@@ -619,14 +651,14 @@ def _column_loop(ind: str, lo: str, hi: str, xo: str, base: str, acc: str, wk: s
         lines += [f"{ind}for bg in range(({hi} - {lo} + {G - 1}) // {G}):",
                   f"{ind}    b0: T.let = {lo} + bg * {G}"]
         lo, hi, ind = "b0", f"T.min(b0 + {G}, {hi})", ind + "    "
-    for v0 in range(0, V, VP):
+    for vs in vector_passes(V, VP):
         for f0 in range(0, GM, FM):
-            p = f"{v0 * L} + vo * {L} + vi"  # position in the tile
+            p = f"{vs.start * L} + vo * {L} + vi"  # position in the tile
             lines += [f"{ind}for b in range({lo}, {hi}):",
                       f"{ind}    {xo}: T.let = {base}",
                       f"{ind}    for c in T.unroll({GN}):",
                       f"{ind}        for i in T.unroll({FM}):",
-                      f"{ind}            for vo in T.unroll({VP}):",
+                      f"{ind}            for vo in T.unroll({len(vs)}):",
                       f"{ind}                for vi in T.vectorized({L}):",
                       f"{ind}                    {acc}[{f0} + i, {p}] = {acc}[{f0} + i, {p}] + "
                       f"{wk}[(b * {GN} + c) * {GM} + {f0} + i] * {buf}[{xo} + c * {cs} + {p}]"]
@@ -634,28 +666,44 @@ def _column_loop(ind: str, lo: str, hi: str, xo: str, base: str, acc: str, wk: s
 
 
 def _masked_columns(ind: str, seg: str, KW: int, dw: int, pad: int, GN: int, GM: int, V: int, L: int,
-                    cs: int) -> str:
+                    cs: int, VP: int = 0) -> str:
     """The column loop over rows without pad columns (SparsePlan.masked): a row block's columns of one reduction
     chunk in runs of one kw (segment starts cpk[seg + kw]); a run whose kw reads off the row loads the tile's
     inputs with the lanes of the columns outside the row masked to zero (mk<kw>_<vector>, made per tile), the
-    others plainly."""
+    others plainly. With ``VP`` < V, the tile's vectors in passes of VP taking turns every PASS_COLUMNS columns
+    (as _column_loop)."""
+    VP = pass_vectors(V, VP)
     lines = []
     for w in range(KW):
         shift = w * dw - pad
-        lines += [f"{ind}for b in range(cpk[{seg} + {w}], cpk[{seg} + {w + 1}]):", f"{ind}    xo: T.let = xt + off[b]"]
-        for c in range(GN):
-            for vo in range(V):
-                at = f"xo + {c * cs + vo * L}"
-                # (a select over a plain load, which stays in bounds: LLVM makes it a zero-masking load; the
-                # llvm.masked.load intrinsic through a pointer kept the accumulators in memory, 2x slower)
-                load = (f"xp[T.Ramp({at}, 1, {L})]" if not shift else
-                        f"T.Select(mk{w}_{vo}, xp[T.Ramp({at}, 1, {L})], T.Broadcast(T.float32(0), {L}))")
-                lines.append(f"{ind}    x{c}_{vo}: T.let = {load}")
-            for i in range(GM):
-                for vo in range(V):
-                    a = f"acc[{i}, T.Ramp({vo * L}, 1, {L})]"
-                    lines.append(f"{ind}    {a} = {a} + T.Broadcast(wk[(b * {GN} + {c}) * {GM} + {i}], {L}) * x{c}_{vo}")
+        lo, hi, ind_ = f"cpk[{seg} + {w}]", f"cpk[{seg} + {w + 1}]", ind
+        if VP < V:
+            G = PASS_COLUMNS
+            lines += [f"{ind}for bg in range(({hi} - {lo} + {G - 1}) // {G}):", f"{ind}    b0: T.let = {lo} + bg * {G}"]
+            lo, hi, ind_ = "b0", f"T.min(b0 + {G}, {hi})", ind + "    "
+        for vs in vector_passes(V, VP):
+            lines += _masked_pass(ind_, lo, hi, shift, GN, GM, vs, L, cs, w)
     return "\n".join(lines) + "\n"
+
+
+def _masked_pass(ind: str, lo: str, hi: str, shift: int, GN: int, GM: int, vecs: range, L: int, cs: int,
+                 w: int) -> list[str]:
+    """_masked_columns' loop over columns lo .. hi of one kw (``w``, reading ``shift`` columns off) for the tile's
+    vectors ``vecs``."""
+    lines = [f"{ind}for b in range({lo}, {hi}):", f"{ind}    xo: T.let = xt + off[b]"]
+    for c in range(GN):
+        for vo in vecs:
+            at = f"xo + {c * cs + vo * L}"
+            # (a select over a plain load, which stays in bounds: LLVM makes it a zero-masking load; the
+            # llvm.masked.load intrinsic through a pointer kept the accumulators in memory, 2x slower)
+            load = (f"xp[T.Ramp({at}, 1, {L})]" if not shift else
+                    f"T.Select(mk{w}_{vo}, xp[T.Ramp({at}, 1, {L})], T.Broadcast(T.float32(0), {L}))")
+            lines.append(f"{ind}    x{c}_{vo}: T.let = {load}")
+        for i in range(GM):
+            for vo in vecs:
+                a = f"acc[{i}, T.Ramp({vo * L}, 1, {L})]"
+                lines.append(f"{ind}    {a} = {a} + T.Broadcast(wk[(b * {GN} + {c}) * {GM} + {i}], {L}) * x{c}_{vo}")
+    return lines
 
 
 @dataclass
@@ -850,7 +898,7 @@ def lower_sparse_conv3d(node: Node, target, pre: Node | None = None, sep_tile: S
     FM, VP = pass_filters(GM, tile.fm), pass_vectors(V, tile.vp if mode != "pw" else 0)
     masked = plan.masked and pre is None and mode == "flat3"
     if masked:
-        FM, VP = GM, V  # (the masked column body runs a row block's filters and the tile's vectors in one pass)
+        FM = GM  # (the masked column body runs a row block's filters in one pass)
     FS = pb[2] if masked else 0  # masked rows: zeros before the copy, which the first row's left taps point into
     TJ = L * V
     JT = -(-J // TJ)
@@ -1157,7 +1205,8 @@ def lower_sparse_conv3d(node: Node, target, pre: Node | None = None, sep_tile: S
         column_base = f"(xt + kdo[b]) % {span} * {Cp * TJ} + off[b]" if span > 1 else "off[b]"
     def columns(lo: str, hi: str, chunk: str = "0") -> str:
         if masked:
-            return _masked_columns(" " * 12, f"k * {NS * KW + 1} + {chunk} * {KW}", KW, dw, pb[2], GN, GM, V, L, cs)
+            return _masked_columns(" " * 12, f"k * {NS * KW + 1} + {chunk} * {KW}", KW, dw, pb[2], GN, GM, V, L, cs,
+                                   VP)
         return "\n".join(_column_loop(" " * 12, lo, hi, "xo", column_base, "acc", "wk", "xp", cs, GN, GM, V, L,
                                       FM, VP)) + "\n"
 
@@ -1257,7 +1306,7 @@ def main({", ".join(params)}):
     dens = sum(a.kept) / max(1, P * -(-C // GN) * S)
     layout = f"{'b' if bi else 'p'}->{'b' if bo else 'p'}"
     runs = ODC if mode == "pw" else 1
-    knobs = "".join(f", {k}={n}" for k, n in (("passes", GM // FM * (V // VP)), ("chunks", CH), ("tiles", TG),
+    knobs = "".join(f", {k}={n}" for k, n in (("passes", GM // FM * -(-V // VP)), ("chunks", CH), ("tiles", TG),
                                                ("split", NS), ("runs", runs)) if n > 1) + (", masked" if masked else "")
     impl = (f"sparse_conv3d.{mode}({a.sparsity or 'kgs'}, {layout}, group={GM}x{GN}, kept={dens:.0%}, "
             f"tile={FM}x{V}x{L}{knobs})")
