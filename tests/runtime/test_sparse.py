@@ -490,8 +490,9 @@ def test_wide_position_tile_is_the_avx2_default_where_positions_are_many():
                          ids=["v7-passes-3-2-2", "v5-chunks-split", "v4-tiles"])
 def test_long_position_tiles_compute_the_same(monkeypatch, masked, tile):
     """Long position tiles on 32 registers (LONG_TILE: all filters per pass, the vectors in passes of at most vp,
-    uneven ones where vp does not divide v), on rows with pad columns and without (the masked column body in passes too), with row-block
-    chunks, the reduction split and a row block through a group of tiles: the blocked output of the interpreter."""
+    uneven ones where vp does not divide v), on rows with pad columns and without (the masked column body in passes
+    too), with row-block chunks, the reduction split and a row block through a group of tiles: the blocked output of
+    the interpreter."""
     from rt3d.targets.arm_neon import sparse_conv3d
     from rt3d.targets.arm_neon.sparse_conv3d import SparseTile
     monkeypatch.setattr(sparse_conv3d, "MASKED_ROWS", masked)
