@@ -177,26 +177,48 @@ def markdown(res: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+LAYER_BAR = 0.85  # the issue's per-layer bar: a sparse kernel's GFLOP/s (kept MACs) over its dense kernel's
+
+
+def short_layer_name(onnx_name: str) -> str:
+    """'/layer4/layer4.0/conv1/conv1.0/conv1.0.0/Conv' -> 'layer4.0/conv1.0.0': the path's components, less the op
+    and each component that the next one only extends."""
+    parts = [p for p in onnx_name.split("/") if p]
+    if len(parts) > 1:
+        parts = parts[:-1]
+    keep = [p for p, q in zip(parts, parts[1:] + [""]) if not q.startswith(p + ".")]
+    return "/".join(keep) or onnx_name
+
+
+def sparse_layer_ratios(dense: dict, sparse: dict) -> list[dict]:
+    """Per sparse conv kernel: its GFLOP/s (kept MACs) / the dense kernel's on the same layer; a fused pair
+    (sparse_sep_conv3d, named "first+second") against its two dense convs together."""
+    dl = {lt["node"].rsplit("# ", 1)[-1]: lt for lt in dense.get("layers", []) if lt["op"] == "conv3d"}
+    out = []
+    for lt in sparse.get("layers", []):
+        if lt["op"] not in ("sparse_conv3d", "sparse_sep_conv3d"):
+            continue
+        names = lt["node"].rsplit("# ", 1)[-1].split("+")
+        ds = [dl.get(n) for n in names]
+        if all(ds) and all(d["gflops"] for d in ds):
+            out.append({"name": "+".join(short_layer_name(n) for n in names), "ms": lt["ms"], "impl": lt["impl"],
+                        "ratio": lt["gflops"] * sum(d["ms"] for d in ds) / sum(d["gflops"] * d["ms"] for d in ds)})
+    return out
+
+
 def sparse_markdown(res: dict) -> list[str]:
-    """Pruned rows: speedup over rt3d dense against the FLOPs reduction, KGS vs Vanilla, per-layer efficiency."""
-    rows = []
+    """Pruned rows: speedup over rt3d dense against the FLOPs reduction, KGS vs Vanilla, per-layer efficiency; then
+    the KGS conv kernels under the per-layer bar, worst first."""
+    rows, under = [], []
     for name, m in res["models"].items():
         dense, kgs, van = (m["engines"].get(e, {}) for e in ("rt3d", "rt3d-kgs", "rt3d-vanilla"))
         if "median_ms" not in dense or "median_ms" not in kgs:
             continue
         rate = kgs["info"]["flops_reduction"]
         speed = dense["median_ms"] / kgs["median_ms"]
-        # per conv layer: the sparse kernel's GFLOP/s (kept MACs) / the dense kernel's on the same layer; a fused
-        # pair (sparse_sep_conv3d, named "first+second") against its two dense convs together
-        dl = {lt["node"].rsplit("# ", 1)[-1]: lt for lt in dense.get("layers", []) if lt["op"] == "conv3d"}
-        ratios, weights = [], []
-        for lt in kgs.get("layers", []):
-            if lt["op"] not in ("sparse_conv3d", "sparse_sep_conv3d"):
-                continue
-            ds = [dl.get(n) for n in lt["node"].rsplit("# ", 1)[-1].split("+")]
-            if all(ds) and all(d["gflops"] for d in ds):
-                ratios.append(lt["gflops"] * sum(d["ms"] for d in ds) / sum(d["gflops"] * d["ms"] for d in ds))
-                weights.append(lt["ms"])
+        layers = sparse_layer_ratios(dense, kgs)
+        ratios = [lt["ratio"] for lt in layers]
+        weights = [lt["ms"] for lt in layers]
         wr = sum(r * w for r, w in zip(ratios, weights)) / sum(weights) if weights else float("nan")
         van_ms = van.get("median_ms")
         kv = f"{kgs['median_ms'] / van_ms:.2f}" if van_ms else "-"
@@ -208,13 +230,20 @@ def sparse_markdown(res: dict) -> list[str]:
                     f"{f'{van_ms:.0f}' if van_ms else '-'} | {speed:.2f}x ({speed / rate:.2f} of the rate) | "
                     f"{kv} | "
                     f"{wr:.2f} (min {min(ratios) if ratios else float('nan'):.2f}) |")
+        low = sorted((lt for lt in layers if lt["ratio"] < LAYER_BAR), key=lambda lt: lt["ratio"])
+        if layers:
+            under.append(f"- {name}: {len(low)} of {len(layers)} ({sum(lt['ms'] for lt in low):.1f} of "
+                         f"{sum(weights):.1f} ms)" + (":" if low else ""))
+            under += [f"  - {lt['name']}: {lt['ratio']:.3f}, {lt['ms']:.2f} ms, {lt['impl']}" for lt in low]
     if not rows:
         return []
     return ["", "Pruned models (random KGS / Vanilla 8x4 masks at the paper's whole-model FLOPs reductions; "
                 "stems dense, fully connected layers pruned too), rt3d, same run:", "",
             "| model | FLOPs reduction | rt3d dense ms | rt3d KGS ms | rt3d Vanilla ms | KGS speedup | KGS/Vanilla "
             "| sparse/dense GFLOP/s per conv layer (time-weighted) |",
-            "|---|---|---|---|---|---|---|---|"] + rows
+            "|---|---|---|---|---|---|---|---|"] + rows + [
+            "", f"KGS conv kernels under {LAYER_BAR} of their dense kernels' GFLOP/s (each kernel timed alone; a fused "
+                "pair against its two dense convs), worst first:", ""] + under
 
 
 def _label(res, e: str) -> str:

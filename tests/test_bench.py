@@ -34,12 +34,32 @@ def test_peer_benchmark_harness_on_a_small_model(tmp_path, bench_module):
     assert "| r2plus1d_small" in table and "rt3d conv layers" in table
     assert "Pruned models" in table and m["engines"]["rt3d-kgs"]["info"]["flops_reduction"] == 2.0
     assert "by round)" in table  # KGS/Vanilla also as the median of the rounds' ratios
+    assert "- r2plus1d_small: " in table.split("under 0.85 of their dense kernels")[1]
     # the per-kernel times of the rt3d engines (timed in turns): one per kernel of each module
     for eng in ("rt3d", "rt3d-kgs", "rt3d-vanilla"):
         layers = m["engines"][eng]["layers"]
         assert layers and all(lt["ms"] > 0 for lt in layers)
         assert any(lt["op"] == "sparse_conv3d" for lt in layers) == (eng != "rt3d")
     assert bench_module.main(["--report-only", "--out", str(out)]) == 0
+
+
+def test_report_lists_the_sparse_layers_under_the_bar(bench_module):
+    def layer(op, name, ms, gflops, impl="k"):
+        return {"op": op, "node": f"%1 = {op}(%0) : f32[1]  # {name}", "ms": ms, "gflops": gflops, "impl": impl}
+    a, b = "/layer4/layer4.0/conv1/conv1.0/conv1.0.0/Conv", "/layer4/layer4.0/conv2/conv2.0/Conv"
+    dense = {"median_ms": 10.0, "runs_ms": [10.0], "layers": [layer("conv3d", a, 2.0, 100.0),
+                                                               layer("conv3d", b, 1.0, 50.0)]}
+    # a: 90 GFLOP/s against 100 (0.9, over the bar); the fused pair a+b: 60 against (2 * 100 + 1 * 50) / 3 = 83.3
+    kgs = {"median_ms": 4.0, "runs_ms": [4.0], "info": {"flops_reduction": 2.0, "layer_density": 0.5},
+           "layers": [layer("sparse_conv3d", a, 1.0, 90.0), layer("sparse_sep_conv3d", f"{a}+{b}", 1.5, 60.0, "pair")]}
+    res = {"models": {"m": {"engines": {"rt3d": dense, "rt3d-kgs": kgs}}}}
+    ratios = bench_module.sparse_layer_ratios(dense, kgs)
+    assert [r["name"] for r in ratios] == ["layer4.0/conv1.0.0", "layer4.0/conv1.0.0+layer4.0/conv2.0"]
+    assert [round(r["ratio"], 3) for r in ratios] == [0.9, 0.72]
+    text = "\n".join(bench_module.sparse_markdown(res))
+    assert "- m: 1 of 2 (1.5 of 2.5 ms):" in text
+    assert "  - layer4.0/conv1.0.0+layer4.0/conv2.0: 0.720, 1.50 ms, pair" in text
+    assert bench_module.short_layer_name("/classifier/Conv") == "classifier"
 
 
 def test_e2e_breakdown_on_a_small_model(tmp_path, bench_module):
