@@ -455,6 +455,49 @@ def test_rows_without_pad_columns_compute_the_same(monkeypatch, masked, k, pad, 
     assert (", masked" in impl) == masked, impl
 
 
+@pytest.mark.parametrize("masked", [True, False], ids=["masked", "padded"])
+@pytest.mark.parametrize("k,stride,pad,dil,shape,tile", [
+    ((1, 3, 3), (1, 2, 2), P1, (1, 1, 1), (1, 20, 3, 14, 14), None),  # R(2+1)D's layer3.0 / layer4.0 geometry
+    (K3, (1, 2, 2), P1, (1, 1, 1), (2, 20, 5, 15, 23), None),  # odd rows: phase 1 planes one column short
+    ((3, 3, 3), (1, 2, 2), (1, 1, 2, 1, 1, 0), (1, 1, 1), (2, 20, 5, 15, 23), None),  # kw 0, 1 one column back
+    ((3, 3, 3), (1, 2, 2), (1, 1, 2, 1, 1, 2), (1, 1, 2), (2, 20, 5, 15, 23), None),  # kw 2 one column ahead
+    ((1, 3, 3), (1, 2, 3), (0, 1, 1, 0, 1, 1), (1, 1, 1), (1, 20, 4, 14, 18), None),  # three column phases
+    ((1, 3, 3), (1, 2, 2), P1, (1, 1, 1), (1, 20, 3, 14, 14), (5, 2, 1, 3, 2)),  # long tile, chunks, split
+    ((1, 3, 3), (1, 2, 2), P1, (1, 1, 1), (1, 20, 3, 14, 14), (2, 1, 4, 1, 0))],  # a row block through 4 tiles
+    ids=["1x3x3-14x14", "3x3x3-odd", "left-pad", "dilated-right", "stride3", "v5-chunks-split", "tiles"])
+def test_phase_planes_without_pad_columns_compute_the_same(monkeypatch, masked, k, stride, pad, dil, shape, tile):
+    """Spatially strided flat3 convs on phase planes of the input's own columns (SparsePlan.masked): a tap reads
+    its phase plane (kw * dw - pad) // sw columns off, and the lanes that fall off the row (before it, or past
+    the last phase column) are masked to zero; odd row widths (a phase plane one column short, zero-filled), a pad
+    on one side, a dilation that reaches one column ahead, three column phases and the long-tile, chunked, split
+    and grouped schedules. Against the interpreter, padded phase planes alike."""
+    from rt3d.targets.arm_neon import sparse_conv3d
+    from rt3d.targets.arm_neon.sparse_conv3d import SparseTile
+    monkeypatch.setattr(sparse_conv3d, "MASKED_ROWS", masked)
+    record = None if tile is None else SparseTile(*tile[:4], vp=tile[4])
+    impl = check_blocked_kernel(k, stride, pad, dil, 20, True, "flat3", record, shape=shape)
+    assert (", masked" in impl) == masked, impl
+
+
+def test_phase_planes_without_pad_columns_are_the_default_where_they_compute_less():
+    """R(2+1)D-18's layer4.0 spatial conv (1x3x3 stride 2 on 4x14x14, 256 -> 921 at KGS 8x4): 8x8 phase planes
+    with pad columns take 256 positions per tile row for 196 outputs, 8x7 ones without take 224 (tiles of 2
+    vectors); masked_rows_problem names why a strided conv cannot run that way."""
+    from rt3d.targets.arm_neon.sparse_conv3d import computed_positions, masked_rows_problem, sparse_plan, vector_plan
+
+    def strided(cin, cout, pad):
+        model, _ = conv_net(np.random.default_rng(0), cin, cout, (1, 3, 3), (1, 2, 2), pad, (1, 1, 1),
+                            (1, cin, 4, 14, 14), Sparsity("kgs", (8, 4)), 0.3, True, "relu", False)
+        graph = rt3d.passes.run_pipeline(rt3d.import_onnx(model), always_sparse(VECTOR))
+        return next(n for n in graph.nodes if n.op == "sparse_conv3d")
+
+    node = strided(256, 921, (0, 1, 1, 0, 1, 1))
+    padded, plan = vector_plan(node, 16, 2, registers=32, masked=False), sparse_plan(node, 16, 2, registers=32)
+    assert padded.plane == (8, 8) and computed_positions(padded, 16) == 256
+    assert plan.masked and plan.plane == (8, 7) and plan.mode == "flat3" and computed_positions(plan, 16) == 224
+    assert "phase planes" in masked_rows_problem(strided(64, 64, (0, 1, 0, 0, 1, 0)), 32)  # 6 output columns, not 7
+
+
 @pytest.mark.parametrize("target,tile,mode,k,stride,pad,dil", [
     (AVX2, (6, 1, 1, 1, 4, 3), "flat3", K3, (1, 1, 1), P1, (1, 1, 1)),
     (AVX2, (6, 2, 1, 2, 4, 3), "flat3", K3, (1, 1, 1), P1, (1, 1, 1)),

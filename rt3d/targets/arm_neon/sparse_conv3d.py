@@ -123,7 +123,12 @@ FC_PREFETCH = 4 << 10
 # in runs of one kw). Where the tiles compute fewer positions that way (vector_plan). C3D's layers, KGS 8x4 at 26 %,
 # Zen 4, 7 interleaved rounds of the kernels alone (scratch over bench/sparse_layers.py's builders), padded ->
 # masked: 64->128 56x56 30.11 -> 30.08 ms, 256->256 8x28x28 28.80 -> 27.44, 512->512 4x14x14 17.26 -> 16.56;
-# 512->512 2x7x7 2.18 -> 2.25 (whole tiles compute 128 positions either way: it stays padded)
+# 512->512 2x7x7 2.18 -> 2.25 (whole tiles compute 128 positions either way: it stays padded).
+# Spatially strided flat3 convs likewise on phase planes of the input's own columns (column sw * j + phase; a tap
+# reads (kw * dw - pad) // sw columns off): R(2+1)D's 1x3x3 stride-2 convs, Zen 4, 11 interleaved rounds of the
+# kernels alone (scratch over bench/sparse_layers.py's layers), sparse/dense GFLOP/s padded -> masked: layer4.0
+# 256->921 on 4x14x14 (8x8 phase planes -> 8x7, 256 -> 224 positions computed for 196) 0.71 -> 0.77, layer3.0
+# 128->460 on 8x28x28 0.77 -> 0.81, layer2.0's 64->230 (alone; fused with its 3x1x1 conv in the model) 0.88 -> 0.91
 MASKED_ROWS = True
 # flat modes on 32 registers (all gM filters in one pass): position tiles of up to LONG_TILE register tiles of
 # vectors, run in passes (_choose_v's reach), where whole tiles of max_v vectors would compute more padding
@@ -301,10 +306,11 @@ def masked_rows_problem(node: Node, registers: int) -> str:
     a = node.attrs
     r, (_, _, _, _, W), (_, _, OW) = _shapes(node)
     sd, sh, sw = spatial_5d(a.stride, 1, r)
-    if spatially_pointwise(tuple(a.kernel), tuple(a.pad)) or sd != 1 or (sh, sw) != (1, 1):
-        return "not the flat3 mode at unit spatial stride"
-    if OW != W or not (a.pad[r - 1] or a.pad[2 * r - 1]):
-        return "its rows are not padded to their own width"
+    if spatially_pointwise(tuple(a.kernel), tuple(a.pad)) or sd != 1:
+        return "not the flat3 mode"
+    if OW != -(-W // sw) or not (a.pad[r - 1] or a.pad[2 * r - 1]):
+        return "its output rows are not as wide as its phase planes' (W / stride, rounded up)" if sw > 1 else \
+            "its rows are not padded to their own width"
     if filter_pass(a.group[0], registers) != a.group[0]:
         return "a row block's filters run in passes"
     return ""
@@ -337,7 +343,11 @@ def vector_plan(node: Node, lanes: int, cores: int, l2_bytes: int = 0, registers
         # the next (column -1 of row h is the last column of row h - 1); so do the rows of a depth plane
         Hf, Wf = max(H + max(pb[1], pe[1]), OH), (W if masked else max(W + max(pb[2], pe[2]), OW))
     else:
-        Hf, Wf = -(-(H + pb[1] + pe[1]) // sh), -(-(W + pb[2] + pe[2]) // sw)  # a phase plane of the flat copy
+        # a phase plane of the flat copy: padded rows sh * i + phase; padded columns sw * j + phase, or on rows
+        # without pad columns the input's own columns sw * j + phase (masked: a tap then reads (kw * dw - pad) // sw
+        # columns off, and the lanes that fall off the row are masked)
+        Hf = -(-(H + pb[1] + pe[1]) // sh)
+        Wf = -(-W // sw) if masked else -(-(W + pb[2] + pe[2]) // sw)
     if spatially_pointwise(tuple(a.kernel), tuple(a.pad)):
         # no spatial reach: positions tile the output plane, read from a tile-major copy of the input
         mode, J, outer = "pw", OH * OW, N * OD
@@ -666,16 +676,16 @@ def _column_loop(ind: str, lo: str, hi: str, xo: str, base: str, acc: str, wk: s
 
 
 def _masked_columns(ind: str, seg: str, KW: int, dw: int, pad: int, GN: int, GM: int, V: int, L: int,
-                    cs: int, VP: int = 0) -> str:
+                    cs: int, VP: int = 0, sw: int = 1) -> str:
     """The column loop over rows without pad columns (SparsePlan.masked): a row block's columns of one reduction
     chunk in runs of one kw (segment starts cpk[seg + kw]); a run whose kw reads off the row loads the tile's
     inputs with the lanes of the columns outside the row masked to zero (mk<kw>_<vector>, made per tile), the
     others plainly. With ``VP`` < V, the tile's vectors in passes of VP taking turns every PASS_COLUMNS columns
-    (as _column_loop)."""
+    (as _column_loop). ``sw``: the column stride (phase planes: tap kw reads (kw * dw - pad) // sw columns off)."""
     VP = pass_vectors(V, VP)
     lines = []
     for w in range(KW):
-        shift = w * dw - pad
+        shift = (w * dw - pad) // sw
         lo, hi, ind_ = f"cpk[{seg} + {w}]", f"cpk[{seg} + {w + 1}]", ind
         if VP < V:
             G = PASS_COLUMNS
@@ -899,7 +909,8 @@ def lower_sparse_conv3d(node: Node, target, pre: Node | None = None, sep_tile: S
     masked = plan.masked and pre is None and mode == "flat3"
     if masked:
         FM = GM  # (the masked column body runs a row block's filters in one pass)
-    FS = pb[2] if masked else 0  # masked rows: zeros before the copy, which the first row's left taps point into
+    # masked rows: zeros before the copy, which the first row's left taps point into (-(-pad // sw) columns)
+    FS = -(-pb[2] // sw) if masked else 0
     TJ = L * V
     JT = -(-J // TJ)
     Q = Cp // GN  # channel blocks
@@ -930,9 +941,11 @@ def lower_sparse_conv3d(node: Node, target, pre: Node | None = None, sep_tile: S
     if mode == "pw":
         off, kdo = (q * GN * TJ).astype(np.int32), (kd * dd).astype(np.int32)
     else:
-        # (masked rows hold the input's columns unshifted: tap kw reads column w + kw * dw - pad)
-        off = (q * GN * cs + ((kh * dh) % sh * sw + (kw * dw) % sw) * PS + kd * dd * plane
-               + (kh * dh) // sh * Wf + ((kw * dw - pb[2] + FS) if masked else (kw * dw) // sw)).astype(np.int32)
+        # (masked rows hold the input's columns unshifted: tap kw reads column sw * ow + kw * dw - pad, of phase
+        # (kw * dw - pad) % sw, in its phase plane (kw * dw - pad) // sw columns off; floor division on numpy ints)
+        cw = kw * dw - pb[2] if masked else kw * dw
+        off = (q * GN * cs + ((kh * dh) % sh * sw + cw % sw) * PS + kd * dd * plane
+               + (kh * dh) // sh * Wf + cw // sw + FS).astype(np.int32)
     wk, indptr, order, outch = _packed_arrays(a, values)
     if masked:
         # each row block's columns in runs of one kw (within each reduction chunk), so that a run's lanes share a
@@ -1189,12 +1202,12 @@ def lower_sparse_conv3d(node: Node, target, pre: Node | None = None, sep_tile: S
     if masked:
         # per vector of the tile and kw that reads off the row: the lanes whose input column is in the row
         for vo in range(V):
-            tl.append(f"{T8}cv_{vo}: T.let = T.Ramp(jt * {TJ} + {vo * L}, 1, {L}) % T.Broadcast({W}, {L})")
+            tl.append(f"{T8}cv_{vo}: T.let = T.Ramp(jt * {TJ} + {vo * L}, 1, {L}) % T.Broadcast({Wf}, {L})")
             for w_ in range(KW):
-                d_ = w_ * dw - pb[2]
+                d_ = (w_ * dw - pb[2]) // sw
                 if d_:
                     tl.append(f"{T8}mk{w_}_{vo}: T.let = cv_{vo} + T.Broadcast({d_}, {L}) >= T.Broadcast(0, {L}) "
-                              f"and cv_{vo} + T.Broadcast({d_}, {L}) < T.Broadcast({W}, {L})")
+                              f"and cv_{vo} + T.Broadcast({d_}, {L}) < T.Broadcast({Wf}, {L})")
         tile_text = "\n".join(tl)
     head = f"        xt: T.let = {base}\n{tile_text}"
     zero = (f"            for i in T.unroll({GM}):\n                for v in T.vectorized({TJ}):\n"
@@ -1206,7 +1219,7 @@ def lower_sparse_conv3d(node: Node, target, pre: Node | None = None, sep_tile: S
     def columns(lo: str, hi: str, chunk: str = "0") -> str:
         if masked:
             return _masked_columns(" " * 12, f"k * {NS * KW + 1} + {chunk} * {KW}", KW, dw, pb[2], GN, GM, V, L, cs,
-                                   VP)
+                                   VP, sw)
         return "\n".join(_column_loop(" " * 12, lo, hi, "xo", column_base, "acc", "wk", "xp", cs, GN, GM, V, L,
                                       FM, VP)) + "\n"
 
