@@ -17,8 +17,8 @@ from ..ir import Node
 from ..ir.flops import node_macs
 from ..ir.interpreter import conv_out_spatial
 from ..targets.arm_neon.conv3d import ConvTile, default_tile, workload_key
-from ..targets.arm_neon.sparse_conv3d import (WIDE_TILE, SparseTile, max_v, sep_plan, sparse_plan, vector_plan,
-                                              sparse_workload_key)
+from ..targets.arm_neon.sparse_conv3d import (WIDE_TILE, SparseTile, depth_split, max_v, sep_plan, sparse_plan,
+                                              sparse_workload_key, vector_plan)
 from ..targets.arm_neon.sparse_direct import direct_budget, direct_default, direct_problem, node_tiles
 from .db import config_key
 
@@ -119,10 +119,11 @@ def sparse_space(node: Node, lanes: int, cores: int, l2_bytes: int = 0, register
 
 def sep_space(node: Node, lanes: int, cores: int, registers: int = 32) -> list[SparseTile]:
     """A fused pair's (sparse_sep_conv3d) vectors per register tile x runs of output depths (1, 2, 4, all: more
-    parallel units, each recomputing the first conv at the depths it shares with the run before); the default
-    first."""
+    parallel units, each recomputing the first conv at the depths it shares with the run before), each as the
+    kernel makes it (depth_split: 4 runs of 6 depths are 3, one record, not two that build the same kernel); the
+    default first."""
     plan = sep_plan(node, lanes, cores, registers)
-    runs = sorted({r for r in (1, 2, 4, plan.depths) if r <= plan.depths})
+    runs = sorted({depth_split(plan.depths, r)[0] for r in (1, 2, 4, plan.depths) if r <= plan.depths})
     space = [SparseTile(v, runs=r, fm=plan.default.fm) for v in range(1, plan.vmax + 1) for r in runs]
     return [plan.default] + [t for t in space if t != plan.default]
 

@@ -430,8 +430,16 @@ def _sep_plan(first: Node, second: Node, lanes: int, cores: int, registers: int 
     J = (OH - 1) * Wf + OW
     V = _choose_v(gm, lanes, J, gn, registers)
     fm = filter_pass(gm, registers) % gm  # 0: one pass (a conv of the pair whose gM it does not divide runs one)
-    default = SparseTile(V, runs=_depth_runs(OD, N * -(-J // (lanes * V)), cores, fused=True), fm=fm)
+    default = SparseTile(V, runs=depth_split(OD, _depth_runs(OD, N * -(-J // (lanes * V)), cores, fused=True))[0],
+                         fm=fm)
     return SepPlan(default, OD, (Hf, Wf), J, max_v(gm, gn, registers))
+
+
+def depth_split(OD: int, runs: int) -> tuple[int, int]:
+    """(runs, depths per run) a kernel makes of ``OD`` output depths asked for in ``runs`` runs: runs of equal
+    length, the last one shorter, so 4 runs of 6 depths are 3 of 2."""
+    per = -(-OD // min(OD, max(1, runs)))
+    return -(-OD // per), per
 
 
 def _depth_runs(OD: int, tiles: int, cores: int, fused: bool = False) -> int:
@@ -930,10 +938,8 @@ def lower_sparse_conv3d(node: Node, target, pre: Node | None = None, sep_tile: S
         # constant offset from the first one's slot) cost 3 % of R(2+1)D's 144->64 3x1x1 layer in stores.
         span = (KD - 1) * dd + 1
         cs = TJ
-        ODC = (min(OD, tile.runs) if tile.runs > 0
-               else _depth_runs(OD, N * JT, target.num_cores, fused=pre is not None))
-        ODS = -(-OD // ODC)
-        ODC = -(-OD // ODS)
+        ODC, ODS = depth_split(OD, tile.runs if tile.runs > 0
+                               else _depth_runs(OD, N * JT, target.num_cores, fused=pre is not None))
         units = N * JT * ODC
     # build-time arrays: input offset of every kept column, row pointers, order, chunk bounds, output channels
     q, s = cols // S, cols % S
