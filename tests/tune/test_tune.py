@@ -240,7 +240,6 @@ def test_sparse_layers_are_tuned_and_applied(tmp_path, mode):
 def test_fused_pairs_are_tuned_and_applied(tmp_path):
     """A (2+1)D pair fused into one sparse_sep_conv3d is one task: vectors per tile x runs of output depths."""
     from rt3d.passes import PassManager
-    from rt3d.targets import get_target
     from rt3d.tune.space import extract_tasks, sep_space
     from tests.helpers import sep_net
     from tests.runtime.test_sparse import VECTOR, always_sparse
