@@ -480,9 +480,9 @@ def test_phase_planes_without_pad_columns_compute_the_same(monkeypatch, masked, 
 
 
 def test_phase_planes_without_pad_columns_are_the_default_where_they_compute_less():
-    """R(2+1)D-18's layer4.0 spatial conv (1x3x3 stride 2 on 4x14x14, 256 -> 921 at KGS 8x4): 8x8 phase planes
-    with pad columns take 256 positions per tile row for 196 outputs, 8x7 ones without take 224 (tiles of 2
-    vectors); masked_rows_problem names why a strided conv cannot run that way."""
+    """R(2+1)D-18's layer4.0 spatial conv (1x3x3 stride 2 on 4x14x14, 256 -> 921 at KGS 8x4): on 8x8 phase planes
+    with pad columns its tiles of 2 vectors compute 256 positions for its 196 outputs, on 8x7 ones without 224;
+    masked_rows_problem names why a strided conv cannot run that way."""
     from rt3d.targets.arm_neon.sparse_conv3d import computed_positions, masked_rows_problem, sparse_plan, vector_plan
 
     def strided(cin, cout, pad):

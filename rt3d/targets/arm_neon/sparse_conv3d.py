@@ -309,8 +309,8 @@ def masked_rows_problem(node: Node, registers: int) -> str:
     if spatially_pointwise(tuple(a.kernel), tuple(a.pad)) or sd != 1:
         return "not the flat3 mode"
     if OW != -(-W // sw) or not (a.pad[r - 1] or a.pad[2 * r - 1]):
-        return "its output rows are not as wide as its phase planes' (W / stride, rounded up)" if sw > 1 else \
-            "its rows are not padded to their own width"
+        return ("its output rows are not as wide as its phase planes' (W / stride, rounded up)" if sw > 1
+                else "its rows are not padded to their own width")
     if filter_pass(a.group[0], registers) != a.group[0]:
         return "a row block's filters run in passes"
     return ""
@@ -683,6 +683,13 @@ def _column_loop(ind: str, lo: str, hi: str, xo: str, base: str, acc: str, wk: s
     return lines
 
 
+def masked_shift(kw, dw: int, pad: int, sw: int):
+    """On rows without pad columns (SparsePlan.masked), the columns tap ``kw`` reads off the output position's own
+    column in its phase plane (the input's column sw * ow + kw * dw - pad; floor division, also on numpy arrays):
+    where it is not 0, a tile's lanes at the row's ends are masked."""
+    return (kw * dw - pad) // sw
+
+
 def _masked_columns(ind: str, seg: str, KW: int, dw: int, pad: int, GN: int, GM: int, V: int, L: int,
                     cs: int, VP: int = 0, sw: int = 1) -> str:
     """The column loop over rows without pad columns (SparsePlan.masked): a row block's columns of one reduction
@@ -693,7 +700,7 @@ def _masked_columns(ind: str, seg: str, KW: int, dw: int, pad: int, GN: int, GM:
     VP = pass_vectors(V, VP)
     lines = []
     for w in range(KW):
-        shift = (w * dw - pad) // sw
+        shift = masked_shift(w, dw, pad, sw)
         lo, hi, ind_ = f"cpk[{seg} + {w}]", f"cpk[{seg} + {w + 1}]", ind
         if VP < V:
             G = PASS_COLUMNS
@@ -1210,7 +1217,7 @@ def lower_sparse_conv3d(node: Node, target, pre: Node | None = None, sep_tile: S
         for vo in range(V):
             tl.append(f"{T8}cv_{vo}: T.let = T.Ramp(jt * {TJ} + {vo * L}, 1, {L}) % T.Broadcast({Wf}, {L})")
             for w_ in range(KW):
-                d_ = (w_ * dw - pb[2]) // sw
+                d_ = masked_shift(w_, dw, pb[2], sw)
                 if d_:
                     tl.append(f"{T8}mk{w_}_{vo}: T.let = cv_{vo} + T.Broadcast({d_}, {L}) >= T.Broadcast(0, {L}) "
                               f"and cv_{vo} + T.Broadcast({d_}, {L}) < T.Broadcast({Wf}, {L})")
