@@ -529,6 +529,49 @@ def test_wide_position_tile_is_the_avx2_default_where_positions_are_many():
 
 
 @pytest.mark.parametrize("masked", [True, False], ids=["masked", "padded"])
+@pytest.mark.parametrize("k,stride,pad,shape,tile", [
+    (K3, (1, 1, 1), P1, (2, 20, 5, 15, 23), None),  # the default: 2 register tiles of 3 vectors, 4 passes
+    ((3, 3, 3), (1, 1, 1), (1, 1, 2, 1, 1, 0), (2, 20, 5, 15, 23), (6, 2, 1, 3, 4, 3)),  # left pad, chunks, split
+    ((1, 3, 3), (1, 2, 2), P1, (1, 20, 3, 14, 14), None),  # phase planes
+    ((1, 3, 3), (1, 2, 2), P1, (1, 20, 3, 14, 14), (3, 1, 4, 1, 4, 0)),  # one register tile, a group of tiles
+    (K3, (1, 1, 1), P1, (2, 20, 5, 15, 23), (5, 1, 1, 1, 2, 2))],  # filters in 4 passes, vectors in 3 (2, 2, 1)
+    ids=["default", "left-pad-chunks-split", "stride2", "stride2-v3-tiles", "fm2-v5"])
+def test_rows_without_pad_columns_with_filter_passes_compute_the_same(monkeypatch, masked, k, stride, pad, shape,
+                                                                      tile):
+    """AVX2 (16 registers: a row block's filters in passes) on rows without pad columns and phase planes of the
+    input's own columns: every pass over a run of one kw loads its inputs with the lanes off the row masked (ANDed
+    with a mask table's vectors); wide tiles, chunks, the split reduction, a group of tiles and uneven passes,
+    against the interpreter. The unit-stride cases are not the AVX2 default (masked_rows_problem): forced here."""
+    from rt3d.targets.arm_neon import sparse_conv3d
+    from rt3d.targets.arm_neon.sparse_conv3d import SparseTile
+    monkeypatch.setattr(sparse_conv3d, "MASKED_ROWS", masked)
+    if stride == (1, 1, 1):
+        monkeypatch.setattr(sparse_conv3d, "masked_rows_problem", lambda node, registers: "")
+    record = None if tile is None else SparseTile(*tile[:4], fm=tile[4], vp=tile[5])
+    impl = check_blocked_kernel(k, stride, pad, (1, 1, 1), 20, True, "flat3", record, shape=shape, target=AVX2)
+    assert (", masked" in impl) == masked and "passes=" in impl, impl
+
+
+def test_avx2_phase_planes_without_pad_columns_unit_stride_with_them():
+    """On AVX2 a spatially strided conv runs on phase planes without pad columns (R(2+1)D's layer4.0: 8x7 planes),
+    a unit-stride one keeps its pad columns (its taps share input rows), and masked_rows_problem says so."""
+    from rt3d.targets.arm_neon.sparse_conv3d import masked_rows_problem, sparse_plan
+
+    def node_of(cin, cout, stride, shape):
+        model, _ = conv_net(np.random.default_rng(0), cin, cout, (1, 3, 3), stride, (0, 1, 1, 0, 1, 1), (1, 1, 1),
+                            shape, Sparsity("kgs", (8, 4)), 0.3, True, "relu", False)
+        graph = rt3d.passes.run_pipeline(rt3d.import_onnx(model), always_sparse(AVX2))
+        return next(n for n in graph.nodes if n.op == "sparse_conv3d")
+
+    strided = sparse_plan(node_of(64, 96, (1, 2, 2), (1, 64, 4, 14, 14)), 8, 2, registers=16)
+    assert strided.masked and strided.plane == (8, 7) and strided.default.fm == 4, strided
+    unit = node_of(64, 96, (1, 1, 1), (1, 64, 4, 14, 14))
+    assert not sparse_plan(unit, 8, 2, registers=16).masked
+    assert "unit column stride" in masked_rows_problem(unit, 16)
+    assert masked_rows_problem(unit, 32) == ""
+
+
+@pytest.mark.parametrize("masked", [True, False], ids=["masked", "padded"])
 @pytest.mark.parametrize("tile", [(7, 1, 1, 1, 3), (5, 2, 1, 3, 2), (4, 2, 3, 1, 3)],
                          ids=["v7-passes-3-2-2", "v5-chunks-split", "v4-tiles"])
 def test_long_position_tiles_compute_the_same(monkeypatch, masked, tile):

@@ -311,8 +311,15 @@ def masked_rows_problem(node: Node, registers: int) -> str:
     if OW != -(-W // sw) or not (a.pad[r - 1] or a.pad[2 * r - 1]):
         return ("its output rows are not as wide as its phase planes' (W / stride, rounded up)" if sw > 1
                 else "its rows are not padded to their own width")
-    if filter_pass(a.group[0], registers) != a.group[0]:
-        return "a row block's filters run in passes"
+    if filter_pass(a.group[0], registers) != a.group[0] and sw == 1:
+        # AVX2 (16 registers: filters in passes): a unit-stride conv's taps kw of one input row read the same cache
+        # lines, which the padded rows' column order (channel, kd, kh, kw) fetches once and the runs of one kw up
+        # to three times; a strided conv's taps read different phase planes either way. KGS 8x4, Zen 3, kernels
+        # alone, 9 interleaved rounds (scratch over bench/sparse_layers.py's layers), sparse/dense GFLOP/s padded
+        # -> masked: R(2+1)D's layer4.0 256->921 stride 2 0.61 -> 0.75, layer3.0 128->460 stride 2 0.75 -> 0.79;
+        # unit stride: layer2.1 128->288 8x28x28 0.96 -> 0.81, C3D's 512->512 2x7x7 1.04 -> 0.91, 4x14x14 0.99 ->
+        # 0.97, 8x28x28 1.08 -> 1.15
+        return "a row block's filters run in passes and its taps share input rows (unit column stride)"
     return ""
 
 
@@ -691,40 +698,47 @@ def masked_shift(kw, dw: int, pad: int, sw: int):
 
 
 def _masked_columns(ind: str, seg: str, KW: int, dw: int, pad: int, GN: int, GM: int, V: int, L: int,
-                    cs: int, VP: int = 0, sw: int = 1) -> str:
+                    cs: int, VP: int = 0, sw: int = 1, FM: int = 0, bits: bool = False) -> str:
     """The column loop over rows without pad columns (SparsePlan.masked): a row block's columns of one reduction
     chunk in runs of one kw (segment starts cpk[seg + kw]); a run whose kw reads off the row loads the tile's
     inputs with the lanes of the columns outside the row masked to zero (mk<kw>_<vector>, made per tile), the
-    others plainly. With ``VP`` < V, the tile's vectors in passes of VP taking turns every PASS_COLUMNS columns
-    (as _column_loop). ``sw``: the column stride (phase planes: tap kw reads (kw * dw - pad) // sw columns off)."""
-    VP = pass_vectors(V, VP)
+    others plainly. With ``VP`` < V or ``FM`` < gM, the tile's vectors in passes of VP and the row block's filters
+    in passes of FM, taking turns every PASS_COLUMNS columns (as _column_loop). ``sw``: the column stride (phase
+    planes: tap kw reads (kw * dw - pad) // sw columns off). ``bits``: the masks are int32 vectors of all-ones and
+    zeros, ANDed with the loaded inputs (AVX2), instead of boolean vectors selecting them."""
+    VP, FM = pass_vectors(V, VP), pass_filters(GM, FM)
     lines = []
     for w in range(KW):
         shift = masked_shift(w, dw, pad, sw)
         lo, hi, ind_ = f"cpk[{seg} + {w}]", f"cpk[{seg} + {w + 1}]", ind
-        if VP < V:
+        if VP < V or FM < GM:
             G = PASS_COLUMNS
             lines += [f"{ind}for bg in range(({hi} - {lo} + {G - 1}) // {G}):", f"{ind}    b0: T.let = {lo} + bg * {G}"]
             lo, hi, ind_ = "b0", f"T.min(b0 + {G}, {hi})", ind + "    "
         for vs in vector_passes(V, VP):
-            lines += _masked_pass(ind_, lo, hi, shift, GN, GM, vs, L, cs, w)
+            for f0 in range(0, GM, FM):
+                lines += _masked_pass(ind_, lo, hi, shift, GN, GM, vs, L, cs, w, range(f0, f0 + FM), bits)
     return "\n".join(lines) + "\n"
 
 
 def _masked_pass(ind: str, lo: str, hi: str, shift: int, GN: int, GM: int, vecs: range, L: int, cs: int,
-                 w: int) -> list[str]:
+                 w: int, filters: range, bits: bool = False) -> list[str]:
     """_masked_columns' loop over columns lo .. hi of one kw (``w``, reading ``shift`` columns off) for the tile's
-    vectors ``vecs``."""
+    vectors ``vecs`` and the row block's ``filters``."""
     lines = [f"{ind}for b in range({lo}, {hi}):", f"{ind}    xo: T.let = xt + off[b]"]
     for c in range(GN):
         for vo in vecs:
             at = f"xo + {c * cs + vo * L}"
             # (a select over a plain load, which stays in bounds: LLVM makes it a zero-masking load; the
             # llvm.masked.load intrinsic through a pointer kept the accumulators in memory, 2x slower)
-            load = (f"xp[T.Ramp({at}, 1, {L})]" if not shift else
-                    f"T.Select(mk{w}_{vo}, xp[T.Ramp({at}, 1, {L})], T.Broadcast(T.float32(0), {L}))")
+            load = f"xp[T.Ramp({at}, 1, {L})]"
+            if shift and bits:
+                load = (f"T.reinterpret(\"float32x{L}\", T.bitwise_and(T.reinterpret(\"int32x{L}\", {load}), "
+                        f"mk{w}_{vo}))")
+            elif shift:
+                load = f"T.Select(mk{w}_{vo}, {load}, T.Broadcast(T.float32(0), {L}))"
             lines.append(f"{ind}    x{c}_{vo}: T.let = {load}")
-        for i in range(GM):
+        for i in filters:
             for vo in vecs:
                 a = f"acc[{i}, T.Ramp({vo * L}, 1, {L})]"
                 lines.append(f"{ind}    {a} = {a} + T.Broadcast(wk[(b * {GN} + {c}) * {GM} + {i}], {L}) * x{c}_{vo}")
@@ -922,8 +936,11 @@ def lower_sparse_conv3d(node: Node, target, pre: Node | None = None, sep_tile: S
     # filters and position vectors per pass over a row block's columns (the pw mode's tiles are one register tile)
     FM, VP = pass_filters(GM, tile.fm), pass_vectors(V, tile.vp if mode != "pw" else 0)
     masked = plan.masked and pre is None and mode == "flat3"
-    if masked:
-        FM = GM  # (the masked column body runs a row block's filters in one pass)
+    # AVX2's 16 registers (no mask registers): masks as all-ones / zero vectors ANDed with the inputs
+    # (_masked_pass), where LLVM recomputed a select's i1 mask per column (+27 instructions per 48 FMAs in C3D's
+    # 512->512 4x14x14 layer forced onto rows without pad columns: 0.83 of the dense kernel's GFLOP/s, 0.97 with the
+    # AND in the next scratch run, the padded rows 0.97-0.99 in both)
+    bits = masked and target.vector_registers < 32
     # masked rows: zeros before the copy, which the first row's left taps point into (-(-pad // sw) columns)
     FS = -(-pb[2] // sw) if masked else 0
     TJ = L * V
@@ -972,6 +989,14 @@ def lower_sparse_conv3d(node: Node, target, pre: Node | None = None, sep_tile: S
         for k in range(P):
             cpk[k * (NS * KW + 1):(k + 1) * (NS * KW + 1)] = indptr[k] + np.searchsorted(
                 key[indptr[k]:indptr[k + 1]], np.arange(NS * KW + 1))
+        if bits:
+            shifts = sorted({masked_shift(w_, dw, pb[2], sw) for w_ in range(KW)} - {0})
+            # masks as loads from a table (shift, the vector's first column, lane) of all-ones / zeros: LLVM keeps
+            # a load opaque, where a mask it computes is an i1 vector that its code generator sinks into the
+            # column loop and recomputes there, per input vector and column, on AVX2 (no mask registers)
+            col = (np.arange(Wf)[:, None] + np.arange(L)[None, :]) % Wf
+            mtab = np.stack([np.where((col + d >= 0) & (col + d < Wf), -1, 0) for d in shifts]
+                            or [np.zeros((Wf, L))]).astype(np.int32).reshape(-1)
     bounds = np.concatenate([[0], np.cumsum(chunk_sizes(P, CH))]).astype(np.int32)
     # reduction chunks: row block k's columns of chunk c (channel blocks c * QS ..) are cp[k * (NS + 1) + c] ..
     # (masked rows: cpk's bounds at kw = 0 instead)
@@ -1176,6 +1201,8 @@ def lower_sparse_conv3d(node: Node, target, pre: Node | None = None, sep_tile: S
         params.append(f"cp: T.Buffer(({cp.size},), \"int32\")")
     if masked:
         params.append(f"cpk: T.Buffer(({cpk.size},), \"int32\")")
+    if bits:
+        params.append(f"mtab: T.Buffer(({mtab.size},), \"int32\")")
     if mode == "pw" and span > 1:
         params.append(f"kdo: T.Buffer(({kdo.size},), \"int32\")")
     if has_bias:
@@ -1215,10 +1242,16 @@ def lower_sparse_conv3d(node: Node, target, pre: Node | None = None, sep_tile: S
     if masked:
         # per vector of the tile and kw that reads off the row: the lanes whose input column is in the row
         for vo in range(V):
-            tl.append(f"{T8}cv_{vo}: T.let = T.Ramp(jt * {TJ} + {vo * L}, 1, {L}) % T.Broadcast({Wf}, {L})")
+            if bits:  # the vector's first column
+                tl.append(f"{T8}c0_{vo}: T.let = (jt * {TJ} + {vo * L}) % {Wf}")
+            else:
+                tl.append(f"{T8}cv_{vo}: T.let = T.Ramp(jt * {TJ} + {vo * L}, 1, {L}) % T.Broadcast({Wf}, {L})")
             for w_ in range(KW):
                 d_ = masked_shift(w_, dw, pb[2], sw)
-                if d_:
+                if d_ and bits:
+                    at = f"({shifts.index(d_) * Wf} + c0_{vo}) * {L}"
+                    tl.append(f"{T8}mk{w_}_{vo}: T.let = mtab[T.Ramp({at}, 1, {L})]")
+                elif d_:
                     tl.append(f"{T8}mk{w_}_{vo}: T.let = cv_{vo} + T.Broadcast({d_}, {L}) >= T.Broadcast(0, {L}) "
                               f"and cv_{vo} + T.Broadcast({d_}, {L}) < T.Broadcast({Wf}, {L})")
         tile_text = "\n".join(tl)
@@ -1232,7 +1265,7 @@ def lower_sparse_conv3d(node: Node, target, pre: Node | None = None, sep_tile: S
     def columns(lo: str, hi: str, chunk: str = "0") -> str:
         if masked:
             return _masked_columns(" " * 12, f"k * {NS * KW + 1} + {chunk} * {KW}", KW, dw, pb[2], GN, GM, V, L, cs,
-                                   VP, sw)
+                                   VP, sw, FM, bits)
         return "\n".join(_column_loop(" " * 12, lo, hi, "xo", column_base, "acc", "wk", "xp", cs, GN, GM, V, L,
                                       FM, VP)) + "\n"
 
@@ -1320,7 +1353,7 @@ def main({", ".join(params)}):
     except Exception as e:  # a generator bug, not a user error: keep the source for the report
         raise BuildError(f"sparse_conv3d kernel generation failed for {node}: {e}\n{src}") from None
     args = [xin, wk, off, indptr, order, bounds, outch] + ([run0] if fast else []) + (
-        [cpk] if masked else [cp] if NS > 1 else [])
+        [cpk] if masked else [cp] if NS > 1 else []) + ([mtab] if bits else [])
     if mode == "pw" and span > 1:
         args.append(kdo)
     if has_bias:
