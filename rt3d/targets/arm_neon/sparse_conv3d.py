@@ -958,8 +958,9 @@ def lower_sparse_conv3d(node: Node, target, pre: Node | None = None, sep_tile: S
     else:
         # each parallel unit (n, tile, run of output depths) keeps a ring of the input depths it needs, each a
         # [C, TJ] slab (a column's gN channels TJ apart) in slot depth % span; a column finds its depth's slot from
-        # its kernel depth (kdo). Writing every slab twice instead (slots s and s + span, each kernel depth at a
-        # constant offset from the first one's slot) cost 3 % of R(2+1)D's 144->64 3x1x1 layer in stores.
+        # its kernel depth (kdo) in a build-time table of the slots' offsets (slots[s0 + kdo], s0 the first depth's
+        # slot). Writing every slab twice instead (slots s and s + span, each kernel depth at a constant offset from
+        # the first one's slot) cost 3 % of R(2+1)D's 144->64 3x1x1 layer in stores.
         span = (KD - 1) * dd + 1
         cs = TJ
         ODC, ODS = depth_split(OD, tile.runs if tile.runs > 0
@@ -970,6 +971,11 @@ def lower_sparse_conv3d(node: Node, target, pre: Node | None = None, sep_tile: S
     kd, kh, kw = s // (KH * KW), (s // KW) % KH, s % KW
     if mode == "pw":
         off, kdo = (q * GN * TJ).astype(np.int32), (kd * dd).astype(np.int32)
+        # (a table, where the column's ((od * sd + kdo) % span) * Cp * TJ was a division by span per column: 17
+        # scalar instructions next to its 48 FMAs on AVX2, and LLVM turned a compare-and-subtract wrap back into a
+        # division; Zen 3, kernels alone, 11 interleaved rounds (scratch over bench/sparse_layers.py's layers), KGS
+        # 8x4 at 31 %: R(2+1)D's 144->64 3x1x1 layer 10.89 -> 9.65 ms, its stem's 45->64 4.09 -> 3.49)
+        slots = (np.arange(2 * span - 1) % span * Cp * TJ).astype(np.int32)
     else:
         # (masked rows hold the input's columns unshifted: tap kw reads column sw * ow + kw * dw - pad, of phase
         # (kw * dw - pad) % sw, in its phase plane (kw * dw - pad) // sw columns off; floor division on numpy ints)
@@ -1205,6 +1211,7 @@ def lower_sparse_conv3d(node: Node, target, pre: Node | None = None, sep_tile: S
         params.append(f"mtab: T.Buffer(({mtab.size},), \"int32\")")
     if mode == "pw" and span > 1:
         params.append(f"kdo: T.Buffer(({kdo.size},), \"int32\")")
+        params.append(f"slots: T.Buffer(({slots.size},), \"int32\")")
     if has_bias:
         params.append(f"bias: T.Buffer(({M},), \"float32\")")
     if stage1:
@@ -1261,7 +1268,8 @@ def lower_sparse_conv3d(node: Node, target, pre: Node | None = None, sep_tile: S
     if mode != "pw":
         column_base = "xt + off[b]"
     else:
-        column_base = f"(xt + kdo[b]) % {span} * {Cp * TJ} + off[b]" if span > 1 else "off[b]"
+        column_base = "slots[s0 + kdo[b]] + off[b]" if span > 1 else "off[b]"
+        head += f"\n        s0: T.let = xt % {span}" if span > 1 else ""
     def columns(lo: str, hi: str, chunk: str = "0") -> str:
         if masked:
             return _masked_columns(" " * 12, f"k * {NS * KW + 1} + {chunk} * {KW}", KW, dw, pb[2], GN, GM, V, L, cs,
@@ -1355,7 +1363,7 @@ def main({", ".join(params)}):
     args = [xin, wk, off, indptr, order, bounds, outch] + ([run0] if fast else []) + (
         [cpk] if masked else [cp] if NS > 1 else []) + ([mtab] if bits else [])
     if mode == "pw" and span > 1:
-        args.append(kdo)
+        args += [kdo, slots]
     if has_bias:
         args.append(node.inputs[3])
     if stage1:
