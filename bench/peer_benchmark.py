@@ -225,9 +225,16 @@ def sparse_markdown(res: dict) -> list[str]:
         if van_ms and len(kgs["runs_ms"]) == len(van["runs_ms"]) > 1:
             # the two timed one after the other in each round: the median of the rounds' ratios
             kv += f" ({statistics.median(k / v for k, v in zip(kgs['runs_ms'], van['runs_ms'])):.2f} by round)"
+        sp = f"{speed:.2f}x ({speed / rate:.2f} of the rate"
+        if len(dense["runs_ms"]) == len(kgs["runs_ms"]) > 1:
+            # dense and KGS timed in the same rounds: the median of the rounds' ratios, which contention on a shared
+            # machine moves less than the ratio of the medians when it hits one engine's rounds more (Zen 3 run 4:
+            # R(2+1)D's dense rounds 600-1072 ms, KGS 190-344)
+            br = statistics.median(d / k for d, k in zip(dense["runs_ms"], kgs["runs_ms"]))
+            sp += f"; by round {br:.2f}x, {br / rate:.2f}"
         rows.append(f"| {name} | {rate}x (layers at {kgs['info']['layer_density']:.0%} density) | "
                     f"{dense['median_ms']:.0f} | {kgs['median_ms']:.0f} | "
-                    f"{f'{van_ms:.0f}' if van_ms else '-'} | {speed:.2f}x ({speed / rate:.2f} of the rate) | "
+                    f"{f'{van_ms:.0f}' if van_ms else '-'} | {sp}) | "
                     f"{kv} | "
                     f"{wr:.2f} (min {min(ratios) if ratios else float('nan'):.2f}) |")
         low = sorted((lt for lt in layers if lt["ratio"] < LAYER_BAR), key=lambda lt: lt["ratio"])

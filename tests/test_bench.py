@@ -62,6 +62,18 @@ def test_report_lists_the_sparse_layers_under_the_bar(bench_module):
     assert bench_module.short_layer_name("/classifier/Conv") == "classifier"
 
 
+def test_report_gives_the_speedup_by_round(bench_module):
+    """The KGS speedup as the ratio of the medians and as the median of the rounds' ratios (both engines timed in
+    every round): a round of contention on one side moves the second less."""
+    layer = {"op": "conv3d", "node": "%1 = conv3d(%0) : f32[1]  # /c/Conv", "ms": 1.0, "gflops": 1.0, "impl": "k"}
+    dense = {"median_ms": 12.0, "runs_ms": [10.0, 20.0, 12.0], "layers": [layer]}
+    kgs = {"median_ms": 5.0, "runs_ms": [4.0, 5.0, 6.0], "info": {"flops_reduction": 2.0, "layer_density": 0.5},
+           "layers": [dict(layer, op="sparse_conv3d")]}
+    text = "\n".join(bench_module.sparse_markdown({"models": {"m": {"engines": {"rt3d": dense, "rt3d-kgs": kgs}}}}))
+    # medians 12 / 5 = 2.40x; rounds 2.5, 4.0, 2.0: median 2.50x
+    assert "| 2.40x (1.20 of the rate; by round 2.50x, 1.25) |" in text
+
+
 def test_e2e_breakdown_on_a_small_model(tmp_path, bench_module):
     """bench/e2e_breakdown.py: end to end, the kernels alone and in the model, per kernel family, dense and KGS."""
     import e2e_breakdown
