@@ -306,6 +306,14 @@ def test_blocked_sparse_kernel_writes_every_element_of_its_layout(k, stride, pad
     check_blocked_kernel(k, stride, pad, dil, cout, residual, mode)
 
 
+@pytest.mark.parametrize("k,stride,pad", [((1, 1, 1), (1, 2, 2), (0,) * 6), PW], ids=["strided", "temporal"])
+def test_pw_ring_fill_at_constant_offsets_and_clamped(k, stride, pad):
+    """The pw ring fill from a blocked input on 8 lanes: vectors of positions inside the plane (strided: inside one
+    output row, 10 wide here, so some vectors straddle rows) load at constant offsets, the others clamp each lane's
+    position; both kinds in one kernel, against the interpreter."""
+    check_blocked_kernel(k, stride, pad, (1, 1, 1), 16, False, "pw", shape=(1, 20, 3, 12, 20), target=AVX2)
+
+
 @pytest.mark.parametrize("group", [(4, 4), (6, 4), (2, 4)], ids=lambda g: "%dx%d" % g)
 @pytest.mark.parametrize("residual", [False, True], ids=["plain", "residual"])
 def test_blocked_write_back_of_other_group_sizes(group, residual):
