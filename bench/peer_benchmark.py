@@ -206,6 +206,16 @@ def sparse_layer_ratios(dense: dict, sparse: dict) -> list[dict]:
     return out
 
 
+def by_round(a: dict, b: dict) -> float | None:
+    """Engine a's time over engine b's as the median of the rounds' ratios (None without several rounds of both).
+    The engines run one after the other in each round, so contention on a shared machine that hits one engine's
+    rounds more moves this less than the ratio of the medians (Zen 3 run 4: R(2+1)D's dense rounds 600-1072 ms, KGS
+    190-344)."""
+    if not len(a["runs_ms"]) == len(b["runs_ms"]) > 1:
+        return None
+    return statistics.median(x / y for x, y in zip(a["runs_ms"], b["runs_ms"]))
+
+
 def sparse_markdown(res: dict) -> list[str]:
     """Pruned rows: speedup over rt3d dense against the FLOPs reduction, KGS vs Vanilla, per-layer efficiency; then
     the KGS conv kernels under the per-layer bar, worst first."""
@@ -222,16 +232,11 @@ def sparse_markdown(res: dict) -> list[str]:
         wr = sum(r * w for r, w in zip(ratios, weights)) / sum(weights) if weights else float("nan")
         van_ms = van.get("median_ms")
         kv = f"{kgs['median_ms'] / van_ms:.2f}" if van_ms else "-"
-        if van_ms and len(kgs["runs_ms"]) == len(van["runs_ms"]) > 1:
-            # the two timed one after the other in each round: the median of the rounds' ratios
-            kv += f" ({statistics.median(k / v for k, v in zip(kgs['runs_ms'], van['runs_ms'])):.2f} by round)"
+        if van_ms and (kr := by_round(kgs, van)):
+            kv += f" ({kr:.2f} by round)"
         sp = f"{speed:.2f}x ({speed / rate:.2f} of the rate"
-        if len(dense["runs_ms"]) == len(kgs["runs_ms"]) > 1:
-            # dense and KGS timed in the same rounds: the median of the rounds' ratios, which contention on a shared
-            # machine moves less than the ratio of the medians when it hits one engine's rounds more (Zen 3 run 4:
-            # R(2+1)D's dense rounds 600-1072 ms, KGS 190-344)
-            br = statistics.median(d / k for d, k in zip(dense["runs_ms"], kgs["runs_ms"]))
-            sp += f"; by round {br:.2f}x, {br / rate:.2f}"
+        if dr := by_round(dense, kgs):
+            sp += f"; by round {dr:.2f}x, {dr / rate:.2f}"
         rows.append(f"| {name} | {rate}x (layers at {kgs['info']['layer_density']:.0%} density) | "
                     f"{dense['median_ms']:.0f} | {kgs['median_ms']:.0f} | "
                     f"{f'{van_ms:.0f}' if van_ms else '-'} | {sp}) | "
