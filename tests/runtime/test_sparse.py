@@ -631,6 +631,31 @@ def test_pointwise_spatial_kernel_in_the_plain_layout(stride, lanes):
     assert_close(mod.run(*feeds.values()), ort_run(model, feeds)[0], rtol=1e-4)
 
 
+@pytest.mark.parametrize("stride,shape,volume", [((1, 1, 1), (2, 20, 3, 7, 9), True),
+                                                 ((1, 2, 2), (2, 20, 3, 12, 9), True),
+                                                 ((1, 2, 2), (2, 20, 3, 11, 9), False)], ids=["unit", "even", "odd"])
+def test_pointwise_conv_tiles_its_whole_volume(stride, shape, volume):
+    """A 1x1x1 conv (unit depth stride) whose input rows continue across depths (H = sh x OH) is tiled over its
+    whole output volume, not plane by plane: the position tiles run across depths and batches stay apart; in the
+    blocked layout (with a residual) and the plain one. An odd height at stride 2 stays plane by plane."""
+    from rt3d.targets.arm_neon.sparse_conv3d import pw_volume, sparse_plan
+    rng = np.random.default_rng(3)
+    model, inputs = conv_net(rng, 20, 12, (1, 1, 1), stride, (0,) * 6, (1, 1, 1), shape, Sparsity("kgs", (4, 4)),
+                             0.5, True, "relu", True)
+    node = next(n for n in rt3d.passes.run_pipeline(rt3d.import_onnx(model), always_sparse(VECTOR)).nodes
+                if n.op == "sparse_conv3d")
+    od, oh, ow = shape[2], -(-shape[3] // stride[1]), -(-shape[4] // stride[2])
+    plan = sparse_plan(node, 16, 2)
+    assert pw_volume(node) == volume
+    assert (plan.positions, plan.outer) == ((od * oh * ow, 2) if volume else (oh * ow, 2 * od)), plan
+    check_blocked_kernel((1, 1, 1), stride, (0,) * 6, (1, 1, 1), 12, True, "pw", shape=shape)
+    feeds = {n: rng.standard_normal(s).astype(np.float32) for n, s in inputs.items()}
+    passes = ",".join(p for p in always_sparse(VECTOR).split(",") if not p.startswith("block-layout"))
+    mod = rt3d.build(model, target=VECTOR, passes=passes)
+    assert sparse_impls(mod) and all("pw(" in i and "p->p" in i for i in sparse_impls(mod)), sparse_impls(mod)
+    assert_close(mod.run(*feeds.values()), ort_run(model, feeds)[0], rtol=1e-4)
+
+
 def test_pointwise_kernel_with_many_channels():
     """1152 input channels (R(2+1)D's widest temporal conv): the ring's zero fill for a depth of padding is written
     one vector at a time (one vector of all its elements made LLVM abort the process)."""

@@ -12,10 +12,11 @@ its own kept columns ``indptr[k] .. indptr[k+1]``. Layout and loop nest (the rec
     when the depth stride is 1 (flat3: each kernel position (kd, kh, kw) is a constant shift of a contiguous run),
     along each plane otherwise (flat2);
   * pw mode, for 1x1 spatial kernels without spatial padding (temporal kx1x1 and pointwise convs, most of R(2+1)D's
-    and S3D's FLOPs): positions tile the output plane, and each parallel unit (n, tile, run of output depths) keeps a
-    ring of the input depths it needs as [C, TJ] slabs, filled one new depth per output depth and prefetched one
-    depth ahead. A whole-tensor padded copy read back by 8+ row blocks made these layers memory-bound (0.19 of the
-    dense kernel's GFLOP/s on R(2+1)D's 144->64 3x1x1 layer; 0.70 with the ring, 0.9-1.0 on S3D's 1x1x1 layers);
+    and S3D's FLOPs): positions tile the output plane (a 1x1x1 conv's whole volume: pw_volume), and each parallel
+    unit (n, tile, run of output depths) keeps a ring of the input depths it needs as [C, TJ] slabs, filled one new
+    depth per output depth and prefetched one depth ahead. A whole-tensor padded copy read back by 8+ row blocks
+    made these layers memory-bound (0.19 of the dense kernel's GFLOP/s on R(2+1)D's 144->64 3x1x1 layer; 0.70 with
+    the ring, 0.9-1.0 on S3D's 1x1x1 layers);
   * sep mode (sparse_sep_conv3d, made by fuse-sep-convs): a 1xkxk sparse conv and the pw-mode conv that alone
     reads its output, as one kernel: positions tile the first conv's padded plane (its phase planes when it
     strides spatially, as flat2), and each ring slot is filled by computing the first conv (bias, activation) for the
@@ -323,6 +324,25 @@ def masked_rows_problem(node: Node, registers: int) -> str:
     return ""
 
 
+def pw_volume(node: Node) -> bool:
+    """Whether the pw mode tiles ``node``'s whole output volume as one plane (depths one after another) instead of
+    each output plane: a spatially pointwise conv of kernel depth 1 without depth padding or stride, whose input
+    rows continue across depths (H = sh x OH), in both layouts the volume is one run of positions. A plane's tiles
+    alone leave a partial tile per plane and few parallel units: S3D's 1x1x1 convs on 4x14x14 had 9 tiles of 24
+    positions per plane (216 computed for 196), each unit one tile through the 4 depths, so one of the 2 threads ran
+    5 of the 9 units; the volume is 33 tiles (792 for 784), 17 on the busiest thread. Zen 3, KGS 8x4 at 42 %,
+    kernels alone, 11 interleaved rounds (scratch over bench/sparse_layers.py's builders), planes -> volume:
+    480->192 4x14x14 0.613 -> 0.503 ms (0.73 -> 0.89 of the dense kernel's GFLOP/s), 512->24 4x14x14 0.131 -> 0.103,
+    832->256 2x7x7 0.198 -> 0.189, 256->128 8x28x28 1.60 -> 1.45, 192->64 8x28x28 0.68 -> 0.63. A prefetch of the
+    next tile's input (the thread's next unit) measured 2-10 % slower on four of them, 4 % faster on 256->128."""
+    a = node.attrs
+    r, (_, _, D, H, _), (OD, OH, _) = _shapes(node)
+    (KD, _, _), (sd, sh, _) = spatial_5d(a.kernel, 1, r), spatial_5d(a.stride, 1, r)
+    pd = spatial_5d(a.pad[:r], 0, r)[0] + spatial_5d(a.pad[r:], 0, r)[0]
+    return (bool(a.kernel) and spatially_pointwise(tuple(a.kernel), tuple(a.pad)) and KD == 1 and sd == 1
+            and pd == 0 and OD == D and H == sh * OH)
+
+
 def computed_positions(plan: SparsePlan, lanes: int) -> int:
     """Positions a plan's default computes, padding included: whole tiles of its vectors."""
     return plan.units(lanes, plan.default.v) * lanes * plan.default.v
@@ -357,9 +377,10 @@ def vector_plan(node: Node, lanes: int, cores: int, l2_bytes: int = 0, registers
         Wf = -(-W // sw) if masked else -(-(W + pb[2] + pe[2]) // sw)
     if spatially_pointwise(tuple(a.kernel), tuple(a.pad)):
         # no spatial reach: positions tile the output plane, read from a tile-major copy of the input
-        mode, J, outer = "pw", OH * OW, N * OD
+        volume = pw_volume(node)
+        mode, J, outer = ("pw", OD * OH * OW, N) if volume else ("pw", OH * OW, N * OD)
     else:
-        mode = "flat3" if sd == 1 else "flat2"
+        mode, volume = "flat3" if sd == 1 else "flat2", False
         J = ((OD - 1) * Hf * Wf if mode == "flat3" else 0) + (OH - 1) * Wf + OW
         outer = N if mode == "flat3" else N * OD
     fm = filter_pass(GM, registers) % GM  # 0: one pass
@@ -371,8 +392,9 @@ def vector_plan(node: Node, lanes: int, cores: int, l2_bytes: int = 0, registers
     per_n = Cp * sh * sw * (D + pb[0] + pe[0]) * Hf * Wf * 4  # bytes of one sample's padded copy (flat modes)
     budget = window_budget(l2_bytes)
     # the threads split the position tiles unless the input stays in cache (the order below where it does: each
-    # row block through all tiles, the threads splitting the row blocks)
-    balance = dict(outer=outer, cores=cores) if mode != "pw" and per_n > budget else {}
+    # row block through all tiles, the threads splitting the row blocks; the pw mode's tiles of a volume are its
+    # parallel units)
+    balance = dict(outer=outer, cores=cores) if (mode != "pw" and per_n > budget) or volume else {}
     vmax = max_v(GM, GN, registers)
     reach = LONG_TILE * vmax if not fm and mode != "pw" else 0  # long tiles (all filters in one pass)
     V = _choose_v(GM, lanes, J, GN, registers, wide, reach=reach, **balance)
@@ -929,6 +951,10 @@ def lower_sparse_conv3d(node: Node, target, pre: Node | None = None, sep_tile: S
         # a tuned record of the position-vectorized modes where the default is direct
         plan = vector_plan(node, L, target.num_cores, target.l2_bytes, target.vector_registers)
     mode, J = plan.mode, plan.positions
+    if mode == "pw" and pre is None and pw_volume(node):
+        # the volume as one plane of OD x OH rows (pw_volume): the kernel reads and writes flat views
+        D, H, OD, OH = 1, D * H, 1, OD * OH
+        Dp = D
     # the flat copy is split into sh x sw phases (padded rows sh * i + ph_h, columns sw * j + ph_w), so that a
     # spatially strided conv reads consecutive positions of one phase plane; one phase at unit stride
     (Hf, Wf), NPH = plan.plane, sh * sw
@@ -1323,7 +1349,7 @@ def lower_sparse_conv3d(node: Node, target, pre: Node | None = None, sep_tile: S
                 f"                jt: T.let = g * {TG} + jj\n"
                 + textwrap.indent(head, " " * 8) + "\n" + textwrap.indent(inner, " " * 4))
     prefetch = ""
-    if mode == "pw" and bi == L and sh == sw == 1 and not stage1:
+    if mode == "pw" and bi == L and sh == sw == 1 and not stage1 and ODS > 1:  # (a unit of one depth: no next)
         # while this depth computes, prefetch the input depth the next one adds to the ring (spread over the row
         # blocks, a few lines each): the ring fill then reads from cache instead of waiting on memory
         XB, HWb, LPB = -(-C // bi), H * W * bi, TJ * bi // 16
