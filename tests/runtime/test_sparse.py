@@ -656,6 +656,18 @@ def test_pointwise_conv_tiles_its_whole_volume(stride, shape, volume):
     assert_close(mod.run(*feeds.values()), ort_run(model, feeds)[0], rtol=1e-4)
 
 
+def test_pw_depth_runs_balance_the_threads():
+    """The pw mode's runs of output depths per position tile are chosen for the busiest thread: 9 tiles of a 14x14
+    plane through 4 depths are 2 runs (18 units, 9 per thread, where one run left one thread 5 of 9), 4 tiles of a
+    7x7 plane one (2 units per thread either way, without refilling the ring), 131 tiles one (the second run's ring
+    fills cost about what the balance saves); a fused pair keeps one run per core."""
+    from rt3d.targets.arm_neon.sparse_conv3d import _depth_runs
+    assert _depth_runs(4, 9, 2, span=3) == 2 and _depth_runs(8, 33, 2, span=3) == 2
+    assert _depth_runs(2, 4, 2, span=3) == 1 and _depth_runs(16, 131, 2, span=3) == 1
+    assert _depth_runs(8, 1, 2, span=3) == 2 and _depth_runs(1, 5, 2) == 1
+    assert _depth_runs(4, 9, 2, fused=True, span=3) == 1 and _depth_runs(16, 1, 2, fused=True, span=3) == 2
+
+
 def test_pointwise_kernel_with_many_channels():
     """1152 input channels (R(2+1)D's widest temporal conv): the ring's zero fill for a depth of padding is written
     one vector at a time (one vector of all its elements made LLVM abort the process)."""

@@ -87,6 +87,7 @@ from ..base import Kernel
 from .common import spatial_5d, threads_split_units, to_5d
 from .sparse_direct import direct_default, direct_problem, lower_sparse_direct
 
+RING_FILL = 0.05  # pw mode: the time of filling a ring slot (a copy) next to computing an output depth (estimate)
 PF_LOCALITY = 2  # pw mode's prefetch of the next input depth goes to L2 (1 and 3 measured the same)
 # input bytes a position tile may read before the reduction is split into channel chunks, and the largest input a
 # row block runs through whole (all position tiles): 3/8 of a core's L2 (Target.l2_bytes), 768 KiB of this machine's
@@ -471,11 +472,25 @@ def depth_split(OD: int, runs: int) -> tuple[int, int]:
     return -(-OD // per), per
 
 
-def _depth_runs(OD: int, tiles: int, cores: int, fused: bool = False) -> int:
-    """pw mode: runs of output depths per position tile, enough for 4 parallel units per core; a fused pair's only
-    for one per core, since each run also recomputes the first conv at the depths it shares with the run before
-    (R(2+1)D's 256->576->256 pair at 4x14x14 fused, bench/sep_pairs.py: 5.29 ms in 2 runs, 4.31 ms in 1)."""
-    return min(OD, max(1, -(-(1 if fused else 4) * cores // tiles)))
+def _depth_runs(OD: int, tiles: int, cores: int, fused: bool = False, span: int = 1) -> int:
+    """pw mode: runs of output depths per position tile, each a parallel unit that fills its own ring of ``span``
+    depths: for the least time on the busiest of ``cores`` threads, its units x (the run's output depths + RING_FILL
+    per ring fill), more runs only where they save over 1 %. Four units per core instead (the rule before) gave
+    R(2+1)D's 3x1x1 convs on 14x14 planes (9 tiles) one run, 5 of the 9 units on one thread, and its 2x7x7 ones (4
+    tiles) two; Zen 3, KGS 8x4 at 31 %, kernels alone, 11 interleaved rounds (scratch over bench/sparse_layers.py's
+    builders), runs before -> after: 460->256 4x14x14 1.72 -> 1.63 ms, 576->256 4x14x14 1.84 -> 1.83, 288->128
+    8x28x28 (33 tiles) 3.61 -> 3.40, 1152->512 2x7x7 1.36 -> 1.23, 921->512 2x7x7 1.12 -> 1.10.
+    A fused pair's runs: one per core, since each run also recomputes the first conv at the depths it shares with
+    the run before (R(2+1)D's 256->576->256 pair at 4x14x14, bench/sep_pairs.py: 5.29 ms in 2 runs, 4.31 ms in 1)."""
+    if fused:
+        return min(OD, max(1, -(-cores // tiles)))
+    best, best_cost = 1, None
+    for runs in sorted({depth_split(OD, r)[0] for r in range(1, OD + 1)}):
+        per = depth_split(OD, runs)[1]
+        cost = -(-tiles * runs // cores) * (per + RING_FILL * (per + span - 1))
+        if best_cost is None or cost < 0.99 * best_cost:
+            best, best_cost = runs, cost
+    return best
 
 
 def _activation(expr: str, act: str, params: tuple, lanes: int) -> str:
@@ -1003,7 +1018,7 @@ def lower_sparse_conv3d(node: Node, target, pre: Node | None = None, sep_tile: S
         span = (KD - 1) * dd + 1
         cs = TJ
         ODC, ODS = depth_split(OD, tile.runs if tile.runs > 0
-                               else _depth_runs(OD, N * JT, target.num_cores, fused=pre is not None))
+                               else _depth_runs(OD, N * JT, target.num_cores, pre is not None, span))
         units = N * JT * ODC
     # build-time arrays: input offset of every kept column, row pointers, order, chunk bounds, output channels
     q, s = cols // S, cols % S
