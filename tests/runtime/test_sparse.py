@@ -656,6 +656,17 @@ def test_pointwise_conv_tiles_its_whole_volume(stride, shape, volume):
     assert_close(mod.run(*feeds.values()), ort_run(model, feeds)[0], rtol=1e-4)
 
 
+def test_pw_volume_chunks_row_blocks_only_where_the_fills_pay():
+    """A pw_volume conv's tile and row-block chunks come from the busiest thread's time with each unit filling its
+    slab: S3D's 832->128 1x1x1 conv on 2x7x7 (7 tiles of 2 vectors, 3.5 per thread) runs unchunked, since 2 chunks
+    fill every slab twice; a volume of one tile is chunked (one thread would idle); a large one is not."""
+    from rt3d.targets.arm_neon.sparse_conv3d import _pw_volume_tile
+    macs = round(832 * 128 * 0.42)
+    assert _pw_volume_tile(98, 1, 832, macs, 16, 8, 3, 2) == (2, 1)
+    assert _pw_volume_tile(8, 1, 832, macs, 16, 8, 3, 2) == (1, 2)
+    assert _pw_volume_tile(784, 1, 480, round(480 * 192 * 0.42), 24, 8, 3, 2) == (3, 1)
+
+
 def test_pw_depth_runs_balance_the_threads():
     """The pw mode's runs of output depths per position tile are chosen for the busiest thread: 9 tiles of a 14x14
     plane through 4 depths are 2 runs (18 units, 9 per thread, where one run left one thread 5 of 9), 4 tiles of a

@@ -87,6 +87,10 @@ from ..base import Kernel
 from .common import spatial_5d, threads_split_units, to_5d
 from .sparse_direct import direct_default, direct_problem, lower_sparse_direct
 
+# pw mode: the time of one element of a ring fill (its load from the blocked input, its share of the register
+# transpose, its store) in MACs of the column loop; fitted to S3D's 832->128 and 832->256 1x1x1 convs on 2x7x7
+# (_pw_volume_tile's records: 14 and 29), a rough figure
+PW_FILL = 16
 RING_FILL = 0.05  # pw mode: the time of filling a ring slot (a copy) next to computing an output depth (estimate)
 PF_LOCALITY = 2  # pw mode's prefetch of the next input depth goes to L2 (1 and 3 measured the same)
 # input bytes a position tile may read before the reduction is split into channel chunks, and the largest input a
@@ -344,6 +348,25 @@ def pw_volume(node: Node) -> bool:
             and pd == 0 and OD == D and H == sh * OH)
 
 
+def _pw_volume_tile(J: int, N: int, Cp: int, macs: int, P: int, lanes: int, vmax: int, cores: int) -> tuple[int, int]:
+    """(vectors per tile, row-block chunks) of a pw_volume conv: its parallel units are (sample, tile[, chunk]),
+    each filling its tile's slab of all Cp channels and computing ``macs`` per position over its chunk's row
+    blocks; the least time on the busiest of ``cores`` threads, with PW_FILL per filled element and the short-tile
+    penalty of _choose_v. Chunks (the rule of threads_split_units: fewer than 4 tiles per thread) fill each slab once
+    per chunk: S3D's 1x1x1 convs on 2x7x7 (7 tiles of 2 vectors), Zen 3, 42 % kept, kernels alone, 11 interleaved
+    rounds (bench/sparse_space.py, scratch), 832->128 0.097 ms in 2 chunks, 0.082 in one; 832->256 0.186 in 2
+    chunks of tiles of 2 vectors, 0.191 in one, 0.177 in 2 of 3 vectors."""
+    best, best_cost = (1, 1), None
+    for v in range(1, vmax + 1):
+        tj = lanes * v
+        units = N * -(-J // tj)
+        for ch in sorted({1, min(cores, P)}):
+            cost = -(-units * ch // cores) * tj * (Cp * PW_FILL + macs / ch) * (1 + 0.5 / v)
+            if best_cost is None or cost < best_cost - 1e-9:
+                best, best_cost = (v, ch), cost
+    return best
+
+
 def computed_positions(plan: SparsePlan, lanes: int) -> int:
     """Positions a plan's default computes, padding included: whole tiles of its vectors."""
     return plan.units(lanes, plan.default.v) * lanes * plan.default.v
@@ -402,9 +425,12 @@ def vector_plan(node: Node, lanes: int, cores: int, l2_bytes: int = 0, registers
     if V > vmax and not reach and not threads_split_units(outer * -(-J // (lanes * V)), cores):
         V = _choose_v(GM, lanes, J, GN, registers, **balance)  # few positions: one register tile
     vp = vmax if V > vmax else 0
-    plan = SparsePlan(mode, (Hf, Wf), J, outer, SparseTile(V, fm=fm, vp=vp), masked=masked)
     P = len(a.kept)
-    ch = 1 if threads_split_units(plan.units(lanes, V), cores) else min(cores, P)
+    if volume:
+        V, ch = _pw_volume_tile(J, N, Cp, sum(a.kept) * GN * GM, P, lanes, vmax, cores)
+    plan = SparsePlan(mode, (Hf, Wf), J, outer, SparseTile(V, fm=fm, vp=vp), masked=masked)
+    if not volume:
+        ch = 1 if threads_split_units(plan.units(lanes, V), cores) else min(cores, P)
     tiles = split = 1
     if mode != "pw":
         window = min(per_n, Cp * KD * KH * (lanes * V + KW - 1) * 4)  # the input bytes one position tile reads
