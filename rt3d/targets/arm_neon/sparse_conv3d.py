@@ -264,6 +264,7 @@ class SparsePlan:
     outer: int  # batch (flat3) or batch x output depths (flat2, pw): what the position tiles repeat over
     default: SparseTile
     masked: bool = False  # flat3 rows without pad columns: the kernel masks the lanes a column reads off its row
+    volume: bool = False  # pw mode: the positions run over the whole output volume (pw_volume), outer is the batch
 
     def units(self, lanes: int, v: int) -> int:
         """Parallel units before row-block chunking: outer x position tiles of lanes x v."""
@@ -416,21 +417,20 @@ def vector_plan(node: Node, lanes: int, cores: int, l2_bytes: int = 0, registers
     per_n = Cp * sh * sw * (D + pb[0] + pe[0]) * Hf * Wf * 4  # bytes of one sample's padded copy (flat modes)
     budget = window_budget(l2_bytes)
     # the threads split the position tiles unless the input stays in cache (the order below where it does: each
-    # row block through all tiles, the threads splitting the row blocks; the pw mode's tiles of a volume are its
-    # parallel units)
-    balance = dict(outer=outer, cores=cores) if (mode != "pw" and per_n > budget) or volume else {}
+    # row block through all tiles, the threads splitting the row blocks)
+    balance = dict(outer=outer, cores=cores) if mode != "pw" and per_n > budget else {}
     vmax = max_v(GM, GN, registers)
     reach = LONG_TILE * vmax if not fm and mode != "pw" else 0  # long tiles (all filters in one pass)
-    V = _choose_v(GM, lanes, J, GN, registers, wide, reach=reach, **balance)
-    if V > vmax and not reach and not threads_split_units(outer * -(-J // (lanes * V)), cores):
-        V = _choose_v(GM, lanes, J, GN, registers, **balance)  # few positions: one register tile
-    vp = vmax if V > vmax else 0
     P = len(a.kept)
-    if volume:
+    if volume:  # the tiles are the parallel units: tile size and chunks from one cost
         V, ch = _pw_volume_tile(J, N, Cp, sum(a.kept) * GN * GM, P, lanes, vmax, cores)
-    plan = SparsePlan(mode, (Hf, Wf), J, outer, SparseTile(V, fm=fm, vp=vp), masked=masked)
-    if not volume:
-        ch = 1 if threads_split_units(plan.units(lanes, V), cores) else min(cores, P)
+    else:
+        V = _choose_v(GM, lanes, J, GN, registers, wide, reach=reach, **balance)
+        if V > vmax and not reach and not threads_split_units(outer * -(-J // (lanes * V)), cores):
+            V = _choose_v(GM, lanes, J, GN, registers, **balance)  # few positions: one register tile
+        ch = 1 if threads_split_units(outer * -(-J // (lanes * V)), cores) else min(cores, P)
+    vp = vmax if V > vmax else 0
+    plan = SparsePlan(mode, (Hf, Wf), J, outer, SparseTile(V, fm=fm, vp=vp), masked=masked, volume=volume)
     tiles = split = 1
     if mode != "pw":
         window = min(per_n, Cp * KD * KH * (lanes * V + KW - 1) * 4)  # the input bytes one position tile reads
@@ -992,7 +992,7 @@ def lower_sparse_conv3d(node: Node, target, pre: Node | None = None, sep_tile: S
         # a tuned record of the position-vectorized modes where the default is direct
         plan = vector_plan(node, L, target.num_cores, target.l2_bytes, target.vector_registers)
     mode, J = plan.mode, plan.positions
-    if mode == "pw" and pre is None and pw_volume(node):
+    if plan.volume and pre is None:
         # the volume as one plane of OD x OH rows (pw_volume): the kernel reads and writes flat views
         D, H, OD, OH = 1, D * H, 1, OD * OH
         Dp = D
