@@ -560,6 +560,17 @@ def test_rows_without_pad_columns_with_filter_passes_compute_the_same(monkeypatc
     assert (", masked" in impl) == masked and "passes=" in impl, impl
 
 
+
+def test_avx2_phase_planes_with_a_plain_output_build():
+    """AVX2 phase planes without pad columns (mask tables) writing a plain NC(D)HW output (masked stores): the
+    mask-table lookups and the write-back's vector positions each name their own scalars (both were c0_<vector>,
+    and TVMScript refused the kernel: found by test_filter_passes_equal_dense_build_of_the_masked_weights)."""
+    case = dict(sp=Sparsity("kgs", (8, 4)), density=0.1, cin=3, cout=1, k=(1, 1, 2), stride=(1, 1, 2),
+                pad=(0, 0, 0, 0, 0, 1), dil=(1, 1, 1), shape=(1, 3, 1, 5, 2), bias=False, act="none", residual=False,
+                seed=0)
+    impls = check_sparse_equals_dense(case, AVX2, blocked=False)
+    assert [("flat3(" in i and "p->p" in i and ", masked" in i) for i in impls] == [True], impls
+
 def test_avx2_phase_planes_without_pad_columns_unit_stride_with_them():
     """On AVX2 a spatially strided conv runs on phase planes without pad columns (R(2+1)D's layer4.0: 8x7 planes),
     a unit-stride one keeps its pad columns (its taps share input rows), and masked_rows_problem says so."""

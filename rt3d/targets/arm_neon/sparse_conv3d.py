@@ -1329,14 +1329,14 @@ def lower_sparse_conv3d(node: Node, target, pre: Node | None = None, sep_tile: S
     if masked:
         # per vector of the tile and kw that reads off the row: the lanes whose input column is in the row
         for vo in range(V):
-            if bits:  # the vector's first column
-                tl.append(f"{T8}c0_{vo}: T.let = (jt * {TJ} + {vo * L}) % {Wf}")
+            if bits:  # the vector's first column (mc_: a plain output's write-back names its own c0_)
+                tl.append(f"{T8}mc_{vo}: T.let = (jt * {TJ} + {vo * L}) % {Wf}")
             else:
                 tl.append(f"{T8}cv_{vo}: T.let = T.Ramp(jt * {TJ} + {vo * L}, 1, {L}) % T.Broadcast({Wf}, {L})")
             for w_ in range(KW):
                 d_ = masked_shift(w_, dw, pb[2], sw)
                 if d_ and bits:
-                    at = f"({shifts.index(d_) * Wf} + c0_{vo}) * {L}"
+                    at = f"({shifts.index(d_) * Wf} + mc_{vo}) * {L}"
                     tl.append(f"{T8}mk{w_}_{vo}: T.let = mtab[T.Ramp({at}, 1, {L})]")
                 elif d_:
                     tl.append(f"{T8}mk{w_}_{vo}: T.let = cv_{vo} + T.Broadcast({d_}, {L}) >= T.Broadcast(0, {L}) "
