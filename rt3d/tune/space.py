@@ -17,8 +17,8 @@ from ..ir import Node
 from ..ir.flops import node_macs
 from ..ir.interpreter import conv_out_spatial
 from ..targets.arm_neon.conv3d import ConvTile, default_tile, workload_key
-from ..targets.arm_neon.sparse_conv3d import (WIDE_TILE, SparseTile, depth_split, max_v, sep_plan, sparse_plan,
-                                              sparse_workload_key, vector_plan)
+from ..targets.arm_neon.sparse_conv3d import (WIDE_TILE, SparseTile, depth_split, max_v, one_position, sep_plan,
+                                              sparse_plan, sparse_workload_key, vector_plan)
 from ..targets.arm_neon.sparse_direct import direct_budget, direct_default, direct_problem, node_tiles
 from .db import config_key
 
@@ -30,8 +30,10 @@ SPARSE_OPS = ("sparse_conv3d", "sparse_sep_conv3d")  # schedule records: SparseT
 
 def tunable(node: Node) -> bool:
     if node.op in SPARSE_OPS:
-        # a 2-D sparse_conv3d (fully connected) has one schedule: it streams its weights
-        return bool(node.attrs.kernel) and all(v.data is not None for v in node.inputs[1:] if v.is_const)
+        # a 2-D sparse_conv3d (fully connected), or a conv of one position (one_position), has one schedule: it
+        # streams its weights
+        return (bool(node.attrs.kernel) and not one_position(node)
+                and all(v.data is not None for v in node.inputs[1:] if v.is_const))
     return node.op == "conv3d" and node.attrs.groups == 1 and node.inputs[1].data is not None
 
 

@@ -93,6 +93,11 @@ def test_sparse_build_equals_dense_build_of_the_masked_weights(case):
     check_sparse_equals_dense(case, VECTOR)
 
 
+def one_position_case(case) -> bool:
+    """Whether a case's conv is one position per sample, which runs as a fully connected layer (one_position)."""
+    return np.prod(case["shape"][2:]) == 1 and set(case["k"]) == {1} and not any(case["pad"])
+
+
 @st.composite
 def direct_case(draw):
     """Cases for the direct mode: row blocks of whole vectors (8 or 16 filters at 8 lanes, 4 or 8 at 4), column
@@ -113,7 +118,7 @@ def test_direct_mode_equals_dense_build_of_the_masked_weights(case):
         return
     target = DIRECT[case["lanes"]]
     impls = check_sparse_equals_dense(case, target, blocked=case["blocked"])
-    assert all(".direct(" in i for i in impls), impls
+    assert all((".fc(" if one_position_case(case) else ".direct(") in i for i in impls), impls
 
 
 @settings(max_examples=12, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
@@ -125,6 +130,9 @@ def test_filter_passes_equal_dense_build_of_the_masked_weights(case, blocked):
     if case is None:
         return
     impls = check_sparse_equals_dense(case, AVX2, blocked=blocked)
+    if one_position_case(case):
+        assert all(".fc(" in i for i in impls), impls
+        return
     for i in impls:  # (Filter sparsity is packed in 8x4 groups whatever the case's group)
         fm, v = map(int, re.search(r"tile=(\d+)x(\d+)x8", i).groups())
         m = re.search(r"passes=(\d+)", i)
@@ -644,18 +652,23 @@ def test_pointwise_spatial_kernel_in_the_plain_layout(stride, lanes):
 
 @pytest.mark.parametrize("stride,shape,volume", [((1, 1, 1), (2, 20, 3, 7, 9), True),
                                                  ((1, 2, 2), (2, 20, 3, 12, 9), True),
-                                                 ((1, 2, 2), (2, 20, 3, 11, 9), False)], ids=["unit", "even", "odd"])
+                                                 ((1, 2, 2), (2, 20, 3, 11, 9), False),
+                                                 ((2, 2, 2), (2, 20, 5, 12, 9), True),
+                                                 ((3, 1, 1), (2, 20, 7, 6, 5), True)],
+                         ids=["unit", "even", "odd", "depth-stride2", "depth-stride3"])
 def test_pointwise_conv_tiles_its_whole_volume(stride, shape, volume):
-    """A 1x1x1 conv (unit depth stride) whose input rows continue across depths (H = sh x OH) is tiled over its
-    whole output volume, not plane by plane: the position tiles run across depths and batches stay apart; in the
-    blocked layout (with a residual) and the plain one. An odd height at stride 2 stays plane by plane."""
+    """A 1x1x1 conv whose input rows continue across depths (H = sh x OH) is tiled over its whole output volume,
+    not plane by plane: the position tiles run across depths and batches stay apart; in the blocked layout (with a
+    residual) and the plain one. A depth stride skips the input depths between output depths (R(2+1)D's 2x2x2
+    downsampling convs; an odd depth count, and unit spatial strides, where a vector of positions must not cross
+    from one output depth into the next). An odd height at stride 2 stays plane by plane."""
     from rt3d.targets.arm_neon.sparse_conv3d import pw_volume, sparse_plan
     rng = np.random.default_rng(3)
     model, inputs = conv_net(rng, 20, 12, (1, 1, 1), stride, (0,) * 6, (1, 1, 1), shape, Sparsity("kgs", (4, 4)),
                              0.5, True, "relu", True)
     node = next(n for n in rt3d.passes.run_pipeline(rt3d.import_onnx(model), always_sparse(VECTOR)).nodes
                 if n.op == "sparse_conv3d")
-    od, oh, ow = shape[2], -(-shape[3] // stride[1]), -(-shape[4] // stride[2])
+    od, oh, ow = (-(-n // st) for n, st in zip(shape[2:], stride))
     plan = sparse_plan(node, 16, 2)
     assert pw_volume(node) == volume
     assert (plan.positions, plan.outer) == ((od * oh * ow, 2) if volume else (oh * ow, 2 * od)), plan
@@ -666,6 +679,46 @@ def test_pointwise_conv_tiles_its_whole_volume(stride, shape, volume):
     assert sparse_impls(mod) and all("pw(" in i and "p->p" in i for i in sparse_impls(mod)), sparse_impls(mod)
     assert_close(mod.run(*feeds.values()), ort_run(model, feeds)[0], rtol=1e-4)
 
+
+
+@pytest.mark.parametrize("blocked", [True, False], ids=["blocked", "plain"])
+@pytest.mark.parametrize("target", [VECTOR, AVX2], ids=["vector", "avx2"])
+def test_conv_of_one_position_runs_as_a_fully_connected_layer(blocked, target):
+    """A 1x1x1 conv on one position per sample (S3D's classifier after the global pool) is lowered by the fc mode
+    (a vector of filters, not of positions) in the blocked layout (20 channels: a blocked input's zero tail, an
+    output block half filled, whose channels past 12 must read as zeros) and the plain one, with a residual, at
+    batch 2; the tuning space has nothing to try for it. A 3x1x1 conv on one position keeps its mode."""
+    from rt3d.targets.arm_neon.sparse_conv3d import one_position
+    from rt3d.tune import tunable
+    rng = np.random.default_rng(5)
+    model, inputs = conv_net(rng, 20, 12, (1, 1, 1), (1, 1, 1), (0,) * 6, (1, 1, 1), (2, 20, 1, 1, 1),
+                             Sparsity("kgs", (4, 4)), 0.5, True, "relu", True)
+    passes = always_sparse(target)
+    if not blocked:
+        passes = ",".join(p for p in passes.split(",") if not p.startswith("block-layout"))
+    graph = rt3d.passes.run_pipeline(rt3d.import_onnx(model), passes)
+    node = next(n for n in graph.nodes if n.op == "sparse_conv3d")
+    assert one_position(node) and not tunable(node) and bool(node.attrs.out_block) == blocked, node
+    mod = rt3d.build(model, target=target, passes=passes)
+    assert [i.startswith("sparse_conv3d.fc(") for i in sparse_impls(mod)] == [True], sparse_impls(mod)
+    feeds = {n: rng.standard_normal(s).astype(np.float32) for n, s in inputs.items()}
+    assert_close(mod.run(*feeds.values()), ort_run(model, feeds)[0], rtol=1e-4)
+    if blocked:  # the output block's channels past 12, as the kernel leaves them (NaN-filled before)
+        import tvm
+        kernel = target.lower(node)
+        lib = tvm.compile(tvm.IRModule({"main": kernel.func}), target=target.tvm())
+        dev = tvm.cpu()
+        args = [tvm.runtime.tensor(np.ascontiguousarray(a if isinstance(a, np.ndarray) else a.data if a.data is not None
+                                                        else np.ones(a.type.shape, np.float32)), dev)
+                for a in kernel.args]
+        out = tvm.runtime.tensor(np.full(node.output.type.shape, np.nan, np.float32), dev)
+        lib["main"](*args, out)
+        assert np.all(out.numpy().reshape(2, -1)[:, 12:] == 0) and not np.isnan(out.numpy()).any()
+    temporal, _ = conv_net(rng, 20, 12, (3, 1, 1), (1, 1, 1), (1, 0, 0, 1, 0, 0), (1, 1, 1), (2, 20, 1, 1, 1),
+                           Sparsity("kgs", (4, 4)), 0.5, True, "relu", False)
+    node = next(n for n in rt3d.passes.run_pipeline(rt3d.import_onnx(temporal), passes).nodes
+                if n.op == "sparse_conv3d")
+    assert not one_position(node) and tunable(node)
 
 def test_pw_volume_chunks_row_blocks_only_where_the_fills_pay():
     """A pw_volume conv's tile and row-block chunks come from the busiest thread's time with each unit filling its

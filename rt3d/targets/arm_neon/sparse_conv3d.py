@@ -332,21 +332,38 @@ def masked_rows_problem(node: Node, registers: int) -> str:
 
 def pw_volume(node: Node) -> bool:
     """Whether the pw mode tiles ``node``'s whole output volume as one plane (depths one after another) instead of
-    each output plane: a spatially pointwise conv of kernel depth 1 without depth padding or stride, whose input
-    rows continue across depths (H = sh x OH), in both layouts the volume is one run of positions. A plane's tiles
+    each output plane: a spatially pointwise conv of kernel depth 1 without depth padding (any depth stride), whose
+    input rows continue across depths (H = sh x OH), in both layouts the volume is one run of positions. A plane's tiles
     alone leave a partial tile per plane and few parallel units: S3D's 1x1x1 convs on 4x14x14 had 9 tiles of 24
     positions per plane (216 computed for 196), each unit one tile through the 4 depths, so one of the 2 threads ran
     5 of the 9 units; the volume is 33 tiles (792 for 784), 17 on the busiest thread. Zen 3, KGS 8x4 at 42 %,
     kernels alone, 11 interleaved rounds (scratch over bench/sparse_layers.py's builders), planes -> volume:
     480->192 4x14x14 0.613 -> 0.503 ms (0.73 -> 0.89 of the dense kernel's GFLOP/s), 512->24 4x14x14 0.131 -> 0.103,
     832->256 2x7x7 0.198 -> 0.189, 256->128 8x28x28 1.60 -> 1.45, 192->64 8x28x28 0.68 -> 0.63. A prefetch of the
-    next tile's input (the thread's next unit) measured 2-10 % slower on four of them, 4 % faster on 256->128."""
+    next tile's input (the thread's next unit) measured 2-10 % slower on four of them, 4 % faster on 256->128.
+    A depth stride only skips input depths (output row od * OH + oh reads input row sd * od * H + sh * oh): R(2+1)D's
+    2x2x2 downsampling convs, Vanilla 8x4 at 31 %, same kind of run (15 rounds), planes -> volume: 128->256 on
+    8x28x28 0.245 -> 0.166 ms (0.72 -> 1.07 of the dense kernel's GFLOP/s), 64->128 on 16x56x56 0.469 -> 0.457,
+    256->512 on 4x14x14 0.088 -> 0.085."""
     a = node.attrs
-    r, (_, _, D, H, _), (OD, OH, _) = _shapes(node)
-    (KD, _, _), (sd, sh, _) = spatial_5d(a.kernel, 1, r), spatial_5d(a.stride, 1, r)
+    r, (_, _, _, H, _), (_, OH, _) = _shapes(node)
+    (KD, _, _), (_, sh, _) = spatial_5d(a.kernel, 1, r), spatial_5d(a.stride, 1, r)
     pd = spatial_5d(a.pad[:r], 0, r)[0] + spatial_5d(a.pad[r:], 0, r)[0]
-    return (bool(a.kernel) and spatially_pointwise(tuple(a.kernel), tuple(a.pad)) and KD == 1 and sd == 1
-            and pd == 0 and OD == D and H == sh * OH)
+    return (bool(a.kernel) and spatially_pointwise(tuple(a.kernel), tuple(a.pad)) and KD == 1 and pd == 0
+            and H == sh * OH)
+
+
+def one_position(node: Node) -> bool:
+    """Whether a sparse conv has one input and one output position per sample and a kernel of one position without
+    padding (S3D's classifier, a 1x1x1 conv after the global average pool): a fully connected layer, lowered as
+    one (the fc mode) whatever its layouts, since a single position is stored as its channels in order in the plain
+    and the channel-blocked layout alike. The position-vectorized modes would compute a vector of lanes positions
+    for it, 1/8 of them used on AVX2 (0.5 of the dense kernel's GFLOP/s in every Zen 3 peer run)."""
+    a = node.attrs
+    if not a.kernel:
+        return False
+    r, (_, _, D, H, W), (OD, OH, OW) = _shapes(node)
+    return D * H * W == 1 and OD * OH * OW == 1 and all(k == 1 for k in a.kernel) and not any(a.pad)
 
 
 def _pw_volume_tile(J: int, N: int, Cp: int, macs: int, P: int, lanes: int, vmax: int, cores: int) -> tuple[int, int]:
@@ -608,11 +625,18 @@ def _pw_fill(dims: dict, bi: int, L: int) -> list[str]:
     a separate copy stage a third of the layer's time); plain input: vector loads (contiguous at unit stride)."""
     N, C, D, H, W, Cp, pd, TJ, J, OW, sh, sw, span = (dims[k] for k in (
         "N", "C", "D", "H", "W", "Cp", "pd", "TJ", "J", "OW", "sh", "sw", "span"))
+    skip = dims.get("depth_skip")  # a depth-strided pw volume: (sd, OH of one output depth), else None
     I = " " * 16
     sl = f"dq % {span} * {Cp * TJ}"  # the slot's first element
 
+    def row(R):  # the input row (of the volume's rows of sh: h // sh) that output row R reads
+        # output row R = od * OH + oh of a depth-strided volume reads input row sd * od * H + sh * oh
+        return R if skip is None else f"(({R}) + ({R}) // {skip[1]} * {(skip[0] - 1) * skip[1]})"
+
     def pos(j):  # flat input position (h * W + w) of output position j of the plane
-        return j if sh == sw == 1 else f"(({j}) // {OW} * {sh * W} + ({j}) % {OW} * {sw})"
+        if sh == sw == 1 and skip is None:
+            return j
+        return f"({row(f'({j}) // {OW}')} * {sh * W} + ({j}) % {OW} * {sw})"
 
     if bi == L:
         CB, XB = -(-Cp // bi), -(-C // bi)
@@ -634,14 +658,14 @@ def _pw_fill(dims: dict, bi: int, L: int) -> list[str]:
         # alone, 11-15 interleaved rounds (scratch over bench/sparse_layers.py's layers): R(2+1)D's 144->64 3x1x1
         # 8.14 -> 7.46 ms, its stem's 45->64 3.26 -> 3.06 and 3.28 -> 3.13; S3D's 192->64 1x1x1 and the 1x1x1
         # stride-2 downsampling convs unchanged (+-2 %)
-        one_row = "" if sh == sw == 1 else f" and q0 % {OW} + {L} <= {OW}"
+        one_row = "" if sh == sw == 1 and skip is None else f" and q0 % {OW} + {L} <= {OW}"
         lines += [f"{J8}q0: T.let = jt * {TJ} + l0 * {L}", f"{J8}if q0 + {L} <= {J}{one_row}:",
                   f"{J8}    p0: T.let = {pos('q0')}"]
         lines += copy(J8 + "    ", lambda t: f"xb + (p0 + {t * sw}) * {bi}")
         lines += [f"{J8}else:"] + copy(J8 + "    ", lambda t: f"xb + {pos(f'T.min(q0 + {t}, {J - 1})')} * {bi}")
     else:
         if bi:
-            at = (f"x[n, T.min(c, {C - 1}) // {bi}, dq - {pd}, T.min(jl // {OW}, {J // OW - 1}) * {sh}, "
+            at = (f"x[n, T.min(c, {C - 1}) // {bi}, dq - {pd}, {row(f'T.min(jl // {OW}, {J // OW - 1})')} * {sh}, "
                   f"jl % {OW} * {sw}, T.min(c, {C - 1}) % {bi}]")
         else:
             at = f"xf[((n * {C} + T.min(c, {C - 1})) * {D} + dq - {pd}) * {H * W} + {pos(f'T.min(jl, {J - 1})')}]"
@@ -965,7 +989,7 @@ def lower_sparse_conv3d(node: Node, target, pre: Node | None = None, sep_tile: S
     has_bias = len(node.inputs) - 3 - int(has_res) == 1
     if has_res and node.inputs[-1].type.shape != node.output.type.shape:
         raise BuildError(f"sparse_conv3d residual {node.inputs[-1].type} must have the output's shape: {node}")
-    if not a.kernel:
+    if not a.kernel or (pre is None and one_position(node)):
         return _lower_sparse_fc(node, values, cols, has_bias)
     L = target.vector_lanes
     bi, bo = a.in_block, a.out_block
@@ -992,9 +1016,12 @@ def lower_sparse_conv3d(node: Node, target, pre: Node | None = None, sep_tile: S
         # a tuned record of the position-vectorized modes where the default is direct
         plan = vector_plan(node, L, target.num_cores, target.l2_bytes, target.vector_registers)
     mode, J = plan.mode, plan.positions
+    depth_skip = None
     if plan.volume and pre is None:
-        # the volume as one plane of OD x OH rows (pw_volume): the kernel reads and writes flat views
-        D, H, OD, OH = 1, D * H, 1, OD * OH
+        # the volume as one plane of OD x OH rows (pw_volume): the kernel reads and writes flat views; a depth
+        # stride skips sd - 1 input depths after each output depth's rows (_pw_fill's depth_skip)
+        depth_skip = (sd, OH) if sd > 1 else None
+        D, H, OD, OH, sd = 1, D * H, 1, OD * OH, 1
         Dp = D
     # the flat copy is split into sh x sw phases (padded rows sh * i + ph_h, columns sw * j + ph_w), so that a
     # spatially strided conv reads consecutive positions of one phase plane; one phase at unit stride
@@ -1406,7 +1433,8 @@ def lower_sparse_conv3d(node: Node, target, pre: Node | None = None, sep_tile: S
                     + _prefetch(f"xf[pa + T.min(jt * {TJ * bi} + li * 16, {HWb - 1})]", PF_LOCALITY) + "\n")
     body = body.replace("{prefetch}", prefetch)
     if mode == "pw":
-        dims = dict(N=N, C=C, D=D, H=H, W=W, Cp=Cp, pd=pb[0], TJ=TJ, J=J, OW=OW, sh=sh, sw=sw, span=span)
+        dims = dict(N=N, C=C, D=D, H=H, W=W, Cp=Cp, pd=pb[0], TJ=TJ, J=J, OW=OW, sh=sh, sw=sw, span=span,
+                    depth_skip=depth_skip if plan.volume and pre is None else None)
         first = f"T.if_then_else(od == oq * {ODS}, od * {sd}, T.max(od * {sd}, (od - 1) * {sd} + {span}))"
         body = "\n".join([f"        xp = T.decl_buffer(({span * Cp * TJ},), \"float32\")"]
                          + (stage1.init if stage1 else [])
@@ -1472,27 +1500,35 @@ def _lower_sparse_fc(node: Node, values: np.ndarray, cols: np.ndarray, has_bias:
     per kept column the gN inputs are broadcast against the column's [gN, gM] weights, a vector of gM filters each,
     so the packed array is read once, front to back, per sample: at batch 1 the layer is bound by that stream."""
     a, x, has_res = node.attrs, node.inputs[0], node.attrs.residual
-    N, K = x.type.shape
+    # (a conv of one position per sample, one_position: its channels in order, plain or blocked; a blocked
+    # output's channels past M are written as zeros, the layout's contract)
+    N, K = x.type.shape[0], (logical_shape(x.type, a.in_block)[1] if a.kernel else x.type.shape[1])
+    KX, MY = int(np.prod(x.type.shape[1:])), int(np.prod(node.output.type.shape[1:]))  # elements per sample
     M, (GM, GN), P = a.filters, a.group, len(a.kept)
     Kp = -(-K // GN) * GN
     wk, indptr, order, outch = _packed_arrays(a, values)
     off = (cols * GN).astype(np.int32) if cols.size else np.zeros(1, np.int32)  # first input of each column
-    val = "acc[i]" + (" + bias[oc]" if has_bias else "") + (" + res[n, oc]" if has_res else "")
+    val = "acc[i]" + (" + bias[oc]" if has_bias else "") + (f" + rf[n * {MY} + oc]" if has_res else "")
     ahead = max(1, FC_PREFETCH // (GN * GM * 4))  # columns
     prefetch = _prefetch(f"wk[T.min((b + {ahead}) * {GN * GM}, {wk.size - 1})]", 3)
-    params = [f"x: T.Buffer(({N}, {K}), \"float32\")", f"wk: T.Buffer(({wk.size},), \"float32\")",
+    params = [f"x: T.Buffer({tuple(x.type.shape)}, \"float32\")", f"wk: T.Buffer(({wk.size},), \"float32\")",
               f"off: T.Buffer(({off.size},), \"int32\")", f"indptr: T.Buffer(({P + 1},), \"int32\")",
               f"order: T.Buffer(({P},), \"int32\")", f"outch: T.Buffer(({P * GM},), \"int32\")"]
     params += [f"bias: T.Buffer(({M},), \"float32\")"] if has_bias else []
-    params += [f"res: T.Buffer(({N}, {M}), \"float32\")"] if has_res else []
-    params.append(f"y: T.Buffer(({N}, {M}), \"float32\")")
+    params += [f"res: T.Buffer({tuple(node.output.type.shape)}, \"float32\")"] if has_res else []
+    params.append(f"y: T.Buffer({tuple(node.output.type.shape)}, \"float32\")")
+    res_alias = f'    rf = T.decl_buffer(({N * MY},), "float32", data=res.data)\n' if has_res else ""
+    tail = (f"    for e in range({N * (MY - M)}):\n"
+            f"        yf[e // {MY - M} * {MY} + {M} + e % {MY - M}] = T.float32(0)\n" if MY > M else "")
     src = f'''
 @T.prim_func
 def main({", ".join(params)}):
     T.func_attr({{"tirx.noalias": True, "global_symbol": "main"}})
-    xp = T.alloc_buffer(({N * Kp},), "float32")
+    xf = T.decl_buffer(({N * KX},), "float32", data=x.data)
+    yf = T.decl_buffer(({N * MY},), "float32", data=y.data)
+{res_alias}{tail}    xp = T.alloc_buffer(({N * Kp},), "float32")
     for e in range({N * Kp}):
-        xp[e] = T.if_then_else(e % {Kp} < {K}, x[e // {Kp}, T.min(e % {Kp}, {K - 1})], T.float32(0))
+        xp[e] = T.if_then_else(e % {Kp} < {K}, xf[e // {Kp} * {KX} + T.min(e % {Kp}, {K - 1})], T.float32(0))
     for kk in T.parallel({P}):
         k: T.let = order[kk]
         acc = T.decl_buffer(({GM},), "float32", scope="local")
@@ -1509,7 +1545,7 @@ def main({", ".join(params)}):
                 oc: T.let = outch[k * {GM} + i]
                 if oc >= 0:
                     s_: T.let = {val}
-                    y[n, oc] = {_activation("s_", a.act, tuple(a.act_params), 1)}
+                    yf[n * {MY} + oc] = {_activation("s_", a.act, tuple(a.act_params), 1)}
 '''
     try:
         func = tvm.script.from_source(src)
