@@ -12,11 +12,11 @@ its own kept columns ``indptr[k] .. indptr[k+1]``. Layout and loop nest (the rec
     when the depth stride is 1 (flat3: each kernel position (kd, kh, kw) is a constant shift of a contiguous run),
     along each plane otherwise (flat2);
   * pw mode, for 1x1 spatial kernels without spatial padding (temporal kx1x1 and pointwise convs, most of R(2+1)D's
-    and S3D's FLOPs): positions tile the output plane (a 1x1x1 conv's whole volume: pw_volume), and each parallel
-    unit (n, tile, run of output depths) keeps a ring of the input depths it needs as [C, TJ] slabs, filled one new
-    depth per output depth and prefetched one depth ahead. A whole-tensor padded copy read back by 8+ row blocks
-    made these layers memory-bound (0.19 of the dense kernel's GFLOP/s on R(2+1)D's 144->64 3x1x1 layer; 0.70 with
-    the ring, 0.9-1.0 on S3D's 1x1x1 layers);
+    and S3D's FLOPs): positions tile the output plane (a 1x1x1 conv's whole volume, depth-strided or not:
+    pw_volume), and each parallel unit (n, tile, run of output depths) keeps a ring of the input depths it needs as
+    [C, TJ] slabs, filled one new depth per output depth and prefetched one depth ahead. A whole-tensor padded copy
+    read back by 8+ row blocks made these layers memory-bound (0.19 of the dense kernel's GFLOP/s on R(2+1)D's
+    144->64 3x1x1 layer; 0.70 with the ring, 0.9-1.0 on S3D's 1x1x1 layers);
   * sep mode (sparse_sep_conv3d, made by fuse-sep-convs): a 1xkxk sparse conv and the pw-mode conv that alone
     reads its output, as one kernel: positions tile the first conv's padded plane (its phase planes when it
     strides spatially, as flat2), and each ring slot is filled by computing the first conv (bias, activation) for the
@@ -30,10 +30,10 @@ its own kept columns ``indptr[k] .. indptr[k+1]``. Layout and loop nest (the rec
     overlap) but stays in cache. Scratch builds switching between the two, in the model, 5 interleaved rounds:
     R(2+1)D's 64->144->64 pair 12.47 -> 11.64 ms, its 128->288->128 one 6.28 -> 5.74, S3D's 64->192->192 one
     15.71 -> 14.92 (bench/sep_pairs.py has the pairs);
-  * fc mode, a 2-D sparse_conv3d (a pruned fully connected layer, made by eliminate-kgs-columns): no positions to
-    vectorize, so the vector is a row block's gM filters and the column's gN inputs are broadcast; the kept weights
-    stream once per sample (C3D's fc layers: 7.5 -> 3.3 ms in the model at 26 % kept,
-    bench/results/sparse/e2e_breakdown.md);
+  * fc mode, a 2-D sparse_conv3d (a pruned fully connected layer, made by eliminate-kgs-columns) or a conv of one
+    position per sample (one_position: S3D's classifier): no positions to vectorize, so the vector is a row block's
+    gM filters and the column's gN inputs are broadcast; the kept weights stream once per sample (C3D's fc layers:
+    7.5 -> 3.3 ms in the model at 26 % kept, bench/results/sparse/e2e_breakdown.md);
   * register tile: the gM filters of a row block x V vectors of positions (24 accumulators for 8 filters); on 16
     registers, passes of 4 filters x 3 vectors over a position tile of up to 2 such tiles (filter_pass, WIDE_TILE);
   * per kept column: one int32 input offset (channel block, kd, kh, kw), then gN channels x gM filters x V vectors
