@@ -568,7 +568,6 @@ def test_rows_without_pad_columns_with_filter_passes_compute_the_same(monkeypatc
     assert (", masked" in impl) == masked and "passes=" in impl, impl
 
 
-
 def test_avx2_phase_planes_with_a_plain_output_build():
     """AVX2 phase planes without pad columns (mask tables) writing a plain NC(D)HW output (masked stores): the
     mask-table lookups and the write-back's vector positions each name their own scalars (both were c0_<vector>,
@@ -578,6 +577,7 @@ def test_avx2_phase_planes_with_a_plain_output_build():
                 seed=0)
     impls = check_sparse_equals_dense(case, AVX2, blocked=False)
     assert [("flat3(" in i and "p->p" in i and ", masked" in i) for i in impls] == [True], impls
+
 
 def test_avx2_phase_planes_without_pad_columns_unit_stride_with_them():
     """On AVX2 a spatially strided conv runs on phase planes without pad columns (R(2+1)D's layer4.0: 8x7 planes),
@@ -680,7 +680,6 @@ def test_pointwise_conv_tiles_its_whole_volume(stride, shape, volume):
     assert_close(mod.run(*feeds.values()), ort_run(model, feeds)[0], rtol=1e-4)
 
 
-
 @pytest.mark.parametrize("blocked", [True, False], ids=["blocked", "plain"])
 @pytest.mark.parametrize("target", [VECTOR, AVX2], ids=["vector", "avx2"])
 def test_conv_of_one_position_runs_as_a_fully_connected_layer(blocked, target):
@@ -719,6 +718,7 @@ def test_conv_of_one_position_runs_as_a_fully_connected_layer(blocked, target):
     node = next(n for n in rt3d.passes.run_pipeline(rt3d.import_onnx(temporal), passes).nodes
                 if n.op == "sparse_conv3d")
     assert not one_position(node) and tunable(node)
+
 
 def test_pw_volume_chunks_row_blocks_only_where_the_fills_pay():
     """A pw_volume conv's tile and row-block chunks come from the busiest thread's time with each unit filling its

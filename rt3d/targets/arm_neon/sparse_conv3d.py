@@ -360,9 +360,9 @@ def one_position(node: Node) -> bool:
     and the channel-blocked layout alike. The position-vectorized modes would compute a vector of lanes positions
     for it, 1/8 of them used on AVX2 (0.5 of the dense kernel's GFLOP/s in every Zen 3 peer run)."""
     a = node.attrs
-    if not a.kernel:
+    if node.op != "sparse_conv3d" or not a.kernel:  # (a fused pair keeps its own kernel)
         return False
-    r, (_, _, D, H, W), (OD, OH, OW) = _shapes(node)
+    _, (_, _, D, H, W), (OD, OH, OW) = _shapes(node)
     return D * H * W == 1 and OD * OH * OW == 1 and all(k == 1 for k in a.kernel) and not any(a.pad)
 
 
@@ -1434,7 +1434,7 @@ def lower_sparse_conv3d(node: Node, target, pre: Node | None = None, sep_tile: S
     body = body.replace("{prefetch}", prefetch)
     if mode == "pw":
         dims = dict(N=N, C=C, D=D, H=H, W=W, Cp=Cp, pd=pb[0], TJ=TJ, J=J, OW=OW, sh=sh, sw=sw, span=span,
-                    depth_skip=depth_skip if plan.volume and pre is None else None)
+                    depth_skip=depth_skip)
         first = f"T.if_then_else(od == oq * {ODS}, od * {sd}, T.max(od * {sd}, (od - 1) * {sd} + {span}))"
         body = "\n".join([f"        xp = T.decl_buffer(({span * Cp * TJ},), \"float32\")"]
                          + (stage1.init if stage1 else [])
