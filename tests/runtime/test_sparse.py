@@ -345,6 +345,48 @@ def test_sparse_schedules_compute_the_same(k, stride, pad, dil, mode, tile):
     check_blocked_kernel(k, stride, pad, dil, 20, True, mode, SparseTile(*tile), shape=(2, 20, 5, 15, 23))
 
 
+def test_shared_schedule_deals_every_row_block_of_every_unit_once():
+    """The threads' contiguous ranges of the shared schedule (TVM's parallel loop gives thread i iterations
+    i * ceil(n / cores) ..) cover every (unit, row block) once, with as much work each as the row-block chunks
+    allow; units that divide evenly, a single thread or fewer row blocks than threads are not shared."""
+    from rt3d.targets.arm_neon.sparse_conv3d import shared_schedule
+    for units, cores, blocks in ((19, 2, 72), (7, 3, 5), (35, 4, 9), (5, 2, 2), (3, 4, 8)):
+        rows = shared_schedule(units, cores, blocks).reshape(-1, 3)
+        per = -(-len(rows) // cores)
+        assert len(rows) == per * cores
+        seen = np.zeros((units, blocks), int)
+        for u, lo, hi in rows:
+            seen[u, lo:hi] += 1
+        assert (seen == 1).all(), (units, cores, blocks)
+        work = [sum(hi - lo for _, lo, hi in rows[i * per:(i + 1) * per]) for i in range(cores)]
+        assert max(work) - min(work) <= units % cores, work  # a block more per left-over unit, at most
+    assert shared_schedule(18, 2, 72) is None and shared_schedule(19, 1, 72) is None
+    assert shared_schedule(19, 4, 3) is None
+
+
+@pytest.mark.parametrize("cores", [2, 3])
+@pytest.mark.parametrize("k,stride,pad,dil,mode,split", [
+    (K3, (1, 1, 1), P1, (1, 1, 1), "flat3", 1), (K3, (1, 1, 1), P1, (1, 1, 1), "flat3", 2),
+    ((2, 3, 3), (2, 2, 3), (0, 1, 2, 1, 0, 1), (1, 2, 1), "flat2", 1),
+    ((1, 3, 3), (1, 2, 2), (0, 1, 1, 0, 1, 1), (1, 1, 1), "flat3", 1)], ids=["flat3", "split2", "flat2", "phases"])
+def test_left_over_position_tiles_are_shared_by_row_blocks(cores, k, stride, pad, dil, mode, split):
+    """Position tiles that do not divide among the threads are run by all of them, each its chunk of the row blocks
+    (shared_schedule): the blocked output is the same, with the reduction split (parked accumulators) and on
+    masked phase planes. The tile is the smallest record whose units leave a remainder on ``cores`` threads."""
+    from rt3d.targets.arm_neon.sparse_conv3d import SparseTile, vector_plan
+    target = replace(AVX2, num_cores=cores)
+    shape = (1, 20, {2: 6, 3: 8}[cores], 15, 23)  # flat2's 3 or 4 output depths: not a multiple of the threads
+    model, _ = conv_net(np.random.default_rng(28), 20, 28, k, stride, pad, dil, shape,
+                        Sparsity("kgs", (8, 4)), 0.4, True, "relu", True)
+    node = next(n for n in rt3d.passes.run_pipeline(rt3d.import_onnx(model), always_sparse(target)).nodes
+                if n.op == "sparse_conv3d")
+    plan = vector_plan(node, 8, cores, target.l2_bytes, 16)
+    v = next(v for v in range(1, 7) if plan.units(8, v) % cores)
+    impl = check_blocked_kernel(k, stride, pad, dil, 28, True, mode, SparseTile(v, 1, 1, split),
+                                shape=shape, target=target)
+    assert "shared" in impl and (", masked" in impl) == (mode == "flat3" and stride[1] > 1), impl
+
+
 @pytest.mark.parametrize("k,stride,pad,dil,cout,residual,lanes,group", [
     (K3, (1, 1, 1), P1, (1, 1, 1), 20, True, 8, (8, 4)), (K3, (1, 1, 1), P1, (1, 1, 1), 20, True, 4, (8, 4)),
     (K3, (2, 1, 1), P1, (1, 1, 1), 16, False, 8, (16, 4)),

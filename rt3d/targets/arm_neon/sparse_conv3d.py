@@ -43,7 +43,9 @@ its own kept columns ``indptr[k] .. indptr[k+1]``. Layout and loop nest (the rec
     (SparseTile.tiles, .split): a row block through a group of position tiles, which reads its packed weights once
     per group (small inputs, where the weights are what streams), and the reduction split into chunks of channel
     blocks that all row blocks run through in turn, with their accumulators parked in between (inputs whose
-    window per tile does not stay in cache while the weights stream past);
+    window per tile does not stay in cache while the weights stream past); in the flat modes the position tiles
+    left over after an even deal to the threads are run by all of them, each its chunk of the row blocks
+    (shared_schedule: 19 tiles on 2 threads are 9.5 tiles each, not 10 and 9);
   * the write-back applies bias, residual and activation and stores row r into output channel perm[r]; positions
     that fall on padding (the flattened layout computes a few) are dropped. Where each vector of a position tile
     lands is computed once per tile, not per row block and filter.
@@ -147,6 +149,35 @@ PASS_PARKING = 0.05  # share of a long tile's time its passes spend parking accu
 # loads and stores per PASS_COLUMNS columns of 96 FMAs)
 COLUMN_BODY = 96  # FMAs of one kept column (gN x gM x V), unrolled: beyond this LLVM's code for it got 2x slower
 # (8x8 groups with V=3 against V=1, measured with `rt3d tune` on a 128->256 C3D layer)
+
+
+# the flat modes' position tiles left over after an even deal to the threads are shared by row blocks
+# (shared_schedule); whole units alone leave a thread idle for a unit's time. KGS 8x4, Zen 3, kernels alone, 11
+# interleaved rounds (scratch over bench/sparse_layers.py's builders), whole -> shared, ms (sparse/dense GFLOP/s):
+# R(2+1)D's 256->576 1x3x3 on 4x14x14 (19 tiles of 6 vectors) 5.44 -> 5.16 (0.82 -> 0.87), S3D's 160->320 one
+# 2.56 -> 2.48 (0.86 -> 0.89), C3D's 512->512 3x3x3 (19 tiles) 26.6 -> 25.2 (1.01 -> 1.07), R(2+1)D's 128->460
+# 1x3x3 stride 2 (35 tiles) 5.72 -> 5.38. Not the pw mode, whose units fill their ring: a shared unit fills it on
+# every thread (S3D's 832->128 1x1x1 on 2x7x7, 7 tiles: 0.088 -> 0.094 ms; its 480->192 on 4x14x14, 33 tiles:
+# 0.491 -> 0.482)
+SHARE_REMAINDER = True
+
+
+def shared_schedule(units: int, cores: int, blocks: int) -> np.ndarray | None:
+    """The parallel loop's iterations where the threads share the units that do not divide among them: each of
+    ``cores`` threads runs units // cores whole units and its chunk of the row blocks (chunk_sizes, the chunks
+    reorder-kernel-groups balanced) of each of the units % cores left over. TVM's parallel loop hands each thread
+    one contiguous range of iterations, so thread i's iterations are its whole units, then its chunks. Returns
+    (unit, first, end) per iteration, flat int32 (first .. end: positions in the row-block order), or None where the
+    units divide evenly (or there are fewer row blocks than threads)."""
+    whole, rest = divmod(units, cores)
+    if not SHARE_REMAINDER or rest == 0 or not 2 <= cores <= blocks:
+        return None
+    bounds = np.concatenate([[0], np.cumsum(chunk_sizes(blocks, cores))])
+    rows = []
+    for i in range(cores):
+        rows += [(i * whole + j, 0, blocks) for j in range(whole)]
+        rows += [(cores * whole + r, bounds[i], bounds[i + 1]) for r in range(rest)]
+    return np.array(rows, np.int32).reshape(-1)
 
 
 def _parked_bytes(blocks: int, chunks: int, gm: int, tj: int) -> int:
@@ -1137,15 +1168,27 @@ def lower_sparse_conv3d(node: Node, target, pre: Node | None = None, sep_tile: S
     total = max(FS + N * xs, max_read + 1) if mode != "pw" else 0
     slack = total - FS - N * xs
 
+    # the position tiles left over after an even deal to the threads, shared by row blocks (SHARE_REMAINDER): the
+    # parallel loop runs over shared_schedule's table of (unit, row-block range); not where the units are already
+    # chunks or groups of tiles
+    share = shared_schedule(units, target.num_cores, P) if mode != "pw" and CH == 1 and TG == 1 else None
+    if share is not None:
+        bounds = share
     jg = "jt" if TG == 1 else "g"  # the parallel unit's position tile, or group of tiles
+    u = "u" if share is not None else "t"  # the unit's index (with its chunk ch, where units are chunked)
     if mode == "flat3":
-        decode = f"n: T.let = t // {JG * CH}\n        {jg}: T.let = t // {CH} % {JG}\n        ch: T.let = t % {CH}"
+        decode = f"n: T.let = {u} // {JG * CH}\n        {jg}: T.let = {u} // {CH} % {JG}"
     elif mode == "pw":
-        decode = (f"n: T.let = t // {JT * ODC * CH}\n        jt: T.let = t // {ODC * CH} % {JT}\n"
-                  f"        oq: T.let = t // {CH} % {ODC}\n        ch: T.let = t % {CH}")
+        decode = (f"n: T.let = {u} // {JT * ODC * CH}\n        jt: T.let = {u} // {ODC * CH} % {JT}\n"
+                  f"        oq: T.let = {u} // {CH} % {ODC}")
     else:
-        decode = (f"n: T.let = t // {OD * JG * CH}\n        od: T.let = t // {JG * CH} % {OD}\n"
-                  f"        {jg}: T.let = t // {CH} % {JG}\n        ch: T.let = t % {CH}")
+        decode = (f"n: T.let = {u} // {OD * JG * CH}\n        od: T.let = {u} // {JG * CH} % {OD}\n"
+                  f"        {jg}: T.let = {u} // {CH} % {JG}")
+    if share is not None:  # the unit's row blocks: order[rb0 .. rb1]
+        decode = (f"u: T.let = bounds[t * 3]\n        {decode}\n        rb0: T.let = bounds[t * 3 + 1]\n"
+                  f"        rb1: T.let = bounds[t * 3 + 2]")
+    else:
+        decode += f"\n        ch: T.let = t % {CH}\n        rb0: T.let = bounds[ch]\n        rb1: T.let = bounds[ch + 1]"
 
     ostep = bo or 1  # distance between consecutive positions of one channel in the output
 
@@ -1307,7 +1350,7 @@ def lower_sparse_conv3d(node: Node, target, pre: Node | None = None, sep_tile: S
     params = [f"x: T.Buffer({tuple(xin.type.shape)}, \"float32\")",
               f"wk: T.Buffer(({wk.size},), \"float32\")", f"off: T.Buffer(({off.size},), \"int32\")",
               f"indptr: T.Buffer(({P + 1},), \"int32\")", f"order: T.Buffer(({P},), \"int32\")",
-              f"bounds: T.Buffer(({CH + 1},), \"int32\")", f"outch: T.Buffer(({P * GM},), \"int32\")"]
+              f"bounds: T.Buffer(({bounds.size},), \"int32\")", f"outch: T.Buffer(({P * GM},), \"int32\")"]
     if fast:
         params.append(f"run0: T.Buffer(({P},), \"int32\")")
     if NS > 1 and not masked:
@@ -1393,9 +1436,9 @@ def lower_sparse_conv3d(node: Node, target, pre: Node | None = None, sep_tile: S
         pk = f"pk + i * {TJ} + v"
         body = (f"{head}\n        park = T.decl_buffer(({RB * GM * TJ},), \"float32\", scope=\"local\")\n"
                 f"        for sc in range({NS}):\n"
-                f"            for kk in range(bounds[ch], bounds[ch + 1]):\n"
+                f"            for kk in range(rb0, rb1):\n"
                 f"                k: T.let = order[kk]\n"
-                f"                pk: T.let = (kk - bounds[ch]) * {GM * TJ}\n"
+                f"                pk: T.let = (kk - rb0) * {GM * TJ}\n"
                 f"                if sc == 0:\n" + textwrap.indent(zero, " " * 8)
                 + f"                else:\n                    for i in T.unroll({GM}):\n"
                 f"                        for v in T.vectorized({TJ}):\n"
@@ -1407,12 +1450,12 @@ def lower_sparse_conv3d(node: Node, target, pre: Node | None = None, sep_tile: S
                 f"                            park[{pk}] = acc[i, v]\n"
                 f"                else:\n" + textwrap.indent(write_back, " " * 8))
     elif TG == 1:
-        body = (f"{head}\n        for kk in range(bounds[ch], bounds[ch + 1]):\n            k: T.let = order[kk]\n"
+        body = (f"{head}\n        for kk in range(rb0, rb1):\n            k: T.let = order[kk]\n"
                 f"{{prefetch}}{inner}")
     else:
         # row block outside the group's tiles: its packed weights stay in cache while it runs through them (the
         # tile's position table is rebuilt per row block: this order is for small inputs with long row blocks)
-        body = (f"        for kk in range(bounds[ch], bounds[ch + 1]):\n            k: T.let = order[kk]\n"
+        body = (f"        for kk in range(rb0, rb1):\n            k: T.let = order[kk]\n"
                 f"            for jj in range(T.min({TG}, {JT} - g * {TG})):\n"
                 f"                jt: T.let = g * {TG} + jj\n"
                 + textwrap.indent(head, " " * 8) + "\n" + textwrap.indent(inner, " " * 4))
@@ -1426,8 +1469,8 @@ def lower_sparse_conv3d(node: Node, target, pre: Node | None = None, sep_tile: S
         # alone, 11 interleaved rounds (scratch over bench/sparse_layers.py's layers): 3.42 -> 3.18 ms, S3D's 192->64
         # 1x1x1 0.690 -> 0.656, R(2+1)D's 144->64 3x1x1 8.85 -> 8.72
         per = -(-XB // max(1, -(-P // CH)))
-        prefetch = (f"            if pf:\n                for cb in range((kk - bounds[ch]) * {per}, "
-                    f"T.min((kk - bounds[ch]) * {per} + {per}, {XB})):\n"
+        prefetch = (f"            if pf:\n                for cb in range((kk - rb0) * {per}, "
+                    f"T.min((kk - rb0) * {per} + {per}, {XB})):\n"
                     f"                    pa: T.let = pfb + cb * {D * HWb}\n"
                     f"                    for li in T.unroll({LPB}):\n                        "
                     + _prefetch(f"xf[pa + T.min(jt * {TJ * bi} + li * 16, {HWb - 1})]", PF_LOCALITY) + "\n")
@@ -1463,7 +1506,7 @@ def main({", ".join(params)}):
     yf = T.decl_buffer(({ysize},), "float32", data=y.data)
     xf = T.decl_buffer(({int(np.prod(xin.type.shape))},), "float32", data=x.data)
 {res_alias}
-{xp_decl}{pad_stage}{zero_slack}{tail}    for t in T.parallel({units * CH}):
+{xp_decl}{pad_stage}{zero_slack}{tail}    for t in T.parallel({bounds.size // 3 if share is not None else units * CH}):
         {decode}
         acc = T.decl_buffer(({GM}, {TJ}), "float32", scope="local")
 {acc1}{body}
@@ -1486,7 +1529,8 @@ def main({", ".join(params)}):
     layout = f"{'b' if bi else 'p'}->{'b' if bo else 'p'}"
     runs = ODC if mode == "pw" else 1
     knobs = "".join(f", {k}={n}" for k, n in (("passes", GM // FM * -(-V // VP)), ("chunks", CH), ("tiles", TG),
-                                               ("split", NS), ("runs", runs)) if n > 1) + (", masked" if masked else "")
+                                               ("split", NS), ("runs", runs)) if n > 1) + (", masked" if masked else "") + (
+        ", shared" if share is not None else "")
     impl = (f"sparse_conv3d.{mode}({a.sparsity or 'kgs'}, {layout}, group={GM}x{GN}, kept={dens:.0%}, "
             f"tile={FM}x{V}x{L}{knobs})")
     if stage1:
