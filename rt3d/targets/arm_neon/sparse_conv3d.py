@@ -1188,7 +1188,8 @@ def lower_sparse_conv3d(node: Node, target, pre: Node | None = None, sep_tile: S
         decode = (f"u: T.let = bounds[t * 3]\n        {decode}\n        rb0: T.let = bounds[t * 3 + 1]\n"
                   f"        rb1: T.let = bounds[t * 3 + 2]")
     else:
-        decode += f"\n        ch: T.let = t % {CH}\n        rb0: T.let = bounds[ch]\n        rb1: T.let = bounds[ch + 1]"
+        decode += (f"\n        ch: T.let = t % {CH}\n        rb0: T.let = bounds[ch]\n"
+                   "        rb1: T.let = bounds[ch + 1]")
 
     ostep = bo or 1  # distance between consecutive positions of one channel in the output
 
@@ -1529,8 +1530,8 @@ def main({", ".join(params)}):
     layout = f"{'b' if bi else 'p'}->{'b' if bo else 'p'}"
     runs = ODC if mode == "pw" else 1
     knobs = "".join(f", {k}={n}" for k, n in (("passes", GM // FM * -(-V // VP)), ("chunks", CH), ("tiles", TG),
-                                               ("split", NS), ("runs", runs)) if n > 1) + (", masked" if masked else "") + (
-        ", shared" if share is not None else "")
+                                               ("split", NS), ("runs", runs)) if n > 1)
+    knobs += (", masked" if masked else "") + (", shared" if share is not None else "")
     impl = (f"sparse_conv3d.{mode}({a.sparsity or 'kgs'}, {layout}, group={GM}x{GN}, kept={dens:.0%}, "
             f"tile={FM}x{V}x{L}{knobs})")
     if stage1:
