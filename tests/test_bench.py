@@ -62,6 +62,41 @@ def test_report_lists_the_sparse_layers_under_the_bar(bench_module):
     assert bench_module.short_layer_name("/classifier/Conv") == "classifier"
 
 
+def test_layer_history_over_runs(tmp_path, bench_module):
+    """bench/layer_history.py: each sparse kernel's ratio run by run (a kernel a run lacks is '-'), the runs under the
+    bar, worst mean first; a folder without a peer report is named."""
+    import layer_history
+
+    def layer(op, name, ms, gflops):
+        return {"op": op, "node": f"%1 = {op}(%0) : f32[1]  # /{name}/Conv", "ms": ms, "gflops": gflops, "impl": "k"}
+
+    def run(folder, dense, kgs):
+        (tmp_path / folder).mkdir()
+        engines = {"rt3d": {"layers": [layer("conv3d", *d) for d in dense]},
+                   "rt3d-kgs": {"layers": [layer("sparse_conv3d", *k) for k in kgs]}}
+        (tmp_path / folder / "peer.json").write_text(json.dumps({"models": {"m": {"engines": engines}}}))
+        return str(tmp_path / folder)
+
+    # run 1: a at 90 against 100 GFLOP/s (0.9), b at 40 against 50 (0.8); run 2 has no b: a at 80 (0.8)
+    r1 = run("r1", [("a", 2.0, 100.0), ("b", 1.0, 50.0)], [("a", 1.0, 90.0), ("b", 0.5, 40.0)])
+    r2 = run("r2", [("a", 2.0, 100.0)], [("a", 1.2, 80.0)])
+    out = tmp_path / "out"
+    assert layer_history.main([r1, r2, "--out", str(out)]) == 0
+    rows = json.loads((out / "layer_history.json").read_text())["models"]["m"]
+    assert [r["layer"] for r in rows] == ["b", "a"]  # means 0.80 and 0.85
+    assert rows[0]["ratios"] == [pytest.approx(0.8), None] and rows[0]["under"] == 1 and rows[0]["runs"] == 1
+    assert rows[1]["under"] == 1 and rows[1]["runs"] == 2 and rows[1]["ms"] == pytest.approx(1.1)
+    text = (out / "layer_history.md").read_text()
+    assert "m: 2 kernels, 2 under 0.85 in some run, 1 in every run that has them" in text
+    assert "| b | 1 of 1 | 0.80 | 0.80-0.80 | 0.80 - | 0.50 |" in text
+    assert "| a | 1 of 2 | 0.85 | 0.80-0.90 | 0.90 0.80 | 1.10 |" in text
+    # a bar of 0.75 counts none of a's runs, one of 0.95 both
+    assert layer_history.history(layer_history.load_runs([r1, r2]), bar=0.75)["m"][1]["under"] == 0
+    assert layer_history.history(layer_history.load_runs([r1, r2]), bar=0.95)["m"][1]["under"] == 2
+    with pytest.raises(SystemExit, match="nowhere: no peer.json"):
+        layer_history.main([r1, str(tmp_path / "nowhere")])
+
+
 def test_report_gives_the_speedup_by_round(bench_module):
     """The KGS speedup as the ratio of the medians and as the median of the rounds' ratios (both engines timed in
     every round): a round of contention on one side moves the second less."""
