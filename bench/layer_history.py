@@ -16,9 +16,7 @@ from pathlib import Path
 HERE = Path(__file__).parent
 sys.path.insert(0, str(HERE))
 from engines import write_json, write_text  # noqa: E402
-from peer_benchmark import sparse_layer_ratios  # noqa: E402
-
-BAR = 0.85  # the sparse issue's per-layer bar: the sparse kernel's GFLOP/s (kept MACs) over the dense kernel's
+from peer_benchmark import LAYER_BAR, sparse_layer_ratios  # noqa: E402
 
 
 def load_runs(folders: list[str]) -> list[dict]:
@@ -38,28 +36,26 @@ def load_runs(folders: list[str]) -> list[dict]:
     return runs
 
 
-def history(runs: list[dict], engine: str = "rt3d-kgs", bar: float = BAR) -> dict[str, list[dict]]:
+def history(runs: list[dict], engine: str = "rt3d-kgs", bar: float = LAYER_BAR) -> dict[str, list[dict]]:
     """Per model, per sparse kernel (by layer name; a fused pair is "first+second"): its ratio in each run (None
     where that run has no such kernel or no such engine), the runs under ``bar``, mean, min and max over the runs
     that have it, and its mean time; worst mean first."""
-    table: dict[str, dict[str, list]] = {}
-    times: dict[tuple, list[float]] = {}
+    table: dict[str, dict[str, list]] = {}  # model -> kernel -> per run: its sparse_layer_ratios entry or None
     for i, res in enumerate(runs):
         for model, m in res["models"].items():
             dense, sparse = m.get("engines", {}).get("rt3d"), m.get("engines", {}).get(engine)
             if not dense or not sparse or "layers" not in sparse:
                 continue
             for lt in sparse_layer_ratios(dense, sparse):
-                table.setdefault(model, {}).setdefault(lt["name"], [None] * len(runs))[i] = lt["ratio"]
-                times.setdefault((model, lt["name"]), []).append(lt["ms"])
+                table.setdefault(model, {}).setdefault(lt["name"], [None] * len(runs))[i] = lt
     out = {}
     for model, layers in table.items():
         rows = []
-        for name, ratios in layers.items():
-            have = [r for r in ratios if r is not None]
-            rows.append({"layer": name, "ratios": ratios, "runs": len(have), "under": sum(r < bar for r in have),
-                         "mean": statistics.fmean(have), "min": min(have), "max": max(have),
-                         "ms": statistics.fmean(times[(model, name)])})
+        for name, per_run in layers.items():
+            have = [lt["ratio"] for lt in per_run if lt]
+            rows.append({"layer": name, "ratios": [lt and lt["ratio"] for lt in per_run], "runs": len(have),
+                         "under": sum(r < bar for r in have), "mean": statistics.fmean(have), "min": min(have),
+                         "max": max(have), "ms": statistics.fmean(lt["ms"] for lt in per_run if lt)})
         out[model] = sorted(rows, key=lambda r: (r["mean"], r["layer"]))
     return out
 
@@ -86,7 +82,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("folders", nargs="+", help="--out folders of bench/peer_benchmark.py runs, oldest first")
     ap.add_argument("--engine", default="rt3d-kgs", help="the sparse engine to compare with rt3d dense")
-    ap.add_argument("--bar", type=float, default=BAR)
+    ap.add_argument("--bar", type=float, default=LAYER_BAR)
     ap.add_argument("--out", help="write layer_history.json and .md here (default: print only)")
     args = ap.parse_args(argv)
     runs = load_runs(args.folders)
