@@ -773,6 +773,22 @@ def test_pw_volume_chunks_row_blocks_only_where_the_fills_pay():
     assert _pw_volume_tile(784, 1, 480, round(480 * 192 * 0.42), 24, 8, 3, 2) == (3, 1)
 
 
+def test_pw_short_tiles_on_16_lanes():
+    """The pw mode's short-tile penalty is the measured one on 16 lanes (pw_short_tile): a 3x1x1 conv on 14x14
+    planes (196 positions) runs 13 tiles of one vector, 208 positions per depth where 7 tiles of 2 compute 224; the
+    flat modes and 8-lane targets keep SHORT_TILE (AVX2: tiles of 3 vectors of 8, 216 per depth)."""
+    from rt3d.targets.arm_neon.sparse_conv3d import (SHORT_TILE, _choose_v, computed_positions, pw_short_tile,
+                                                     sparse_plan)
+    from tests.targets.test_registers import layer
+    assert pw_short_tile(16) < SHORT_TILE == pw_short_tile(8) == pw_short_tile(4)
+    for target, v, per_depth in ((VECTOR, 1, 208), (AVX2, 3, 216)):
+        plan = sparse_plan(layer(target, k=(3, 1, 1), shape=(1, 64, 4, 14, 14), sparse=True), target.vector_lanes,
+                           2, registers=target.vector_registers)
+        assert (plan.mode, plan.default.v) == ("pw", v)
+        assert computed_positions(plan, target.vector_lanes) == 4 * per_depth
+    assert _choose_v(8, 16, 196, registers=32) == 2  # the flat modes' penalty: 7 tiles of 2 on the same plane
+
+
 def test_pw_depth_runs_balance_the_threads():
     """The pw mode's runs of output depths per position tile are chosen for the busiest thread: 9 tiles of a 14x14
     plane through 4 depths are 2 runs (18 units, 9 per thread, where one run left one thread 5 of 9), 4 tiles of a

@@ -147,6 +147,25 @@ MASKED_ROWS = True
 LONG_TILE = 4
 PASS_PARKING = 0.05  # share of a long tile's time its passes spend parking accumulators (an estimate: 48 vector
 # loads and stores per PASS_COLUMNS columns of 96 FMAs)
+# a position tile of v vectors costs (v + SHORT_TILE) vectors' FMAs: a kept column loads gN x v input vectors and
+# gM x gN weights for gM x gN x v FMAs, so short tiles load more per FMA (an estimate from the first kernel). The
+# flat modes keep it on 16 lanes too: at 0.15 (scratch, Zen 4, the runs below) C3D's conv4b took 16.86 -> 17.22 ms
+# in tiles of 2 instead of 3 and its conv5a/b 2.13 / 2.18 -> 2.25 / 2.23 in 7 tiles of one instead of one of 7
+SHORT_TILE = 0.5
+# the pw mode's penalty on 16 lanes, measured: R(2+1)D's 3x1x1 convs on 4x14x14 (196 positions) run 13 tiles of one
+# vector (208 computed) instead of 7 of 2 (224), and S3D's on 14x14 and 28x28 likewise. KGS 8x4, Zen 4, whole
+# models built both ways, kernels timed interleaved (scratch, 9-11 rounds): R(2+1)D's four layer3 3x1x1 convs 4.17 ->
+# 3.83 ms alone and 5.05 -> 4.66 in the model (layer_mode="in-model"); S3D's 3x1x1 convs of features.10 to .12
+# 3.01 -> 2.69 and 2.96 -> 2.77 ms alone in two runs, and its 20 1x1x1 convs whose tile it changes (3 -> 2 vectors)
+# 3.96 -> 3.72 and 3.82 -> 3.87; end to end within the noise. 8-lane targets keep SHORT_TILE: not measured there
+PW_SHORT_TILE = 0.15
+
+
+def pw_short_tile(lanes: int) -> float:
+    """The pw mode's short-tile penalty on a target with ``lanes`` fp32 lanes (PW_SHORT_TILE on 16 lanes)."""
+    return PW_SHORT_TILE if lanes >= 16 else SHORT_TILE
+
+
 COLUMN_BODY = 96  # FMAs of one kept column (gN x gM x V), unrolled: beyond this LLVM's code for it got 2x slower
 # (8x8 groups with V=3 against V=1, measured with `rt3d tune` on a 128->256 C3D layer)
 
@@ -233,7 +252,7 @@ def max_v(gm: int, gn: int, registers: int) -> int:
 
 
 def _choose_v(gm: int, lanes: int, positions: int, gn: int = 4, registers: int = 32, wide: int = 1,
-              outer: int = 0, cores: int = 1, reach: int = 0) -> int:
+              outer: int = 0, cores: int = 1, reach: int = 0, short: float = SHORT_TILE) -> int:
     """Vectors per position tile: up to max_v, fewer when the positions are few; with ``wide`` > 1, also up to
     ``wide`` register tiles of max_v vectors (run in passes). With ``outer`` (the flat modes: what the tiles repeat
     over), the tiles are counted as the busiest of ``cores`` threads sees them where the threads split the tiles:
@@ -242,7 +261,8 @@ def _choose_v(gm: int, lanes: int, positions: int, gn: int = 4, registers: int =
     14.99 (sparse/dense GFLOP/s 0.79 -> 0.84).
     With ``reach``, also tiles of up to ``reach`` vectors run in passes of max_v (the last one shorter), which
     compute fewer padding positions where a plane is small; each pass pays the short-tile penalty, and
-    PASS_PARKING for the accumulators the passes park."""
+    PASS_PARKING for the accumulators the passes park. ``short``: the short-tile penalty (SHORT_TILE, or the pw
+    mode's pw_short_tile)."""
     vmax = max_v(gm, gn, registers)
     best, best_cost = 1, None
     for v in list(range(1, vmax + 1)) + [vmax * k for k in range(2, wide + 1)]:
@@ -250,7 +270,7 @@ def _choose_v(gm: int, lanes: int, positions: int, gn: int = 4, registers: int =
         if outer and threads_split_units(outer * tiles, cores):
             tiles = -(-outer * tiles // cores) * cores / outer
         # computed positions, with a penalty for short tiles (fewer FMAs per loaded input vector)
-        cost = tiles * lanes * v * (1 + 0.5 / v)
+        cost = tiles * lanes * v * (1 + short / v)
         if best_cost is None or cost < best_cost - 1e-9:
             best, best_cost = v, cost
     # long tiles only where they compute fewer positions (where they would not, wide tiles of 2 x 3 vectors in
@@ -258,7 +278,7 @@ def _choose_v(gm: int, lanes: int, positions: int, gn: int = 4, registers: int =
     computed = -(-positions // (lanes * best)) * best
     for v in range(vmax + 1, reach + 1):
         tiles = -(-positions // (lanes * v))
-        cost = tiles * lanes * (v + 0.5 * -(-v // vmax)) * (1 + PASS_PARKING)
+        cost = tiles * lanes * (v + short * -(-v // vmax)) * (1 + PASS_PARKING)
         if tiles * v < computed and cost < best_cost - 1e-9:
             best, best_cost = v, cost
     return best
@@ -397,7 +417,8 @@ def one_position(node: Node) -> bool:
     return D * H * W == 1 and OD * OH * OW == 1 and all(k == 1 for k in a.kernel) and not any(a.pad)
 
 
-def _pw_volume_tile(J: int, N: int, Cp: int, macs: int, P: int, lanes: int, vmax: int, cores: int) -> tuple[int, int]:
+def _pw_volume_tile(J: int, N: int, Cp: int, macs: int, P: int, lanes: int, vmax: int, cores: int,
+                    short: float = SHORT_TILE) -> tuple[int, int]:
     """(vectors per tile, row-block chunks) of a pw_volume conv: its parallel units are (sample, tile[, chunk]),
     each filling its tile's slab of all Cp channels and computing ``macs`` per position over its chunk's row
     blocks; the least time on the busiest of ``cores`` threads, with PW_FILL per filled element and the short-tile
@@ -410,7 +431,7 @@ def _pw_volume_tile(J: int, N: int, Cp: int, macs: int, P: int, lanes: int, vmax
         tj = lanes * v
         units = N * -(-J // tj)
         for ch in sorted({1, min(cores, P)}):
-            cost = -(-units * ch // cores) * tj * (Cp * PW_FILL + macs / ch) * (1 + 0.5 / v)
+            cost = -(-units * ch // cores) * tj * (Cp * PW_FILL + macs / ch) * (1 + short / v)
             if best_cost is None or cost < best_cost - 1e-9:
                 best, best_cost = (v, ch), cost
     return best
@@ -470,12 +491,13 @@ def vector_plan(node: Node, lanes: int, cores: int, l2_bytes: int = 0, registers
     vmax = max_v(GM, GN, registers)
     reach = LONG_TILE * vmax if not fm and mode != "pw" else 0  # long tiles (all filters in one pass)
     P = len(a.kept)
+    short = pw_short_tile(lanes) if mode == "pw" else SHORT_TILE
     if volume:  # the tiles are the parallel units: tile size and chunks from one cost
-        V, ch = _pw_volume_tile(J, N, Cp, sum(a.kept) * GN * GM, P, lanes, vmax, cores)
+        V, ch = _pw_volume_tile(J, N, Cp, sum(a.kept) * GN * GM, P, lanes, vmax, cores, short)
     else:
-        V = _choose_v(GM, lanes, J, GN, registers, wide, reach=reach, **balance)
+        V = _choose_v(GM, lanes, J, GN, registers, wide, reach=reach, short=short, **balance)
         if V > vmax and not reach and not threads_split_units(outer * -(-J // (lanes * V)), cores):
-            V = _choose_v(GM, lanes, J, GN, registers, **balance)  # few positions: one register tile
+            V = _choose_v(GM, lanes, J, GN, registers, short=short, **balance)  # few positions: one register tile
         ch = 1 if threads_split_units(outer * -(-J // (lanes * V)), cores) else min(cores, P)
     vp = vmax if V > vmax else 0
     plan = SparsePlan(mode, (Hf, Wf), J, outer, SparseTile(V, fm=fm, vp=vp), masked=masked, volume=volume)
