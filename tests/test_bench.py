@@ -304,3 +304,19 @@ def test_rounds_balance_who_follows_whom(bench_module):
     seen = []
     med = interleaved({"a": 1.0, "b": 2.0, "c": 4.0}, 3, lambda m: seen.append(m) or m)
     assert med == {"a": 1.0, "b": 2.0, "c": 4.0} and sorted(seen) == [1.0, 1.0, 1.0, 2.0, 2.0, 2.0, 4.0, 4.0, 4.0]
+
+
+def test_plane_pitch_times_both_widths_in_each_process(tmp_path, bench_module):
+    """bench/plane_pitch.py on a small conv: each process times both plane widths (per 112 columns) and the
+    report keeps every process's times and medians; the model it builds has the asked-for width."""
+    import plane_pitch
+    model = plane_pitch.conv_model(8, 8, 4, 8, 113, (7, 1, 1), (2, 1, 1), (3, 0, 0),
+                                   np.zeros((8, 8, 7, 1, 1), np.float32))
+    assert [d.dim_value for d in model.graph.output[0].type.tensor_type.shape.dim] == [1, 8, 2, 8, 113]
+    shape = json.dumps({"cin": 8, "cout": 8, "depth": 4, "height": 8})
+    assert plane_pitch.main(["--processes", "2", "--rounds", "2", "--shape", shape, "--out", str(tmp_path)]) == 0
+    res = json.loads((tmp_path / "plane_pitch.json").read_text())
+    assert res["shape"]["cin"] == 8 and len(res["processes"]) == 2
+    for row in res["processes"]:
+        assert set(row["ms_per_112_columns"]) == {"112", "113"}
+        assert all(len(ts) == 2 and min(ts) > 0 for ts in row["ms_per_112_columns"].values())
