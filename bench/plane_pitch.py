@@ -24,24 +24,16 @@ WIDTHS = (112, 113)
 SHAPE = dict(cin=64, cout=64, depth=16, height=112, kernel=(7, 1, 1), stride=(2, 1, 1), pad=(3, 0, 0))
 
 
-def conv_model(cin, cout, depth, height, width, kernel, stride, pad, weight):
-    """sparse_layers.layer_model's conv + ReLU, with planes ``width`` wide (that one takes square planes)."""
-    from sparse_layers import layer_model
-    model = layer_model(cin, cout, depth, height, kernel, stride, pad, weight)
-    model.graph.input[0].type.tensor_type.shape.dim[4].dim_value = width
-    model.graph.output[0].type.tensor_type.shape.dim[4].dim_value = width
-    return model
-
-
 def one_process(rounds: int, shape: dict) -> dict[int, list[float]]:
     """In this process: each width's conv kernel timed alone, ``rounds`` interleaved rounds, ms per 112 columns."""
     import rt3d
-    from sparse_layers import conv_ms
+    from sparse_layers import conv_ms, layer_model
     rng = np.random.default_rng(0)
     weight = (rng.standard_normal((shape["cout"], shape["cin"]) + tuple(shape["kernel"])) * 0.05).astype(np.float32)
     built = []
     for w in WIDTHS:
-        mod = rt3d.build(conv_model(width=w, weight=weight, **shape), target="host")
+        mod = rt3d.build(layer_model(shape["cin"], shape["cout"], shape["depth"], shape["height"], shape["kernel"],
+                                     shape["stride"], shape["pad"], weight, width=w), target="host")
         x = rng.standard_normal((1, shape["cin"], shape["depth"], shape["height"], w)).astype(np.float32)
         built.append((w, mod, x))
     times: dict[int, list[float]] = {w: [] for w in WIDTHS}

@@ -40,10 +40,12 @@ LAYERS = {
 }
 
 
-def layer_model(cin, cout, d, hw, k, stride, pad, weight):
+def layer_model(cin, cout, d, hw, k, stride, pad, weight, width=None):
+    """One conv + ReLU on a 1 x cin x d x hw x hw input (planes ``width`` wide where given)."""
     from onnx import TensorProto, helper, numpy_helper
-    out = [(s + 2 * p - kk) // st + 1 for s, kk, st, p in zip((d, hw, hw), k, stride, pad)]
-    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, cin, d, hw, hw])
+    w_in = hw if width is None else width
+    out = [(s + 2 * p - kk) // st + 1 for s, kk, st, p in zip((d, hw, w_in), k, stride, pad)]
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, cin, d, hw, w_in])
     y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, cout] + out)
     nodes = [helper.make_node("Conv", ["x", "w", "b"], ["c"], kernel_shape=list(k), strides=list(stride),
                               pads=list(pad) * 2), helper.make_node("Relu", ["c"], ["y"])]

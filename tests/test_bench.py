@@ -310,9 +310,10 @@ def test_plane_pitch_times_both_widths_in_each_process(tmp_path, bench_module):
     """bench/plane_pitch.py on a small conv: each process times both plane widths (per 112 columns) and the
     report keeps every process's times and medians; the model it builds has the asked-for width."""
     import plane_pitch
-    model = plane_pitch.conv_model(8, 8, 4, 8, 113, (7, 1, 1), (2, 1, 1), (3, 0, 0),
-                                   np.zeros((8, 8, 7, 1, 1), np.float32))
+    from sparse_layers import layer_model
+    model = layer_model(8, 8, 4, 8, (7, 1, 1), (2, 1, 1), (3, 0, 0), np.zeros((8, 8, 7, 1, 1), np.float32), width=113)
     assert [d.dim_value for d in model.graph.output[0].type.tensor_type.shape.dim] == [1, 8, 2, 8, 113]
+    assert [d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim] == [1, 8, 4, 8, 113]
     shape = json.dumps({"cin": 8, "cout": 8, "depth": 4, "height": 8})
     assert plane_pitch.main(["--processes", "2", "--rounds", "2", "--shape", shape, "--out", str(tmp_path)]) == 0
     res = json.loads((tmp_path / "plane_pitch.json").read_text())
