@@ -71,7 +71,7 @@ def main(argv=None) -> int:
     rows = [r for r in json.loads(out.read_text()) if r["model"] not in models] if out.exists() else []
     for model, node in workloads(models, args.cover):
         oh, ow = node.output.type.shape[-3], node.output.type.shape[-2]
-        d = default_tile(node, oh, ow, target.vector_lanes, target.vector_registers)
+        d = default_tile(node, oh, ow, target.vector_lanes, target.vector_registers, target.l2_bytes)
         dt = (d.th, d.tw, d.tm, d.ur)
         res = {}
         for t in sorted(set(TILES[regs]) | {dt}):

@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
 from ..ir import Node
 from ..ir.flops import node_macs
 from ..ir.interpreter import conv_out_spatial
-from ..targets.arm_neon.conv3d import ConvTile, default_tile, workload_key
+from ..targets.arm_neon.conv3d import ConvTile, default_tile, temporal_footprint, workload_key
 from ..targets.arm_neon.sparse_conv3d import (WIDE_TILE, SparseTile, depth_split, max_v, one_position, sep_plan,
                                               sparse_plan, sparse_workload_key, vector_plan)
 from ..targets.arm_neon.sparse_direct import direct_budget, direct_default, direct_problem, node_tiles
@@ -70,19 +70,21 @@ class Task:
         return str(self.node).split("  #")[0][:90]
 
 
-def conv_space(node: Node, lanes: int, registers: int = 32) -> list[ConvTile]:
+def conv_space(node: Node, lanes: int, registers: int = 32, l2_bytes: int = 0) -> list[ConvTile]:
     """Register tiles that divide the output plane and fit the register file (accumulators, the tile's weight
-    vectors and a broadcast), with and without unrolling the innermost reduction loop; the heuristic default
-    first, then the closest to it in accumulator count."""
+    vectors and a broadcast), with and without unrolling the innermost reduction loop, temporal kernels' also in
+    bands of rows; the heuristic default first, then the closest to it in accumulator count."""
     sp = conv_out_spatial(node)  # the conv's own plane, a fused pool's windows included
     oh, ow = (sp[-2] if len(sp) >= 2 else 1), sp[-1]
-    default = default_tile(node, oh, ow, lanes, registers)
+    default = default_tile(node, oh, ow, lanes, registers, l2_bytes)
     tiles = []
     for tm in (1, 2, 3, 4):
         for th in (1, 2, 4):
             for tw in range(1, min(ow, 14) + 1):
                 if oh % th == 0 and ow % tw == 0 and 8 <= th * tw * tm <= registers - tm - 1:
                     tiles += [ConvTile(th, tw, tm, ur) for ur in (0, 1)]
+    if temporal_footprint(node) and not node.attrs.pool:  # bands of one register tile's rows
+        tiles += [replace(t, rows=t.th) for t in tiles]
     acc = default.th * default.tw * default.tm
     rest = sorted((t for t in tiles if t != default),
                   key=lambda t: (abs(t.th * t.tw * t.tm - acc), t.ur, t.th, -t.tw))
@@ -147,7 +149,7 @@ def extract_tasks(graph, target) -> list[Task]:
                 space = sparse_space(node, target.vector_lanes, target.num_cores, target.l2_bytes, regs,
                                      target.l1_bytes)
             else:
-                space = conv_space(node, target.vector_lanes, regs)
+                space = conv_space(node, target.vector_lanes, regs, target.l2_bytes)
         tasks[key] = Task(key, node, 1, space, target.vector_lanes, target.num_cores, target.vector_registers)
     return list(tasks.values())
 

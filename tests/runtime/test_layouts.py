@@ -62,3 +62,56 @@ def test_schedules_take_the_vector_width_as_a_parameter(lanes):
     assert f"block-layout{{block={lanes}}}" in narrow.default_passes()
     assert_close(mod.run(x), rt3d.build(data).run(x))
     assert isinstance(narrow, base.Target)
+
+
+def temporal_conv(cin, cout, shape, kd, stride, seed=0):
+    """A temporal kd x 1 x 1 conv (bias, padded in depth) and a ReLU on an input of ``shape`` (D, H, W)."""
+    from onnx import helper
+    from tests.helpers import make_model
+    inits = {"w": rand(cout, cin, kd, 1, 1, seed=seed, scale=0.2), "b": rand(cout, seed=seed + 1)}
+    nodes = [helper.make_node("Conv", ["x", "w", "b"], ["c"], kernel_shape=[kd, 1, 1], strides=[stride, 1, 1],
+                              pads=[kd // 2, 0, 0] * 2), helper.make_node("Relu", ["c"], ["y"])]
+    return make_model(nodes, {"x": (1, cin) + shape}, ["y"], inits)
+
+
+@pytest.mark.parametrize("tile", [(1, 6, 4, 0, 1), (1, 3, 4, 0, 2), (6, 1, 4, 0, 6), (2, 2, 2, 0, 4), (3, 1, 4, 0, 2)])
+def test_temporal_conv_in_bands_of_rows_equals_the_interpreter(tile):
+    """A kernel that runs bands of output rows through all output depths (ConvTile.rows) computes the same conv, with
+    bands that do not divide the plane's rows too (6 rows in bands of 4), and bands cut to whole register tiles."""
+    from dataclasses import replace
+    from rt3d.passes import PassManager
+    from rt3d.targets.arm_neon.conv3d import ConvTile, lower_blocked, workload_key
+    m = temporal_conv(32, 64, (9, 6, 6), 7, 2)
+    target = replace(get_target("host"), vector_lanes=16)
+    g = PassManager(target.default_passes()).run(rt3d.import_onnx(m))
+    node = next(n for n in g.nodes if n.op == "conv3d")
+    band = max(1, tile[4] // tile[0]) * tile[0]  # whole register tiles
+    assert f"bands of {band} rows" in lower_blocked(node, target, ConvTile(*tile)).impl
+    x = rand(1, 32, 9, 6, 6, seed=3)
+    tuned = replace(target, tuned={workload_key(node): ConvTile(*tile)})
+    assert_close(rt3d.build(m, target=tuned).run(x), run_graph(rt3d.import_onnx(m), x)[0])
+
+
+def test_default_tile_of_temporal_convs():
+    """Temporal kernels whose input planes per output depth overflow BAND_L2S L2 caches run in bands of rows (none
+    where the L2 is unknown); from LONG_TEMPORAL taps in a column tile; the default build picks them by itself."""
+    from dataclasses import replace
+    from rt3d.passes import PassManager
+    from rt3d.targets.arm_neon.conv3d import BAND_L2S, ConvTile, default_tile, temporal_footprint
+    target = replace(get_target("host"), vector_lanes=16, vector_registers=32)
+
+    def node(kd, stride):
+        g = PassManager(target.default_passes()).run(rt3d.import_onnx(temporal_conv(64, 64, (8, 14, 14), kd, stride)))
+        return next(n for n in g.nodes if n.op == "conv3d")
+    short, long = node(3, 1), node(7, 2)
+    assert temporal_footprint(short) == 3 * 64 * 14 * 14 * 4 and temporal_footprint(long) == 7 * 64 * 14 * 14 * 4
+    small_l2 = temporal_footprint(short) // BAND_L2S - 1
+    assert default_tile(short, 14, 14, 16) == ConvTile(1, 7, 4)
+    assert default_tile(short, 14, 14, 16, l2_bytes=small_l2) == ConvTile(1, 7, 4, rows=1)
+    assert default_tile(short, 14, 14, 16, l2_bytes=small_l2 * 2) == ConvTile(1, 7, 4)  # fits 4 L2s
+    assert default_tile(long, 14, 14, 16) == ConvTile(7, 1, 4)
+    assert default_tile(long, 14, 14, 16, l2_bytes=small_l2) == ConvTile(7, 1, 4, rows=7)
+    built = rt3d.build(temporal_conv(64, 64, (8, 14, 14), 7, 2), target=replace(target, l2_bytes=small_l2))
+    assert "tile=7x1x4, bands of 7 rows" in next(layer.impl for layer in built.layers if layer.op == "conv3d")
+    x = rand(1, 64, 8, 14, 14, seed=4)
+    assert_close(built.run(x), run_graph(rt3d.import_onnx(temporal_conv(64, 64, (8, 14, 14), 7, 2)), x)[0])

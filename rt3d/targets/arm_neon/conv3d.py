@@ -33,6 +33,9 @@ class ConvTile:
     tw: int
     tm: int = 1
     ur: int = 0
+    rows: int = 0  # > 0: the parallel loop runs over bands of this many output rows, each band through all output
+    # depths in turn, so that the input rows a band reads stay in cache from one output depth to the next (a
+    # temporal kernel reads KD input planes per output depth, each of them again for the next ones)
 
 
 def workload_key(node: Node) -> str:
@@ -50,9 +53,32 @@ def _largest_divisor(n: int, limit: int) -> int:
     return max(d for d in range(1, min(n, limit) + 1) if n % d == 0)
 
 
-def default_tile(node: Node, oh: int, ow: int, lanes: int, registers: int = 32) -> ConvTile:
+# Temporal kx1x1 kernels whose input planes for one output depth exceed this many L2 caches run in bands of output
+# rows (ConvTile.rows). On a Zen 4 (1 MiB L2), 2 threads, 2-3 fresh processes, medians of interleaved rounds: S3D's
+# 192->192 3x1x1 on 8x56x56 (7 MiB of planes per output depth) 37.8 -> 31.6 ms, R(2+1)D's 144->64 3x1x1 on 16x56x56
+# (5.3 MiB) 21.2 -> 18.4 ms; its 230->128 3x1x1 on 8x28x28 (2.2 MiB) 8.0 -> 8.1 ms, no gain.
+BAND_L2S = 4
+# From this many taps a temporal kernel takes a column tile (th rows x 1 column): S3D's stem, 7x1x1 stride 2 on
+# 16x112x112, spilled 65 stack accesses per 56 FMAs in its inner loop with a 1x7x4 tile (3-tap kernels: 10-12) and ran
+# 56-105 ms with it; 7x1x4 in bands of 7 rows ran 37.5-39.1 ms (same measurements). 3-tap kernels ran slower in
+# columns (R(2+1)D's 144->64: 27.6 against 18.4 ms).
+LONG_TEMPORAL = 5
+
+
+def temporal_footprint(node: Node, itemsize: int = 4) -> int:
+    """Bytes of input one output depth of a temporal kx1x1 conv reads: kd planes of every input channel (0 for any
+    other conv)."""
+    w = node.inputs[1].type.shape
+    if len(w) != 5 or w[2] <= 1 or w[3] != 1 or w[4] != 1:
+        return 0
+    x = logical_shape(node.inputs[0].type, node.attrs.in_block)
+    return w[2] * x[1] * x[-2] * x[-1] * itemsize
+
+
+def default_tile(node: Node, oh: int, ow: int, lanes: int, registers: int = 32, l2_bytes: int = 0) -> ConvTile:
     """A register tile of th x tw positions x tm channel vectors that divides the output plane and fits a register
-    file of ``registers`` vectors (accumulators, the tile's weight vectors and a broadcast).
+    file of ``registers`` vectors (accumulators, the tile's weight vectors and a broadcast); temporal kernels whose
+    input planes per output depth overflow BAND_L2S x ``l2_bytes`` also run in bands of output rows.
 
     Chosen from measurements of the zoo models' heaviest layers (bench/tile_sweep.py, results in
     bench/results/tile_sweep.json): with 32 registers up to 28 accumulators; temporal kx1x1 kernels reuse each
@@ -69,7 +95,11 @@ def default_tile(node: Node, oh: int, ow: int, lanes: int, registers: int = 32) 
     if registers < 32:
         return _tile_16(oh, ow, blocks, temporal, bool(node.attrs.in_block), registers)
     if temporal and blocks >= 4 and _largest_divisor(ow, 7) >= 4:
-        return ConvTile(1, _largest_divisor(ow, 7), 4)
+        tile = ConvTile(1, _largest_divisor(ow, 7), 4)
+        if kd >= LONG_TEMPORAL and _largest_divisor(oh, 7) >= 4:
+            tile = ConvTile(_largest_divisor(oh, 7), 1, 4)
+        banded = l2_bytes and not node.attrs.pool and temporal_footprint(node) > BAND_L2S * l2_bytes
+        return replace(tile, rows=tile.th) if banded else tile
     if stride_hw != (1, 1) and node.attrs.in_block and blocks >= 3 and ow % 4 == 0:
         return ConvTile(1, 4, 3)
     tm = 2 if (blocks > 1 and red >= 64) else 1
@@ -195,7 +225,8 @@ def lower_blocked(node: Node, target, tile: ConvTile | None = None) -> Kernel:
     N, C, _, _, _ = g.x5
     M, _, KD, KH, KW = g.w5
     _, _, OD, OH, OW = g.o5
-    tile = tile or target.tuned.get(workload_key(node)) or default_tile(node, OH, OW, L, target.vector_registers)
+    tile = (tile or target.tuned.get(workload_key(node))
+            or default_tile(node, OH, OW, L, target.vector_registers, target.l2_bytes))
     wp = pack_weights(node.inputs[1].data.reshape(g.w5), L, tile.tm, g.in_block)
     Mo = wp.shape[0]
     X = placeholder(node.inputs[0], "x")
@@ -261,8 +292,14 @@ def lower_blocked(node: Node, target, tile: ConvTile | None = None) -> Kernel:
         windows = [h, dk]
     ho, hi = sch.split(rows, [None, tile.th])
     wo, wi = sch.split(w, [None, tile.tw])
-    sch.reorder(n, mo, d, *windows, ho, wo, *red, hi, wi, mi, v)
-    sch.parallel(sch.fuse(n, mo, d))
+    band_rows = max(1, tile.rows // tile.th) * tile.th if tile.rows and not g.pool else 0  # whole register tiles
+    if band_rows:
+        band, ho = sch.split(ho, [None, band_rows // tile.th])
+        sch.reorder(n, mo, band, d, ho, wo, *red, hi, wi, mi, v)
+        sch.parallel(sch.fuse(n, mo, band))
+    else:
+        sch.reorder(n, mo, d, *windows, ho, wo, *red, hi, wi, mi, v)
+        sch.parallel(sch.fuse(n, mo, d))
     sch.reverse_compute_at(sch.get_sblock("out"), wo)
     if g.pool:
         sch.reverse_compute_at(sch.get_sblock("pool"), h)
@@ -291,9 +328,10 @@ def lower_blocked(node: Node, target, tile: ConvTile | None = None) -> Kernel:
         args_v.append(node.inputs[-1])
     layout = f"{'b' if g.in_block else 'p'}->{'b' if g.out_block else 'p'}"
     pool = f", max_pool={'x'.join(map(str, node.attrs.pool))}" if g.pool else ""
+    bands = f", bands of {band_rows} rows" if band_rows else ""
     return Kernel(sch.mod["main"], args_v,
                   f"conv3d.direct({layout}, lanes={L}, tile={tile.th}x{tile.tw}x{tile.tm}"
-                  f"{', unroll' if tile.ur else ''}{pool})")
+                  f"{', unroll' if tile.ur else ''}{bands}{pool})")
 
 
 def _window_max(g: _Geometry, E: te.Tensor, L: int):
