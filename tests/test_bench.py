@@ -307,17 +307,21 @@ def test_rounds_balance_who_follows_whom(bench_module):
 
 
 def test_plane_pitch_times_both_widths_in_each_process(tmp_path, bench_module):
-    """bench/plane_pitch.py on a small conv: each process times both plane widths (per 112 columns) and the
-    report keeps every process's times and medians; the model it builds has the asked-for width."""
+    """bench/plane_pitch.py on a small conv: each process times both plane widths (per 112 columns) with one register
+    tile and the report keeps every process's times and medians and the kernels; the model it builds has the
+    asked-for width."""
     import plane_pitch
     from sparse_layers import layer_model
     model = layer_model(8, 8, 4, 8, (7, 1, 1), (2, 1, 1), (3, 0, 0), np.zeros((8, 8, 7, 1, 1), np.float32), width=113)
     assert [d.dim_value for d in model.graph.output[0].type.tensor_type.shape.dim] == [1, 8, 2, 8, 113]
     assert [d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim] == [1, 8, 4, 8, 113]
     shape = json.dumps({"cin": 8, "cout": 8, "depth": 4, "height": 8})
-    assert plane_pitch.main(["--processes", "2", "--rounds", "2", "--shape", shape, "--out", str(tmp_path)]) == 0
+    assert plane_pitch.main(["--processes", "2", "--rounds", "2", "--shape", shape, "--tile", "2,1,1,0,4",
+                             "--out", str(tmp_path)]) == 0
     res = json.loads((tmp_path / "plane_pitch.json").read_text())
     assert res["shape"]["cin"] == 8 and len(res["processes"]) == 2
+    assert set(res["kernels"]) == {"112", "119"}
+    assert all("tile=2x1x1, bands of 4 rows" in k for k in res["kernels"].values())  # the one tile asked for
     for row in res["processes"]:
-        assert set(row["ms_per_112_columns"]) == {"112", "113"}
+        assert set(row["ms_per_112_columns"]) == {"112", "119"}
         assert all(len(ts) == 2 and min(ts) > 0 for ts in row["ms_per_112_columns"].values())
