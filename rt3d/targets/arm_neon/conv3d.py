@@ -3,7 +3,8 @@
 Direct convolution vectorized over ``lanes`` output channels. Input and output are each plain NC(D)HW or
 channel-blocked NC(D)HW{lanes}c (chosen by the block-layout pass). Weights are packed at build time; a register tile
 of th x tw output positions x tm channel vectors stays in registers through the whole reduction; the loop nest is
-parallel over (n, channel-block group, output depth); bias, residual and activation are applied per tile.
+parallel over (n, channel-block group, output depth), or for temporal kernels with large input planes over bands of
+output rows, each band through all output depths (ConvTile.rows); bias, residual and activation are applied per tile.
 Grouped convolutions take a simpler generic path.
 """
 from __future__ import annotations
