@@ -36,11 +36,10 @@ def pinned_build(model, tile):
     import rt3d
     from rt3d.passes import run_pipeline
     from rt3d.targets import get_target
-    from rt3d.targets.arm_neon.conv3d import default_tile, workload_key
+    from rt3d.targets.arm_neon.conv3d import build_tile, workload_key
     target = get_target("host")
     node = next(n for n in run_pipeline(rt3d.import_onnx(model), target.default_passes()).nodes if n.op == "conv3d")
-    oh, ow = node.output.type.shape[-3:-1] if node.attrs.out_block else node.output.type.shape[-2:]
-    tile = tile or default_tile(node, oh, ow, target.vector_lanes, target.vector_registers, target.l2_bytes)
+    tile = tile or build_tile(node, target)
     return rt3d.build(model, target=replace(target, tuned={workload_key(node): tile})), tile
 
 
@@ -84,8 +83,9 @@ def main(argv=None) -> int:
         return 0
     rows, kernels = [], {}
     for p in range(args.processes):
-        out = subprocess.run([sys.executable, __file__, "--child", "--rounds", str(args.rounds), "--shape",
-                              json.dumps(shape), "--tile", args.tile], check=True, capture_output=True, text=True).stdout
+        child = [sys.executable, __file__, "--child", "--rounds", str(args.rounds), "--shape", json.dumps(shape),
+                 "--tile", args.tile]
+        out = subprocess.run(child, check=True, capture_output=True, text=True).stdout
         res = json.loads(out.strip().splitlines()[-1])
         times = {int(w): ts for w, ts in res["times"].items()}
         kernels = res["kernels"]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import astuple
 from pathlib import Path
 
 
@@ -18,7 +19,7 @@ sys.path.insert(0, str(HERE.parent))
 import rt3d  # noqa: E402
 from rt3d.ir.flops import node_macs  # noqa: E402
 from rt3d.targets import get_target  # noqa: E402
-from rt3d.targets.arm_neon.conv3d import ConvTile, default_tile  # noqa: E402
+from rt3d.targets.arm_neon.conv3d import ConvTile, build_tile  # noqa: E402
 from rt3d.runtime.artifact import atomic_write_bytes  # noqa: E402
 from rt3d.tune.measure import LocalRunner, measure_node  # noqa: E402
 
@@ -32,7 +33,8 @@ TILES = {32: [(1, 4, 2, 0), (1, 7, 2, 0), (1, 8, 2, 0), (2, 4, 2, 0), (1, 14, 2,
 
 
 def tile_name(t: tuple) -> str:
-    return "x".join(map(str, t[:3])) + ("u" if t[3] else "")
+    """th x tw x tm, 'u' where the reduction loop is unrolled, 'b<rows>' where it runs in bands of rows."""
+    return "x".join(map(str, t[:3])) + ("u" if t[3] else "") + (f"b{t[4]}" if t[4] else "")
 
 
 def workloads(models: list[str], cover: float) -> list:
@@ -71,10 +73,9 @@ def main(argv=None) -> int:
     rows = [r for r in json.loads(out.read_text()) if r["model"] not in models] if out.exists() else []
     for model, node in workloads(models, args.cover):
         oh, ow = node.output.type.shape[-3], node.output.type.shape[-2]
-        d = default_tile(node, oh, ow, target.vector_lanes, target.vector_registers, target.l2_bytes)
-        dt = (d.th, d.tw, d.tm, d.ur)
+        dt = astuple(build_tile(node, target))  # with its bands of rows, as the build runs it
         res = {}
-        for t in sorted(set(TILES[regs]) | {dt}):
+        for t in sorted({t + (0,) for t in TILES[regs]} | {dt}):
             if oh % t[0] or ow % t[1]:
                 continue
             res[tile_name(t)] = round(measure_node(node, ConvTile(*t), target, runner)[1], 1)

@@ -97,7 +97,7 @@ def test_default_tile_of_temporal_convs():
     where the L2 is unknown); from LONG_TEMPORAL taps in a column tile; the default build picks them by itself."""
     from dataclasses import replace
     from rt3d.passes import PassManager
-    from rt3d.targets.arm_neon.conv3d import BAND_L2S, ConvTile, default_tile, temporal_footprint
+    from rt3d.targets.arm_neon.conv3d import BAND_L2S, ConvTile, build_tile, default_tile, temporal_footprint
     target = replace(get_target("host"), vector_lanes=16, vector_registers=32)
 
     def node(kd, stride):
@@ -111,6 +111,7 @@ def test_default_tile_of_temporal_convs():
     assert default_tile(short, 14, 14, 16, l2_bytes=small_l2 * 2) == ConvTile(1, 7, 4)  # fits 4 L2s
     assert default_tile(long, 14, 14, 16) == ConvTile(7, 1, 4)
     assert default_tile(long, 14, 14, 16, l2_bytes=small_l2) == ConvTile(7, 1, 4, rows=7)
+    assert build_tile(long, replace(target, l2_bytes=small_l2)) == ConvTile(7, 1, 4, rows=7)  # the build's choice
     built = rt3d.build(temporal_conv(64, 64, (8, 14, 14), 7, 2), target=replace(target, l2_bytes=small_l2))
     assert "tile=7x1x4, bands of 7 rows" in next(layer.impl for layer in built.layers if layer.op == "conv3d")
     x = rand(1, 64, 8, 14, 14, seed=4)

@@ -60,9 +60,9 @@ def _largest_divisor(n: int, limit: int) -> int:
 # (5.3 MiB) 21.2 -> 18.4 ms; its 230->128 3x1x1 on 8x28x28 (2.2 MiB) 8.0 -> 8.1 ms, no gain.
 BAND_L2S = 4
 # From this many taps a temporal kernel takes a column tile (th rows x 1 column): S3D's stem, 7x1x1 stride 2 on
-# 16x112x112, spilled 65 stack accesses per 56 FMAs in its inner loop with a 1x7x4 tile (3-tap kernels: 10-12) and ran
-# 56-105 ms with it; 7x1x4 in bands of 7 rows ran 37.5-39.1 ms (same measurements). 3-tap kernels ran slower in
-# columns (R(2+1)D's 144->64: 27.6 against 18.4 ms).
+# 16x112x112, spilled 65 stack accesses per 56 FMAs in its inner loop with a 1x7x4 tile (3-tap kernels: 10-12, counted
+# in the assembly) and ran 56-105 ms with it; 7x1x4 in bands of 7 rows ran 37.5-39.1 ms (same measurements). 3-tap
+# kernels ran slower in columns (R(2+1)D's 144->64: 27.6 against 18.4 ms).
 LONG_TEMPORAL = 5
 
 
@@ -122,6 +122,14 @@ def default_tile(node: Node, oh: int, ow: int, lanes: int, registers: int = 32, 
             if best is None or score > best[0]:
                 best = (score, ConvTile(th, tw, tm))
     return best[1]
+
+
+def build_tile(node: Node, target) -> ConvTile:
+    """The tile a build for ``target`` gives ``node``: its tuning record, else default_tile for the target's lanes,
+    registers and L2 on the conv's own output plane."""
+    sp = conv_out_spatial(node)
+    return target.tuned.get(workload_key(node)) or default_tile(
+        node, sp[-2] if len(sp) >= 2 else 1, sp[-1], target.vector_lanes, target.vector_registers, target.l2_bytes)
 
 
 def _tile_16(oh: int, ow: int, blocks: int, temporal: bool, in_block: bool, registers: int) -> ConvTile:
@@ -226,8 +234,7 @@ def lower_blocked(node: Node, target, tile: ConvTile | None = None) -> Kernel:
     N, C, _, _, _ = g.x5
     M, _, KD, KH, KW = g.w5
     _, _, OD, OH, OW = g.o5
-    tile = (tile or target.tuned.get(workload_key(node))
-            or default_tile(node, OH, OW, L, target.vector_registers, target.l2_bytes))
+    tile = tile or build_tile(node, target)
     wp = pack_weights(node.inputs[1].data.reshape(g.w5), L, tile.tm, g.in_block)
     Mo = wp.shape[0]
     X = placeholder(node.inputs[0], "x")
